@@ -1,0 +1,33 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-fast lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[train,dev,compare]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gpubfv kernels dmhe tests benchmarks examples
+	$(BIN)/ruff format --check gpubfv kernels dmhe tests benchmarks examples
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-all: $(STAMP) lint
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/python examples/01_bfv_basics.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_bfv.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
