@@ -1,0 +1,1 @@
+"""Compute kernels (CPU: numba, CUDA: numba.cuda). Never imports gpubfv."""

@@ -1,0 +1,354 @@
+"""CPU kernels: NTT tables, NTT/INTT, ChaCha20 and samplers, against slow Python-int references."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import reference  # noqa: E402
+
+from kernels.cpu import (  # noqa: E402
+    chacha20_blocks,
+    ntt_forward,
+    ntt_inverse,
+    sample_cbd,
+    sample_gaussian,
+    sample_ternary,
+    sample_uniform_bounded,
+    sample_uniform_mod,
+)
+from kernels.ntt_tables import find_primitive_2n_root, is_prime, make_ntt_tables  # noqa: E402
+
+
+def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
+    out = []
+    q = (2**bits // (2 * n)) * (2 * n) + 1
+    while len(out) < k:
+        q -= 2 * n
+        if is_prime(q):
+            out.append(q)
+    return out
+
+
+def rand_poly(rng, moduli, n, m=1):
+    a = np.stack([rng.integers(0, q, (m, n)) for q in moduli], axis=1)
+    return np.ascontiguousarray(a.astype(np.uint32))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def test_tables_refuse_bad_input():
+    with pytest.raises(ValueError):
+        make_ntt_tables([12289 * 3], 8)  # not prime (and not 1 mod 16)
+    with pytest.raises(ValueError):
+        make_ntt_tables([97 * 113], 8)  # 10961 = 1 mod 16 but composite
+    with pytest.raises(ValueError):
+        make_ntt_tables([17], 16)  # 17 != 1 mod 32
+    with pytest.raises(ValueError):
+        make_ntt_tables([2**31 - 1], 2)  # >= 2^30
+    with pytest.raises(ValueError):
+        make_ntt_tables([12289], 12)  # n not a power of two
+    with pytest.raises(ValueError):
+        make_ntt_tables([12289], 1)
+    with pytest.raises(ValueError):
+        make_ntt_tables([], 8)
+    assert 10961 % 16 == 1
+
+
+def test_tables_psi_deterministic_and_primitive():
+    for n in (2, 8, 1024):
+        for q in ntt_primes(n, 2):
+            psi = find_primitive_2n_root(q, n)
+            assert psi == find_primitive_2n_root(q, n)
+            assert pow(psi, n, q) == q - 1
+    t = make_ntt_tables(ntt_primes(16, 2), 16)
+    for arr in (t.q, t.w, t.w_shoup, t.wi, t.wi_shoup, t.n_inv, t.n_inv_shoup):
+        assert arr.dtype == np.uint32 and arr.flags.c_contiguous
+
+
+# ---------------------------------------------------------------- NTT
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    logn=st.integers(1, 6),
+    nmods=st.integers(1, 3),
+    bits=st.sampled_from([20, 27, 30]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ntt_forward_matches_reference(logn, nmods, bits, seed):
+    n = 1 << logn
+    mods = ntt_primes(n, nmods, bits)
+    t = make_ntt_tables(mods, n)
+    rng = np.random.default_rng(seed)
+    a = rand_poly(rng, mods, n)
+    b = a.copy()
+    ntt_forward(b, t)
+    for l, q in enumerate(mods):
+        want = reference.ntt_reference([int(x) for x in a[0, l]], q, t.psi[l])
+        assert [int(x) for x in b[0, l]] == want
+
+
+def test_ntt_extremes_reduced():
+    n = 64
+    mods = ntt_primes(n, 2)
+    t = make_ntt_tables(mods, n)
+    a = np.stack([np.full(n, q - 1) for q in mods])[None].astype(np.uint32)
+    b = a.copy()
+    ntt_forward(b, t)
+    for l, q in enumerate(mods):
+        assert (b[0, l] < q).all()
+        assert [int(x) for x in b[0, l]] == reference.ntt_reference([q - 1] * n, q, t.psi[l])
+    ntt_inverse(b, t)
+    assert (b == a).all()
+
+
+@pytest.mark.parametrize("logn", [1, 2, 3, 4, 5, 8, 10, 12])
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("nl", [1, 2, 4])
+def test_ntt_roundtrip(logn, m, nl):
+    n = 1 << logn
+    mods = ntt_primes(n, nl)
+    t = make_ntt_tables(mods, n)
+    rng = np.random.default_rng(logn * 100 + m * 10 + nl)
+    a = rand_poly(rng, mods, n, m)
+    b = a.copy()
+    ntt_forward(b, t)
+    for l, q in enumerate(mods):
+        assert (b[:, l] < q).all()
+    ntt_inverse(b, t)
+    assert (b == a).all()
+
+
+def test_ntt_serial_equals_parallel():
+    n = 1024
+    mods = ntt_primes(n, 3)
+    t = make_ntt_tables(mods, n)
+    a = rand_poly(np.random.default_rng(5), mods, n, 2)
+    b, c = a.copy(), a.copy()
+    ntt_forward(b, t, parallel=False)
+    ntt_forward(c, t, parallel=True)
+    assert (b == c).all()
+    ntt_inverse(b, t, parallel=False)
+    ntt_inverse(c, t, parallel=True)
+    assert (b == a).all() and (c == a).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(logn=st.integers(1, 6), nmods=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_ntt_negacyclic_product(logn, nmods, seed):
+    n = 1 << logn
+    mods = ntt_primes(n, nmods)
+    t = make_ntt_tables(mods, n)
+    rng = np.random.default_rng(seed)
+    a = rand_poly(rng, mods, n)
+    b = rand_poly(rng, mods, n)
+    fa, fb = a.copy(), b.copy()
+    ntt_forward(fa, t)
+    ntt_forward(fb, t)
+    qv = t.q.astype(np.uint64)[None, :, None]
+    c = ((fa.astype(np.uint64) * fb.astype(np.uint64)) % qv).astype(np.uint32)
+    ntt_inverse(c, t)
+    for l, q in enumerate(mods):
+        want = reference.negacyclic_mul([int(x) for x in a[0, l]], [int(x) for x in b[0, l]], q)
+        assert [int(x) for x in c[0, l]] == want
+
+
+def test_ntt_wrapper_validates():
+    t = make_ntt_tables([12289], 8)
+    with pytest.raises(TypeError):
+        ntt_forward(np.zeros((1, 1, 8), np.int64), t)
+    with pytest.raises(ValueError):
+        ntt_forward(np.zeros((1, 2, 8), np.uint32), t)
+    with pytest.raises(ValueError):
+        ntt_forward(np.zeros((1, 8), np.uint32), t)
+    with pytest.raises(ValueError):
+        ntt_inverse(np.zeros((1, 1, 16), np.uint32)[:, :, ::2], t)
+    a = np.zeros((0, 1, 8), np.uint32)
+    ntt_forward(a, t)
+
+
+def test_crt_reference():
+    mods = [12289, 40961, 65537]
+    x = 123456789012
+    assert reference.crt_reconstruct([x % m for m in mods], mods) == x % math.prod(mods)
+
+
+# ---------------------------------------------------------------- ChaCha20
+
+
+def _w(hexstr: str) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(hexstr), dtype="<u4").astype(np.uint32)
+
+
+def test_chacha20_rfc8439_vector():
+    key = np.arange(32, dtype=np.uint8).view("<u4").astype(np.uint32)
+    nonce = _w("000000090000004a00000000")
+    out = chacha20_blocks(key, nonce, 1, 1)
+    want = (
+        "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
+        "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e"
+    )
+    assert out.shape == (1, 16) and out.dtype == np.uint32
+    assert out.astype("<u4").tobytes().hex() == want
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("nblocks", [1, 17, 300])
+def test_chacha20_matches_cryptography(seed, nblocks):
+    cg = pytest.importorskip("cryptography.hazmat.primitives.ciphers")
+    rng = np.random.default_rng(seed)
+    key = rng.integers(0, 2**32, 8, dtype=np.uint32)
+    nonce = rng.integers(0, 2**32, 3, dtype=np.uint32)
+    counter0 = int(rng.integers(0, 1000))
+    got = chacha20_blocks(key, nonce, counter0, nblocks).astype("<u4").tobytes()
+    full_nonce = counter0.to_bytes(4, "little") + nonce.astype("<u4").tobytes()
+    alg = cg.algorithms.ChaCha20(key.astype("<u4").tobytes(), full_nonce)
+    want = cg.Cipher(alg, mode=None).encryptor().update(bytes(64 * nblocks))
+    assert got == want
+
+
+def test_chacha20_validates():
+    key = np.zeros(8, np.uint32)
+    nonce = np.zeros(3, np.uint32)
+    with pytest.raises(ValueError):
+        chacha20_blocks(np.zeros(7, np.uint32), nonce, 0, 1)
+    with pytest.raises(ValueError):
+        chacha20_blocks(key, np.zeros(3, np.int64), 0, 1)
+    with pytest.raises(TypeError):
+        chacha20_blocks(list(range(8)), nonce, 0, 1)
+    with pytest.raises(ValueError):
+        chacha20_blocks(key, nonce, 2**32 - 1, 2)
+    assert chacha20_blocks(key, nonce, 0, 0).shape == (0, 16)
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def _kn(seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2**32, 8, dtype=np.uint32), rng.integers(0, 2**32, 3, dtype=np.uint32)
+
+
+def _words(key, nonce, nwords):
+    nb = (nwords + 15) // 16
+    return [int(x) for x in chacha20_blocks(key, nonce, 0, nb).reshape(-1)[:nwords]]
+
+
+def _v128(ws, i):
+    return ws[4 * i] + (ws[4 * i + 1] << 32) + (ws[4 * i + 2] << 64) + (ws[4 * i + 3] << 96)
+
+
+def test_uniform_mod_matches_python():
+    key, nonce = _kn(10)
+    mods = np.array(ntt_primes(16, 3), dtype=np.uint32)
+    got = sample_uniform_mod(key, nonce, mods, (2, 3, 16))
+    assert got.shape == (2, 3, 16) and got.dtype == np.uint32
+    ws = _words(key, nonce, 4 * got.size)
+    flat = got.reshape(-1)
+    for i in range(got.size):
+        q = int(mods[(i // 16) % 3])
+        assert int(flat[i]) == _v128(ws, i) % q
+
+
+def test_cbd_matches_python():
+    key, nonce = _kn(11)
+    got = sample_cbd(key, nonce, 500)
+    ws = _words(key, nonce, 1000)
+    want = [
+        bin(ws[2 * i] & 0x1FFFFF).count("1") - bin(ws[2 * i + 1] & 0x1FFFFF).count("1")
+        for i in range(500)
+    ]
+    assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_ternary_matches_python():
+    key, nonce = _kn(12)
+    got = sample_ternary(key, nonce, 500)
+    ws = _words(key, nonce, 1000)
+    want = [((ws[2 * i] + (ws[2 * i + 1] << 32)) % 3) - 1 for i in range(500)]
+    assert got.dtype == np.int64 and got.tolist() == want
+
+
+@pytest.mark.parametrize("sigma", [3.2, 2.0**20, 2.0**55])
+def test_gaussian_matches_python(sigma):
+    key, nonce = _kn(13)
+    got = sample_gaussian(key, nonce, 300, sigma)
+    ws = _words(key, nonce, 1200)
+    want = []
+    for i in range(300):
+        w0, w1, w2, w3 = ws[4 * i : 4 * i + 4]
+        u1 = (((w0 >> 5) << 26) + (w1 >> 6) + 1) / 2.0**53
+        u2 = (((w2 >> 5) << 26) + (w3 >> 6)) / 2.0**53
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        want.append(round(sigma * z))
+    assert got.dtype == np.int64
+    # libm may differ from numba's math in the last ulp; allow +-1 on the rounded value
+    diff = np.abs(got - np.array(want, dtype=np.int64))
+    assert (diff <= max(1, int(sigma * 2.0**-45))).all()
+    assert (diff == 0).mean() > 0.9
+
+
+@pytest.mark.parametrize("bound", [0, 1, 5, 2**31, 2**31 + 7, 2**40 + 3, 2**61 + 12345, 2**62 - 1])
+def test_uniform_bounded_matches_python(bound):
+    key, nonce = _kn(14)
+    got = sample_uniform_bounded(key, nonce, bound, 200)
+    ws = _words(key, nonce, 800)
+    m = 2 * bound + 1
+    want = [_v128(ws, i) % m - bound for i in range(200)]
+    assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_sampler_distributions():
+    key, nonce = _kn(15)
+    c = sample_cbd(key, nonce, 100_000).astype(np.float64)
+    assert abs(c.mean()) < 0.05 and abs(c.var() - 10.5) < 0.3
+    t = sample_ternary(key, nonce, 100_000)
+    assert set(np.unique(t).tolist()) <= {-1, 0, 1}
+    for v in (-1, 0, 1):
+        assert abs((t == v).mean() - 1 / 3) < 0.01
+    g = sample_gaussian(key, nonce, 100_000, 2.0**20).astype(np.float64)
+    assert abs(g.std() / 2.0**20 - 1) < 0.02 and abs(g.mean()) < 2.0**20 * 0.02
+    u = sample_uniform_bounded(key, nonce, 10, 100_000)
+    assert u.min() == -10 and u.max() == 10
+    mods = np.array(ntt_primes(1024, 2), dtype=np.uint32)
+    r = sample_uniform_mod(key, nonce, mods, (4, 2, 1024)).astype(np.float64)
+    for l, q in enumerate(mods):
+        assert abs(r[:, l].mean() / int(q) - 0.5) < 0.02
+
+
+def test_sampler_determinism_and_validation():
+    key, nonce = _kn(16)
+    _, nonce2 = _kn(17)
+    mods = np.array(ntt_primes(16, 2), dtype=np.uint32)
+    for f in (
+        lambda k, n: sample_uniform_mod(k, n, mods, (3, 2, 16)),
+        lambda k, n: sample_cbd(k, n, 64),
+        lambda k, n: sample_ternary(k, n, 64),
+        lambda k, n: sample_gaussian(k, n, 64, 3.2),
+        lambda k, n: sample_uniform_bounded(k, n, 2**50, 64),
+    ):
+        a, b, c = f(key, nonce), f(key, nonce), f(key, nonce2)
+        assert (a == b).all()
+        assert not (a == c).all()
+    # prefix property: index i depends only on (key, nonce, i)
+    assert (sample_cbd(key, nonce, 10) == sample_cbd(key, nonce, 100)[:10]).all()
+    with pytest.raises(ValueError):
+        sample_gaussian(key, nonce, 4, 0.0)
+    with pytest.raises(ValueError):
+        sample_gaussian(key, nonce, 4, 2.0**60)
+    with pytest.raises(ValueError):
+        sample_uniform_bounded(key, nonce, 2**62, 4)
+    with pytest.raises(ValueError):
+        sample_uniform_mod(key, nonce, mods, (3, 16))
+    with pytest.raises(ValueError):
+        sample_cbd(key, nonce, -1)
