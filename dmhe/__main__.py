@@ -1,0 +1,5 @@
+import sys
+
+from dmhe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""Models by name: small ones for MNIST-shaped input, CIFAR-10 ones, and any torchvision model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "ModelError", "build_model"]
+
+MODELS = ("mlp", "cnn", "cifar_cnn", "resnet18")
+
+
+class ModelError(ValueError):
+    """Unknown model name, or a model that does not fit the input."""
+
+
+def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *input_shape)).numel())
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
+    d = 1
+    for s in input_shape:
+        d *= s
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+    )
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Two conv layers + one linear layer (about 21k parameters on 28x28x1)."""
+    if len(input_shape) != 3:
+        raise ModelError(f"cnn needs (C, H, W) input, got {input_shape}")
+    features = nn.Sequential(
+        nn.Conv2d(input_shape[0], 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    return nn.Sequential(features, nn.Linear(_flat_size(features, input_shape), num_classes))
+
+
+def cifar_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The classic three-block CIFAR-10 CNN (no batch norm, so FedAvg has no buffers to mix)."""
+    if len(input_shape) != 3:
+        raise ModelError(f"cifar_cnn needs (C, H, W) input, got {input_shape}")
+    c = input_shape[0]
+    features = nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    return nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """``mlp``, ``cnn``, ``cifar_cnn``, ``resnet18``, or any torchvision classification model
+    name (built with ``weights=None``: nothing is downloaded)."""
+    input_shape = tuple(input_shape)
+    if name == "mlp":
+        return mlp(input_shape, num_classes)
+    if name == "cnn":
+        return cnn(input_shape, num_classes)
+    if name == "cifar_cnn":
+        return cifar_cnn(input_shape, num_classes)
+    import torchvision
+
+    if name in torchvision.models.list_models(module=torchvision.models):
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        if len(input_shape) == 3 and input_shape[0] != 3:
+            raise ModelError(
+                f"torchvision model {name!r} expects 3 input channels, got {input_shape}"
+            )
+        return model
+    raise ModelError(
+        f"unknown model {name!r}; known: {', '.join(MODELS)} or a torchvision classification model"
+    )

@@ -1,0 +1,330 @@
+"""How bytes move between peers: one small interface, two implementations.
+
+The round logic (``dmhe.aggregation``) is written once against :class:`Transport`; the same code
+runs K peers as threads of one process (:class:`InProcessNetwork`, the default, which counts every
+byte) and one peer per process over ``torch.distributed`` (:class:`TorchDistributedTransport`,
+launched with ``torchrun``).
+
+A transport is point-to-point and ordered per (src, dst) pair: the n-th ``recv(src)`` on ``dst``
+returns the n-th payload ``src`` sent to ``dst``.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "InProcessNetwork",
+    "InProcessTransport",
+    "PeerDropped",
+    "TorchDistributedTransport",
+    "Transport",
+    "run_peers",
+]
+
+
+class PeerDropped(RuntimeError):
+    """A peer left the computation (simulated dropout, or a dead process)."""
+
+    def __init__(self, rank: int, message: str | None = None) -> None:
+        super().__init__(message or f"peer {rank} dropped out")
+        self.rank = rank
+
+
+class _NetworkAborted(RuntimeError):
+    """Another peer failed; this peer stops waiting instead of hanging forever."""
+
+
+class Transport(ABC):
+    """Point-to-point byte transport seen from one peer.
+
+    ``bytes_sent[dst]`` and ``bytes_received[src]`` count payload bytes plus whatever framing the
+    implementation puts on the wire, so that the counters are what a network would carry.
+    """
+
+    rank: int
+    world_size: int
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, {world_size})")
+        self.rank = rank
+        self.world_size = world_size
+        self.bytes_sent: dict[int, int] = defaultdict(int)
+        self.bytes_received: dict[int, int] = defaultdict(int)
+
+    @abstractmethod
+    def send(self, dst: int, payload: bytes) -> None: ...
+
+    @abstractmethod
+    def recv(self, src: int) -> bytes: ...
+
+    @abstractmethod
+    def barrier(self) -> None: ...
+
+    @property
+    def total_bytes_sent(self) -> int:
+        return sum(self.bytes_sent.values())
+
+    @property
+    def total_bytes_received(self) -> int:
+        return sum(self.bytes_received.values())
+
+    def reset_counters(self) -> None:
+        self.bytes_sent.clear()
+        self.bytes_received.clear()
+
+    def _check_peer(self, peer: int) -> None:
+        if not 0 <= peer < self.world_size or peer == self.rank:
+            raise ValueError(
+                f"peer {self.rank}: invalid peer {peer} (world_size {self.world_size})"
+            )
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+class InProcessNetwork:
+    """K simulated peers in one process: one FIFO per (src, dst) pair, one thread per peer.
+
+    ``drop_prob`` simulates dropouts: at each ``send`` a live peer drops out with that
+    probability (it raises :class:`PeerDropped` there, and every later ``recv`` from it raises
+    :class:`PeerDropped` on the receiver once its queue is drained). ``drop(rank)`` does the same
+    on demand. The dropout decisions come from a seeded ``random.Random``: they are simulation
+    events, not secrets.
+    """
+
+    def __init__(
+        self,
+        world_size: int,
+        *,
+        drop_prob: float = 0.0,
+        seed: int | None = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.world_size = world_size
+        self.drop_prob = drop_prob
+        self._rng = random.Random(seed)
+        self._poll = poll_interval
+        self._queues: dict[tuple[int, int], queue.SimpleQueue[bytes]] = {}
+        self._lock = threading.Lock()
+        self._dropped: set[int] = set()
+        self._aborted = threading.Event()
+        self._barrier = threading.Barrier(world_size)
+        self.transports = [InProcessTransport(self, r) for r in range(world_size)]
+
+    def _queue(self, src: int, dst: int) -> queue.SimpleQueue[bytes]:
+        key = (src, dst)
+        q = self._queues.get(key)
+        if q is None:
+            with self._lock:
+                q = self._queues.setdefault(key, queue.SimpleQueue())
+        return q
+
+    @property
+    def dropped(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._dropped)
+
+    def drop(self, rank: int) -> None:
+        with self._lock:
+            self._dropped.add(rank)
+        # Peers waiting in a barrier would wait forever for the dropped one.
+        self._barrier.abort()
+
+    def _maybe_drop(self, rank: int) -> None:
+        with self._lock:
+            if rank in self._dropped:
+                raise PeerDropped(rank)
+            hit = self.drop_prob > 0.0 and self._rng.random() < self.drop_prob
+        if hit:
+            self.drop(rank)
+            raise PeerDropped(rank)
+
+    def revive_all(self) -> None:
+        """Forget dropouts (a new round with a fresh set of live peers)."""
+        with self._lock:
+            self._dropped.clear()
+            self._queues.clear()
+        self._barrier = threading.Barrier(self.world_size)
+        self._aborted.clear()
+
+    def run(self, fn: Callable[[InProcessTransport], Any]) -> list[Any]:
+        """Run ``fn(transport)`` for every peer on its own thread; return results by rank.
+
+        A peer that drops out (raises :class:`PeerDropped` about itself) gets that exception as
+        its result. If any peer raises anything else (including :class:`PeerDropped` about
+        another peer), the others are released from their waits and the first such exception
+        (in time) is re-raised here.
+        """
+        results: list[Any] = [None] * self.world_size
+        errors: list[tuple[float, BaseException]] = []
+        err_lock = threading.Lock()
+
+        def body(rank: int) -> None:
+            try:
+                results[rank] = fn(self.transports[rank])
+            except PeerDropped as exc:
+                if exc.rank == rank:
+                    # This peer itself dropped out: a simulated event, not a failure. Whether
+                    # the others can finish without it is their protocol's business.
+                    results[rank] = exc
+                    return
+                with err_lock:
+                    errors.append((time.monotonic(), exc))
+                self._aborted.set()
+                self._barrier.abort()
+            except BaseException as exc:
+                with err_lock:
+                    errors.append((time.monotonic(), exc))
+                if not isinstance(exc, _NetworkAborted):
+                    self._aborted.set()
+                    self._barrier.abort()
+
+        if self.world_size == 1:
+            body(0)
+        else:
+            threads = [
+                threading.Thread(target=body, args=(r,), name=f"dmhe-peer-{r}", daemon=True)
+                for r in range(self.world_size)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            real = [e for e in errors if not isinstance(e[1], _NetworkAborted)]
+            first = min(real or errors, key=lambda e: e[0])[1]
+            self._aborted.clear()
+            self._barrier.reset()
+            raise first
+        return results
+
+
+class InProcessTransport(Transport):
+    """One peer's view of an :class:`InProcessNetwork`. Counts payload bytes only (no framing)."""
+
+    def __init__(self, network: InProcessNetwork, rank: int) -> None:
+        super().__init__(rank, network.world_size)
+        self.network = network
+
+    def send(self, dst: int, payload: bytes) -> None:
+        self._check_peer(dst)
+        self.network._maybe_drop(self.rank)
+        data = bytes(payload)
+        self.bytes_sent[dst] += len(data)
+        self.network._queue(self.rank, dst).put(data)
+
+    def recv(self, src: int) -> bytes:
+        self._check_peer(src)
+        net = self.network
+        q = net._queue(src, self.rank)
+        while True:
+            try:
+                data = q.get(timeout=net._poll)
+            except queue.Empty:
+                if src in net.dropped:
+                    raise PeerDropped(src) from None
+                if net._aborted.is_set():
+                    raise _NetworkAborted(f"peer {self.rank}: another peer failed") from None
+                continue
+            self.bytes_received[src] += len(data)
+            return data
+
+    def barrier(self) -> None:
+        try:
+            self.network._barrier.wait()
+        except threading.BrokenBarrierError:
+            dropped = self.network.dropped
+            if dropped:
+                raise PeerDropped(min(dropped)) from None
+            raise _NetworkAborted(f"peer {self.rank}: barrier broken") from None
+
+
+def run_peers(k: int, fn: Callable[[Transport], Any], **network_kwargs: Any) -> list[Any]:
+    """Run ``fn(transport)`` on K in-process peers (one thread each); results by rank."""
+    return InProcessNetwork(k, **network_kwargs).run(fn)
+
+
+# --------------------------------------------------------------------------- torch.distributed
+
+
+class TorchDistributedTransport(Transport):
+    """One peer per process over ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+
+    Every message is an 8-byte little-endian length header (an int64 tensor) followed by the
+    payload as a uint8 tensor; both are counted. Sends are asynchronous (``isend``) so that a
+    ring step, where every peer sends before it receives, cannot deadlock; pending sends are
+    completed at the next ``barrier`` or ``flush``.
+    """
+
+    HEADER_BYTES = 8
+
+    def __init__(self, *, device: str | None = None, group: Any = None) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "torch.distributed is not initialised: launch with torchrun, or call "
+                "torch.distributed.init_process_group first"
+            )
+        self._torch = torch
+        self._dist = dist
+        self._group = group
+        super().__init__(dist.get_rank(group), dist.get_world_size(group))
+        if device is None:
+            device = "cuda" if dist.get_backend(group) == "nccl" else "cpu"
+        self.device = torch.device(device)
+        self._pending: list[tuple[Any, Any]] = []
+
+    def send(self, dst: int, payload: bytes) -> None:
+        self._check_peer(dst)
+        torch = self._torch
+        data = bytes(payload)
+        header = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        body = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None
+        self._pending.append((self._dist.isend(header, dst, group=self._group), header))
+        if body is not None:
+            body = body.to(self.device)
+            self._pending.append((self._dist.isend(body, dst, group=self._group), body))
+        self.bytes_sent[dst] += self.HEADER_BYTES + len(data)
+        self._reap()
+
+    def recv(self, src: int) -> bytes:
+        self._check_peer(src)
+        torch = self._torch
+        header = torch.empty(1, dtype=torch.int64, device=self.device)
+        self._dist.recv(header, src, group=self._group)
+        n = int(header.item())
+        self.bytes_received[src] += self.HEADER_BYTES + n
+        if n == 0:
+            return b""
+        body = torch.empty(n, dtype=torch.uint8, device=self.device)
+        self._dist.recv(body, src, group=self._group)
+        return body.cpu().numpy().tobytes()
+
+    def _reap(self) -> None:
+        self._pending = [(w, t) for (w, t) in self._pending if not w.is_completed()]
+
+    def flush(self) -> None:
+        for work, _ in self._pending:
+            work.wait()
+        self._pending.clear()
+
+    def barrier(self) -> None:
+        self.flush()
+        self._dist.barrier(group=self._group)
