@@ -1,0 +1,87 @@
+"""The one place that decides numpy vs CuPy and CPU vs CUDA kernels.
+
+Everything above calls `backend.xp` (the array module) and `backend.k` (the kernel set, the same
+function names in `kernels.cpu` and `kernels.cuda`). Nothing else imports cupy or branches on
+the device.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (no CuPy, no CUDA device)."""
+
+
+def _cuda_available() -> tuple[bool, str]:
+    try:
+        import cupy  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return False, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover
+        return False, f"CUDA runtime error: {exc}"
+    if n < 1:  # pragma: no cover
+        return False, "no CUDA device is visible"
+    return True, ""
+
+
+class Backend:
+    """`Backend("cpu")`, `Backend("cuda")` or `Backend("auto")` (CUDA when a device is seen)."""
+
+    def __init__(self, name: str = "cpu") -> None:
+        if name not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"backend must be 'cpu', 'cuda' or 'auto', not {name!r}")
+        if name == "auto":
+            name = "cuda" if _cuda_available()[0] else "cpu"
+        if name == "cuda":
+            ok, why = _cuda_available()
+            if not ok:
+                raise BackendUnavailable(
+                    f"backend 'cuda' requested but unavailable: {why}. "
+                    "Install the GPU extra (pip install 'gpubfv[gpu]') on a machine with an "
+                    "NVIDIA GPU, or use Backend('cpu')."
+                )
+            import cupy
+
+            self.xp: ModuleType = cupy
+            self.k: ModuleType = importlib.import_module("kernels.cuda")
+        else:
+            self.xp = np
+            self.k = importlib.import_module("kernels.cpu")
+        self.name = name
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "cuda"
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if isinstance(a, np.ndarray):
+            return a
+        return self.xp.asnumpy(a)
+
+    def from_dlpack(self, tensor: Any) -> Any:
+        """Zero-copy view of a DLPack-capable tensor (e.g. a torch tensor) on this backend."""
+        return self.xp.from_dlpack(tensor)
+
+    def synchronize(self) -> None:
+        if self.is_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+@cache
+def get_backend(name: str = "cpu") -> Backend:
+    return Backend(name)

@@ -1,0 +1,170 @@
+"""Encoders: integer vectors <-> plaintext polynomials.
+
+- `BatchEncoder`: N slots as a 2 x N/2 matrix (SIMD; needs t = 1 mod 2N); rotations act on rows.
+- `CoefficientEncoder`: values as polynomial coefficients (any prime t; enough for sums and
+  plaintext scaling), with optional packing of several non-negative sub-values per coefficient.
+- `FixedPointEncoder`: reals -> round(clip(x) * 2^f) over either integer encoder. The encoding
+  error is at most 2^-(f+1) per value (one rounding); values beyond the clip bound are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpubfv.backend import Backend, get_backend
+from gpubfv.ciphertext import Plaintext
+from gpubfv.params import Parameters
+from gpubfv.ring.basis import RNSBasis
+
+
+class EncodingError(ValueError):
+    pass
+
+
+def _to_mod_t(values: Any, t: int, xp: Any) -> Any:
+    """Signed integers |v| <= (t-1)/2 (or non-negative v < t) -> uint64 residues in [0, t)."""
+    v = xp.asarray(values)
+    if v.dtype.kind not in "iu":
+        raise EncodingError(f"integer values required, got dtype {v.dtype}")
+    if v.size:
+        lo, hi = int(v.min()), int(v.max())
+        if lo < -((t - 1) // 2) or hi >= t:
+            raise EncodingError(f"values in [{lo}, {hi}] do not fit plaintext modulus t={t}")
+    v64 = v.astype(np.int64)
+    return xp.where(v64 < 0, v64 + np.int64(t), v64).astype(np.uint64)
+
+
+def _from_mod_t(data: Any, t: int, signed: bool, xp: Any) -> Any:
+    d = data.astype(np.int64)
+    if signed:
+        d = xp.where(d > np.int64(t // 2), d - np.int64(t), d)
+    return d
+
+
+class BatchEncoder:
+    def __init__(self, params: Parameters, backend: Backend | None = None) -> None:
+        if not params.batching:
+            raise EncodingError("BatchEncoder needs a batching parameter set (t = 1 mod 2N)")
+        self.params = params
+        self.backend = backend or get_backend("cpu")
+        n = params.n
+        self.slots = n
+        self.tb = RNSBasis([params.t], n, self.backend)
+        log_n = n.bit_length() - 1
+        rev = np.array([int(f"{i:0{log_n}b}"[::-1], 2) if log_n else 0 for i in range(n)])
+        index = np.empty(n, dtype=np.int64)
+        g = 1
+        half = n // 2
+        for i in range(half):
+            e0, e1 = g, (2 * n - g) % (2 * n)
+            index[i] = rev[(e0 - 1) // 2]
+            index[half + i] = rev[(e1 - 1) // 2]
+            g = g * 3 % (2 * n)
+        self.index_map = self.backend.xp.asarray(index)
+
+    def encode(self, values: Any) -> Plaintext:
+        """values (..., N) integers, signed (|v| <= (t-1)/2) or in [0, t)."""
+        xp = self.backend.xp
+        v = _to_mod_t(values, self.params.t, xp)
+        if v.shape[-1] != self.slots:
+            raise EncodingError(f"expected {self.slots} slots, got {v.shape[-1]}")
+        batch = v.shape[:-1]
+        ev = xp.empty(batch + (1, self.slots), dtype=np.uint32)
+        ev[..., 0, self.index_map] = v.astype(np.uint32)
+        self.tb.intt(ev, inplace=True)
+        return Plaintext(self.params, ev[..., 0, :].astype(np.uint64))
+
+    def decode(self, pt: Plaintext, signed: bool = True) -> Any:
+        xp = self.backend.xp
+        c = xp.ascontiguousarray(pt.data.astype(np.uint32)[..., None, :])
+        self.tb.ntt(c, inplace=True)
+        slots = c[..., 0, :][..., self.index_map].astype(np.uint64)
+        return _from_mod_t(slots, self.params.t, signed, xp)
+
+
+class CoefficientEncoder:
+    """Values as coefficients; `pack` > 1 packs several non-negative sub-values per coefficient.
+
+    With packing, each coefficient holds sum_j v_j * 2^(j*width) and `width` must leave room for
+    every sum the plaintext will undergo (caller's headroom): the whole packed value must stay
+    below t, checked here.
+    """
+
+    def __init__(
+        self, params: Parameters, backend: Backend | None = None, pack: int = 1, width: int = 0
+    ) -> None:
+        self.params = params
+        self.backend = backend or get_backend("cpu")
+        if pack < 1:
+            raise EncodingError("pack must be >= 1")
+        if pack > 1 and (width < 1 or pack * width >= params.t.bit_length()):
+            raise EncodingError(
+                f"{pack} sub-values of {width} bits do not fit t of {params.t.bit_length()} bits"
+            )
+        self.pack, self.width = pack, width
+        self.slots = params.n * pack
+
+    def encode(self, values: Any) -> Plaintext:
+        xp = self.backend.xp
+        v = xp.asarray(values)
+        n = self.params.n
+        if self.pack == 1:
+            if v.shape[-1] > n:
+                raise EncodingError(f"at most {n} values per plaintext")
+            m = _to_mod_t(v, self.params.t, xp)
+        else:
+            if v.shape[-1] > self.slots:
+                raise EncodingError(f"at most {self.slots} values per plaintext")
+            if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << self.width)):
+                raise EncodingError(f"packed sub-values must lie in [0, 2^{self.width})")
+            pad = self.slots - v.shape[-1]
+            v = xp.concatenate(
+                [v.astype(np.uint64), xp.zeros(v.shape[:-1] + (pad,), np.uint64)], -1
+            )
+            v = v.reshape(v.shape[:-1] + (self.pack, n))
+            m = xp.zeros(v.shape[:-2] + (n,), dtype=np.uint64)
+            for j in range(self.pack):
+                m |= v[..., j, :] << np.uint64(j * self.width)
+        if m.shape[-1] < n:
+            m = xp.concatenate([m, xp.zeros(m.shape[:-1] + (n - m.shape[-1],), np.uint64)], -1)
+        return Plaintext(self.params, m)
+
+    def decode(self, pt: Plaintext, signed: bool = True) -> Any:
+        xp = self.backend.xp
+        if self.pack == 1:
+            return _from_mod_t(pt.data, self.params.t, signed, xp)
+        mask = np.uint64((1 << self.width) - 1)
+        parts = [(pt.data >> np.uint64(j * self.width)) & mask for j in range(self.pack)]
+        return xp.concatenate(parts, axis=-1).astype(np.int64)
+
+
+class FixedPointEncoder:
+    """Reals <-> integers round(x * 2^f) over an integer encoder; |x| must not exceed `clip`."""
+
+    def __init__(
+        self, inner: BatchEncoder | CoefficientEncoder, scale_bits: int, clip: float
+    ) -> None:
+        self.inner = inner
+        self.scale_bits = scale_bits
+        self.clip = float(clip)
+        t = inner.params.t
+        if self.clip * 2.0**scale_bits >= t / 2:
+            raise EncodingError(
+                f"clip {clip} at scale 2^{scale_bits} does not fit t={t} (need clip*2^f < t/2)"
+            )
+
+    @property
+    def max_error(self) -> float:
+        return 2.0 ** -(self.scale_bits + 1)
+
+    def encode(self, x: Any) -> Plaintext:
+        xp = self.inner.backend.xp
+        x = xp.asarray(x, dtype=np.float64)
+        if x.size and float(xp.abs(x).max()) > self.clip:
+            raise EncodingError(f"|x| exceeds the clip bound {self.clip}")
+        return self.inner.encode(xp.rint(x * 2.0**self.scale_bits).astype(np.int64))
+
+    def decode(self, pt: Plaintext) -> Any:
+        return self.inner.decode(pt, signed=True).astype(np.float64) / 2.0**self.scale_bits

@@ -1,0 +1,212 @@
+"""Homomorphic operations on batches of ciphertexts.
+
+Key switching is hybrid (special modulus P, RNS gadget digits): relinearization, rotations and
+the multiparty key switches share `key_switch`. Multiplication is HPS: exact lift of Q to an
+auxiliary basis R, tensor product in QR, scale by t/Q into R, exact extension back to Q.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpubfv.backend import Backend, get_backend
+from gpubfv.ciphertext import Ciphertext, Plaintext
+from gpubfv.context import Context, get_context
+from gpubfv.encryptor import _check_plain, add_scaled_plaintext, check_ciphertext
+from gpubfv.keys import (
+    GaloisKeys,
+    SwitchingKey,
+    galois_element_columns,
+    galois_element_rows,
+)
+from gpubfv.params import Parameters
+
+
+def key_switch(ctx: Context, c: Any, key_data: Any) -> Any:
+    """c (..., L, N) coefficient domain -> (..., 2, L, N) with out0 + out1*s ~ c*s'.
+
+    key_data: (D, 2, L+K, N) NTT domain over QP.
+    """
+    xp = ctx.backend.xp
+    qp, L, K, n = ctx.qp, ctx.L, ctx.K, ctx.n
+    if c.shape[-2] != L:
+        raise ValueError("key switching works at the top level only")
+    batch = c.shape[:-2]
+    acc = xp.zeros((2,) + batch + (L + K, n), dtype=np.uint32)
+    for j, (grp, (conv, rest)) in enumerate(zip(ctx.digits, ctx.digit_converters)):
+        ext = xp.empty(batch + (L + K, n), dtype=np.uint32)
+        cj = xp.ascontiguousarray(c[..., list(grp), :])
+        ext[..., list(grp), :] = cj
+        ext[..., rest, :] = conv(cj, exact=False)
+        qp.ntt(ext, inplace=True)
+        for comp in range(2):
+            qp.mul_add(ext, key_data[j, comp], acc[comp])
+    qp.intt(acc, inplace=True)
+    return xp.ascontiguousarray(xp.moveaxis(mod_down(ctx, acc), 0, -3))
+
+
+def mod_down(ctx: Context, x: Any) -> Any:
+    """(..., L+K, N) over QP -> round(x / P) over Q (approximate P->Q conversion, +small error)."""
+    L = ctx.L
+    qb = ctx.q_basis()
+    xq = ctx.backend.xp.ascontiguousarray(x[..., :L, :])
+    xpp = ctx.backend.xp.ascontiguousarray(x[..., L:, :])
+    diff = qb.sub(xq, ctx.p_to_q(xpp, exact=False))
+    return qb.mul_scalar(diff, ctx.p_inv_mod_q)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        params: Parameters,
+        relin_key: SwitchingKey | None = None,
+        galois_keys: GaloisKeys | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.params = params
+        self.backend = backend or get_backend("cpu")
+        self.ctx = get_context(params, self.backend)
+        self.rlk = relin_key
+        self.gks = galois_keys
+
+    # -- linear -----------------------------------------------------------------------------
+    def _same(self, a: Ciphertext, b: Ciphertext) -> None:
+        check_ciphertext(self.params, a)
+        check_ciphertext(self.params, b)
+        if a.level != b.level or a.size != b.size:
+            raise ValueError(f"operands differ: size {a.size}/{b.size}, level {a.level}/{b.level}")
+
+    def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        self._same(a, b)
+        return Ciphertext(self.params, self.ctx.q_basis(a.level).add(a.data, b.data))
+
+    def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        self._same(a, b)
+        return Ciphertext(self.params, self.ctx.q_basis(a.level).sub(a.data, b.data))
+
+    def neg(self, a: Ciphertext) -> Ciphertext:
+        check_ciphertext(self.params, a)
+        return Ciphertext(self.params, self.ctx.q_basis(a.level).neg(a.data))
+
+    def sum(self, cts: Ciphertext | list[Ciphertext]) -> Ciphertext:
+        """Sum K ciphertexts in one pass: a list, or a batch along the first axis."""
+        xp = self.backend.xp
+        if isinstance(cts, list):
+            if not cts:
+                raise ValueError("nothing to sum")
+            for c in cts:
+                self._same(cts[0], c)
+            data = xp.stack([c.data for c in cts])
+        else:
+            check_ciphertext(self.params, cts)
+            data = cts.data
+        level = data.shape[-2]
+        return Ciphertext(self.params, self.ctx.q_basis(level).sum(data))
+
+    def add_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
+        check_ciphertext(self.params, a)
+        _check_plain(self.params, pt)
+        out = a.data.copy()
+        c0 = self.backend.xp.ascontiguousarray(out[..., 0, :, :])
+        add_scaled_plaintext(self.ctx, c0, pt.data)
+        out[..., 0, :, :] = c0
+        return Ciphertext(self.params, out)
+
+    def sub_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
+        t = self.params.t
+        neg = self.backend.xp.where(pt.data == 0, pt.data, np.uint64(t) - pt.data)
+        return self.add_plain(a, Plaintext(self.params, neg))
+
+    def mul_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
+        """Multiply by an (unscaled) plaintext polynomial, lifted centered mod t."""
+        check_ciphertext(self.params, a)
+        _check_plain(self.params, pt)
+        qb = self.ctx.q_basis(a.level)
+        t = self.params.t
+        m = pt.data.astype(np.int64)
+        m = self.backend.xp.where(m > np.int64(t // 2), m - np.int64(t), m)
+        mq = qb.ntt(qb.from_signed(m), inplace=True)
+        if mq.ndim > 2:
+            mq = mq[..., None, :, :]
+        prod = qb.mul(qb.ntt(a.data), mq)
+        return Ciphertext(self.params, qb.intt(prod, inplace=True))
+
+    # -- multiplication -----------------------------------------------------------------------
+    def mul(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        """Tensor product (size-3 result); call `relinearize` afterwards."""
+        self._same(a, b)
+        ctx = self.ctx
+        if a.size != 2 or a.level != ctx.L:
+            raise ValueError("mul takes fresh-size (2) ciphertexts at the top level")
+        xp = self.backend.xp
+        qr = ctx.qr
+        L = ctx.L
+
+        def lift(ct: Ciphertext) -> Any:
+            ext = ctx.q_to_r(ct.data, exact=True)
+            return qr.ntt(xp.concatenate([ct.data, ext], axis=-2), inplace=True)
+
+        x, y = lift(a), lift(b)
+        d0 = qr.mul(x[..., 0, :, :], y[..., 0, :, :])
+        d1 = qr.mul(x[..., 0, :, :], y[..., 1, :, :])
+        qr.mul_add(x[..., 1, :, :], y[..., 0, :, :], d1)
+        d2 = qr.mul(x[..., 1, :, :], y[..., 1, :, :])
+        d = qr.intt(xp.stack([d0, d1, d2], axis=-3), inplace=True)
+        scaled_r = ctx.hps(xp.ascontiguousarray(d[..., :L, :]), xp.ascontiguousarray(d[..., L:, :]))
+        return Ciphertext(self.params, ctx.r_to_q(scaled_r, exact=True))
+
+    def relinearize(self, a: Ciphertext) -> Ciphertext:
+        check_ciphertext(self.params, a, size=3)
+        if self.rlk is None:
+            raise ValueError("relinearization needs a relinearization key")
+        qb = self.ctx.q_basis()
+        ks = key_switch(self.ctx, a.data[..., 2, :, :], self.rlk.data)
+        out = qb.add(a.data[..., :2, :, :], ks)
+        return Ciphertext(self.params, out)
+
+    def multiply(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        return self.relinearize(self.mul(a, b))
+
+    # -- automorphisms --------------------------------------------------------------------------
+    def apply_galois(self, a: Ciphertext, galois: int) -> Ciphertext:
+        check_ciphertext(self.params, a, size=2)
+        if self.gks is None:
+            raise ValueError("rotations need Galois keys")
+        key = self.gks[galois]
+        qb = self.ctx.q_basis(a.level)
+        rot = qb.automorphism(a.data, galois)
+        ks = key_switch(self.ctx, rot[..., 1, :, :], key.data)
+        ks[..., 0, :, :] = qb.add(ks[..., 0, :, :], rot[..., 0, :, :])
+        return Ciphertext(self.params, ks)
+
+    def rotate_rows(self, a: Ciphertext, steps: int) -> Ciphertext:
+        """Rotate both rows of the 2 x N/2 slot matrix left by `steps`."""
+        return self.apply_galois(a, galois_element_rows(self.params.n, steps))
+
+    def rotate_columns(self, a: Ciphertext) -> Ciphertext:
+        """Swap the two rows of the slot matrix."""
+        return self.apply_galois(a, galois_element_columns(self.params.n))
+
+    # -- modulus switching ----------------------------------------------------------------------
+    def mod_switch_to(self, a: Ciphertext, level: int) -> Ciphertext:
+        """Divide-and-round by the dropped primes (smaller on the wire; noise scales down)."""
+        check_ciphertext(self.params, a)
+        if not 1 <= level <= a.level:
+            raise ValueError(f"cannot switch from level {a.level} to {level}")
+        xp = self.backend.xp
+        data = a.data
+        moduli = self.params.q
+        for cur in range(a.level, level, -1):
+            ql = moduli[cur - 1]
+            last = data[..., cur - 1, :].astype(np.int64)
+            centered = xp.where(last > ql // 2, last - ql, last)
+            rest = data[..., : cur - 1, :].astype(np.int64)
+            qs = xp.asarray(np.array(moduli[: cur - 1], dtype=np.int64))[:, None]
+            inv = xp.asarray(np.array([pow(ql, -1, q) for q in moduli[: cur - 1]], dtype=np.int64))[
+                :, None
+            ]
+            diff = (rest - centered[..., None, :]) % qs
+            data = ((diff * inv) % qs).astype(np.uint32)
+        return Ciphertext(self.params, xp.ascontiguousarray(data))

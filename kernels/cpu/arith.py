@@ -1,0 +1,221 @@
+"""Element-wise modular arithmetic on RNS arrays of shape (M, L, N), uint32 words, q < 2^30.
+
+Barrett reduction of 60-bit products with mu = floor(2^62 / q): the quotient estimate
+((x >> 30) * mu) >> 32 is short by at most 3, so two conditional subtractions are not enough in
+theory; we loop (at most 3 times). Second operands may have M == 1 (broadcast, e.g. a key).
+The wrappers check dtype and contiguity because the kernels check nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, uint32, uint64
+
+_U32 = np.uint32
+
+
+def barrett_constants(q: np.ndarray) -> np.ndarray:
+    q64 = q.astype(np.uint64)
+    return np.array([(1 << 62) // int(v) for v in q64], dtype=np.uint64)
+
+
+@njit(inline="always")
+def _barrett(x, q, mu):
+    # x < 2^62, q < 2^30, mu = floor(2^62/q)
+    est = ((x >> uint64(30)) * mu) >> uint64(32)
+    r = x - est * q
+    while r >= q:
+        r -= q
+    return r
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _add(a, b, q, out):
+    M, L, N = a.shape
+    bm = b.shape[0]
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        mb = m if bm > 1 else 0
+        ql = q[l]
+        for i in range(N):
+            s = a[m, l, i] + b[mb, l, i]
+            out[m, l, i] = s - ql if s >= ql else s
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _sub(a, b, q, out):
+    M, L, N = a.shape
+    bm = b.shape[0]
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        mb = m if bm > 1 else 0
+        ql = q[l]
+        for i in range(N):
+            x = a[m, l, i]
+            y = b[mb, l, i]
+            out[m, l, i] = x - y if x >= y else x + ql - y
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _neg(a, q, out):
+    M, L, N = a.shape
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        ql = q[l]
+        for i in range(N):
+            x = a[m, l, i]
+            out[m, l, i] = ql - x if x != 0 else uint32(0)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _mul(a, b, q, mu, out):
+    M, L, N = a.shape
+    bm = b.shape[0]
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        mb = m if bm > 1 else 0
+        ql = uint64(q[l])
+        mul = mu[l]
+        for i in range(N):
+            x = uint64(a[m, l, i]) * uint64(b[mb, l, i])
+            out[m, l, i] = uint32(_barrett(x, ql, mul))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _mul_add(a, b, q, mu, acc):
+    # acc += a * b
+    M, L, N = a.shape
+    bm = b.shape[0]
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        mb = m if bm > 1 else 0
+        ql = uint64(q[l])
+        mul = mu[l]
+        for i in range(N):
+            x = uint64(a[m, l, i]) * uint64(b[mb, l, i]) + uint64(acc[m, l, i])
+            acc[m, l, i] = uint32(_barrett(x, ql, mul))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _mul_scalar(a, s, q, mu, out):
+    # s: uint32 (L,) one scalar per limb
+    M, L, N = a.shape
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        ql = uint64(q[l])
+        mul = mu[l]
+        sl = uint64(s[l])
+        for i in range(N):
+            out[m, l, i] = uint32(_barrett(uint64(a[m, l, i]) * sl, ql, mul))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _sum_batch(a, q, out):
+    # a: (K, M, L, N) -> out (M, L, N) = sum over K, one pass
+    K, M, L, N = a.shape
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        ql = uint64(q[l])
+        for i in range(N):
+            s = uint64(0)
+            for k in range(K):
+                s += uint64(a[k, m, l, i])
+                if s >= ql:
+                    s -= ql
+            out[m, l, i] = uint32(s)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _from_signed(x, q, out):
+    # x int64 (M, N) small or large signed integers -> residues (M, L, N)
+    M, L, N = out.shape
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        ql = np.int64(q[l])
+        for i in range(N):
+            r = x[m, i] % ql
+            if r < 0:
+                r += ql
+            out[m, l, i] = uint32(r)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _automorphism(a, idx, neg, q, out):
+    M, L, N = a.shape
+    for ml in prange(M * L):
+        m = ml // L
+        l = ml % L
+        ql = q[l]
+        for i in range(N):
+            x = a[m, l, i]
+            if neg[i] and x != 0:
+                x = ql - x
+            out[m, l, idx[i]] = x
+
+
+def _check(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        if a.dtype != _U32 or not a.flags.c_contiguous or a.ndim != 3:
+            raise TypeError("kernel operands must be C-contiguous uint32 arrays (M, L, N)")
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    _check(a, b)
+    if b.shape[1:] != a.shape[1:] or b.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+
+
+def add(a, b, q, out):
+    _check_pair(a, b)
+    _add(a, b, q, out)
+
+
+def sub(a, b, q, out):
+    _check_pair(a, b)
+    _sub(a, b, q, out)
+
+
+def neg(a, q, out):
+    _check(a)
+    _neg(a, q, out)
+
+
+def mul(a, b, q, mu, out):
+    _check_pair(a, b)
+    _mul(a, b, q, mu, out)
+
+
+def mul_add(a, b, q, mu, acc):
+    _check_pair(a, b)
+    _check(acc)
+    _mul_add(a, b, q, mu, acc)
+
+
+def mul_scalar(a, s, q, mu, out):
+    _check(a)
+    _mul_scalar(a, s, q, mu, out)
+
+
+def sum_batch(a, q, out):
+    if a.dtype != _U32 or a.ndim != 4 or not a.flags.c_contiguous:
+        raise TypeError("sum_batch takes a C-contiguous uint32 array (K, M, L, N)")
+    _sum_batch(a, q, out)
+
+
+def from_signed(x, q, out):
+    if x.dtype != np.int64 or x.ndim != 2:
+        raise TypeError("from_signed takes int64 (M, N)")
+    _from_signed(x, q, out)
+
+
+def automorphism(a, idx, neg_mask, q, out):
+    _check(a)
+    _automorphism(a, idx, neg_mask, q, out)

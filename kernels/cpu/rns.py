@@ -1,0 +1,199 @@
+"""RNS basis conversion and scale-and-round kernels (HPS-style, floating-point corrections).
+
+Conventions: x has shape (M, Lin, N), uint32 residues in [0, q_i). Constants are precomputed
+by the caller with Python integers (see gpubfv.ring.rns) and passed as arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, uint32, uint64
+
+from kernels.cpu.arith import _barrett
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _base_convert(x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu, qhat_mod, q_mod, exact, out):
+    # y_i = x_i * [(Q/q_i)^-1]_{q_i};  out_j = sum_i y_i [Q/q_i]_{p_j} - v [Q]_{p_j}
+    M, Lin, N = x.shape
+    Lout = qout.shape[0]
+    for m in prange(M):
+        y = np.empty((Lin, N), dtype=np.uint64)
+        v = np.zeros(N, dtype=np.int64)
+        for i in range(Lin):
+            qi = uint64(qin[i])
+            c = uint64(qhat_inv[i])
+            mu = qhat_inv_mu[i]
+            for n in range(N):
+                y[i, n] = _barrett(uint64(x[m, i, n]) * c, qi, mu)
+        if exact:
+            acc = np.zeros(N, dtype=np.float64)
+            for i in range(Lin):
+                f = inv_q[i]
+                for n in range(N):
+                    acc[n] += np.float64(y[i, n]) * f
+            for n in range(N):
+                v[n] = np.int64(np.floor(acc[n] + 0.5))
+        for j in range(Lout):
+            pj = uint64(qout[j])
+            mu = qout_mu[j]
+            s = np.zeros(N, dtype=np.uint64)
+            for i in range(Lin):
+                c = uint64(qhat_mod[i, j])
+                for n in range(N):
+                    s[n] = _barrett(s[n] + y[i, n] * c, pj, mu)
+            if exact:
+                qm = uint64(q_mod[j])
+                for n in range(N):
+                    corr = _barrett(uint64(v[n]) * qm, pj, mu)
+                    r = s[n]
+                    out[m, j, n] = uint32(r - corr if r >= corr else r + pj - corr)
+            else:
+                for n in range(N):
+                    out[m, j, n] = uint32(s[n])
+
+
+@njit(inline="always")
+def _mulmod_2k(a, k, t):
+    # a * 2^k mod t for a < t < 2^62, by doubling
+    for _ in range(k):
+        a = a + a
+        if a >= t:
+            a -= t
+    return a
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _scale_round_to_t(x, omega16, theta, t, out):
+    # out = round(t * x / Q) mod t. With x = sum_i x_i Qt_i (Q/q_i) - v Q:
+    # t x / Q = sum_i x_i omega_i + sum_i x_i theta_i - v t, omega_i = floor(t Qt_i / q_i) mod t,
+    # theta_i its fractional part. omega is split in 16-bit chunks (most significant first) so
+    # that each chunk's sum over limbs is exact in 64 bits; chunks are joined by Horner mod t.
+    M, L, N = x.shape
+    C = omega16.shape[0]
+    t64 = uint64(t)
+    for m in prange(M):
+        sums = np.zeros((C, N), dtype=np.uint64)
+        frac = np.zeros(N, dtype=np.float64)
+        for i in range(L):
+            th = theta[i]
+            for n in range(N):
+                frac[n] += np.float64(x[m, i, n]) * th
+            for c in range(C):
+                w = uint64(omega16[c, i])
+                for n in range(N):
+                    sums[c, n] += uint64(x[m, i, n]) * w
+        for n in range(N):
+            r = sums[0, n] % t64
+            for c in range(1, C):
+                r = (_mulmod_2k(r, 16, t64) + sums[c, n] % t64) % t64
+            rnd = np.int64(np.floor(frac[n] + 0.5)) % np.int64(t)
+            out[m, n] = (r + uint64(rnd)) % t64
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out):
+    # out_k = sum_i xq_i * int_part[i,k] + xr_k * own[k] + round(sum_i xq_i frac_part[i]) mod r_k
+    M, Lq, N = xq.shape
+    Lr = rmod.shape[0]
+    for m in prange(M):
+        rnd = np.empty(N, dtype=np.int64)
+        for n in range(N):
+            f = 0.0
+            for i in range(Lq):
+                f += np.float64(xq[m, i, n]) * frac_part[i]
+            rnd[n] = np.int64(np.floor(f + 0.5))
+        for k in range(Lr):
+            rk = uint64(rmod[k])
+            mu = rmu[k]
+            ok = uint64(own[k])
+            for n in range(N):
+                s = _barrett(uint64(xr[m, k, n]) * ok, rk, mu)
+                for i in range(Lq):
+                    s = _barrett(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
+                s = (s + uint64(rnd[n] % np.int64(rk))) % rk
+                out[m, k, n] = uint32(s)
+
+
+def base_convert(x, c, exact: bool, out) -> None:
+    """x (M, Lin, N) -> out (M, Lout, N); `c` is a BaseConverter-like constants holder."""
+    if x.dtype != np.uint32 or not x.flags.c_contiguous:
+        raise TypeError("base_convert takes C-contiguous uint32")
+    _base_convert(
+        x,
+        c.qin,
+        c.qhat_inv,
+        c.qhat_inv_mu,
+        c.inv_q,
+        c.qout,
+        c.qout_mu,
+        c.qhat_mod,
+        c.q_mod,
+        exact,
+        out,
+    )
+
+
+def scale_round_to_t(x, c, out) -> None:
+    if x.dtype != np.uint32 or not x.flags.c_contiguous:
+        raise TypeError("scale_round_to_t takes C-contiguous uint32")
+    _scale_round_to_t(x, c.omega16, c.theta, c.t, out)
+
+
+def hps_scale_to_r(xq, xr, c, out) -> None:
+    if xq.dtype != np.uint32 or xr.dtype != np.uint32:
+        raise TypeError("hps_scale_to_r takes uint32")
+    _hps_scale_to_r(xq, xr, c.qmod, c.rmod, c.rmu, c.int_part, c.frac_part, c.own, out)
+
+
+@njit(inline="always")
+def _mulmod_u64(a, b, t):
+    # a * b mod t for a, b < t < 2^62 by double-and-add (no 128-bit type in numba)
+    r = uint64(0)
+    while b:
+        if b & uint64(1):
+            r += a
+            if r >= t:
+                r -= t
+        a += a
+        if a >= t:
+            a -= t
+        b >>= uint64(1)
+    return r
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _add_scaled_plain(m, t, r_t, tinv, q, mu, acc):
+    # acc (M, L, N) += round(Q * m / t) mod q_l, computed as -c * t^-1 with c = [Q m]_t centered
+    M, L, N = acc.shape
+    t64 = uint64(t)
+    r64 = uint64(r_t)
+    half = t64 >> uint64(1)
+    small = t64 < (uint64(1) << uint64(32))
+    for mi in prange(M):
+        c = np.empty(N, dtype=np.int64)
+        for n in range(N):
+            v = m[mi, n]
+            if small:
+                w = (v * r64) % t64
+            else:
+                w = _mulmod_u64(v, r64, t64)
+            c[n] = np.int64(w) - np.int64(t64) if w > half else np.int64(w)
+        for l in range(L):
+            ql = uint64(q[l])
+            qi = np.int64(ql)
+            ti = uint64(tinv[l])
+            mul = mu[l]
+            for n in range(N):
+                neg_c = (-c[n]) % qi
+                if neg_c < 0:
+                    neg_c += qi
+                s = _barrett(uint64(neg_c) * ti, ql, mul) + uint64(acc[mi, l, n])
+                acc[mi, l, n] = uint32(s - ql if s >= ql else s)
+
+
+def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
+    """acc += round(Q*m/t) in RNS, m uint64 (M, N) with entries in [0, t)."""
+    if m.dtype != np.uint64 or acc.dtype != np.uint32 or not acc.flags.c_contiguous:
+        raise TypeError("add_scaled_plain takes uint64 m and C-contiguous uint32 acc")
+    _add_scaled_plain(m, t, r_t, tinv, q, mu, acc)
