@@ -43,6 +43,7 @@ class SwitchingKey:
     data: Any  # (D, 2, L+K, N) NTT domain over QP
     seed: bytes | None = None
     galois: int = 0  # 0 for a relinearization key
+    label: str = ""  # domain label of the a_j expanded from `seed` (see crp_switching)
 
 
 @dataclass(eq=False)
@@ -129,7 +130,8 @@ class KeyGenerator:
         seed = self.prng.seed()
         a = crp_switching(ctx, seed, label)
         b = switching_key_body(ctx, sk.data, s_prime_ntt, a, self.prng)
-        return SwitchingKey(self.params, self.backend.xp.stack([b, a], axis=1), seed, galois)
+        data = self.backend.xp.stack([b, a], axis=1)
+        return SwitchingKey(self.params, data, seed, galois, label)
 
     def gen_relin_key(self, sk: SecretKey) -> SwitchingKey:
         s2 = self.ctx.qp.mul(sk.data, sk.data)
