@@ -180,7 +180,7 @@ def _float_keys(model: nn.Module) -> list[str]:
 
 
 def flatten_state(model: nn.Module, keys: list[str] | None = None) -> torch.Tensor:
-    """Every floating-point state entry (parameters, batch-norm statistics) as one float32 vector."""
+    """Every floating-point state entry (parameters, batch-norm statistics), one float32 vector."""
     sd = model.state_dict()
     keys = _float_keys(model) if keys is None else keys
     return torch.cat([sd[k].detach().reshape(-1).to(torch.float32) for k in keys])
