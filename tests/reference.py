@@ -57,3 +57,32 @@ def crt_reconstruct(residues: Sequence[int], moduli: Sequence[int]) -> int:
         Qi = Q // m
         x += int(r) * Qi * pow(Qi, -1, m)
     return x % Q
+
+
+def centered(x: int, m: int) -> int:
+    """The representative of x mod m in (-m/2, m/2]."""
+    x %= m
+    return x - m if x > m // 2 else x
+
+
+def round_div(a: int, b: int) -> int:
+    """round(a / b) for integers, b > 0, halves rounded up (floor(a/b + 1/2))."""
+    return (2 * a + b) // (2 * b)
+
+
+def automorphism_reference(a: Sequence[int], g: int, q: int) -> list[int]:
+    """a(X) -> a(X^g) in Z_q[X]/(X^N+1), g odd: X^i -> (-1)^floor(i*g/N) X^(i*g mod N)."""
+    n = len(a)
+    out = [0] * n
+    for i in range(n):
+        j = i * g % (2 * n)
+        if j < n:
+            out[j] = int(a[i]) % q
+        else:
+            out[j - n] = -int(a[i]) % q
+    return out
+
+
+def to_residues(values: Sequence[int], moduli: Sequence[int]) -> list[list[int]]:
+    """Integers (any sign) -> residue rows, one per modulus: (L, N) nested lists."""
+    return [[int(v) % int(q) for v in values] for q in moduli]
