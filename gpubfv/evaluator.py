@@ -7,6 +7,7 @@ auxiliary basis R, tensor product in QR, scale by t/Q into R, exact extension ba
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -195,6 +196,11 @@ class Evaluator:
         check_ciphertext(self.params, a)
         if not 1 <= level <= a.level:
             raise ValueError(f"cannot switch from level {a.level} to {level}")
+        if self.params.q_at(level) < 8 * self.params.t:
+            raise ValueError(
+                f"level {level} (log2 Q={math.log2(self.params.q_at(level)):.1f}) cannot hold "
+                f"plaintexts mod t of {self.params.t.bit_length()} bits"
+            )
         xp = self.backend.xp
         data = a.data
         moduli = self.params.q

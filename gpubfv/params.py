@@ -113,12 +113,12 @@ class Parameters:
         if not q:
             raise ParameterError("no-q", "at least one ciphertext prime is needed")
         for m in q + p:
-            if not is_prime(m):
-                raise ParameterError("not-prime", f"modulus {m} is not prime")
-            if m >= 1 << MAX_MODULUS_BITS:
+            if not 2 <= m < 1 << MAX_MODULUS_BITS:  # size first: no slow tests on huge input
                 raise ParameterError(
                     "modulus-size", f"modulus {m} has more than {MAX_MODULUS_BITS} bits"
                 )
+            if not is_prime(m):
+                raise ParameterError("not-prime", f"modulus {m} is not prime")
             if (m - 1) % (2 * n):
                 raise ParameterError("not-ntt-friendly", f"modulus {m} is not 1 mod 2N={2 * n}")
         if len(set(q + p)) != len(q + p):
@@ -214,7 +214,17 @@ class Parameters:
     @cached_property
     def fingerprint(self) -> bytes:
         """16 bytes identifying the concrete moduli; every serialized object carries it."""
-        desc = json.dumps({"n": self.n, "q": self.q, "p": self.p, "t": self.t}, sort_keys=True)
+        desc = json.dumps(
+            {
+                "n": self.n,
+                "q": self.q,
+                "p": self.p,
+                "t": self.t,
+                "batching": self.batching,
+                "insecure": self.insecure,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(b"gpubfv-params-v1" + desc.encode()).digest()[:16]
 
     def describe(self) -> str:

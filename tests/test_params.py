@@ -62,7 +62,7 @@ def test_unknown_preset():
 N = 1 << 12  # bound 109 bits: two 30-bit primes and a 20-bit t are fine
 Q1, Q2, Q3 = (ntt_prime(30, N, k) for k in range(3))
 T = ntt_prime(20, N)  # batching plaintext prime (= 1 mod 2N)
-TOY8_FINGERPRINT = "92d37ca8d3f1778effd4c34afad1be92"
+TOY8_FINGERPRINT = "6adc9b830b953e241da655fe857b1255"
 assert not is_prime(3 * 2 * N + 1) and is_prime(65539) and 65538 % (2 * N)
 
 

@@ -22,7 +22,7 @@ from gpubfv.mhe.protocols import (
     RelinKeyGen,
     RKGEphemeral,
 )
-from gpubfv.mhe.shares import Share, ShareMismatch, ShareReplay, ciphertext_digest
+from gpubfv.mhe.shares import Share, ShareMismatch, ShareReplay, c1_digest, ciphertext_digest
 from gpubfv.mhe.threshold import (
     ShamirShare,
     ThresholdError,
@@ -52,6 +52,7 @@ __all__ = [
     "Thresholdizer",
     "check_decryptable",
     "choose_parameters",
+    "c1_digest",
     "ciphertext_digest",
     "smudging_sigma",
 ]

@@ -29,7 +29,7 @@ from gpubfv.keys import (
 )
 from gpubfv.mhe.journal import ShareJournal
 from gpubfv.mhe.noise import NoiseEstimate, check_decryptable
-from gpubfv.mhe.shares import Share, ShareMismatch, ciphertext_digest, seed_digest
+from gpubfv.mhe.shares import Share, ShareMismatch, c1_digest, seed_digest
 from gpubfv.params import Parameters
 from gpubfv.ring.sampling import PRNG
 
@@ -308,7 +308,7 @@ class KeySwitch(_Protocol):
             raise ValueError(
                 f"ciphertext at level {ct.level}, noise estimate for level {self.noise.level}"
             )
-        digest = ciphertext_digest(ct, self.backend)
+        digest = c1_digest(ct, self.backend)
 
         def make() -> Share:
             rng = prng or PRNG(backend=self.backend)
@@ -334,8 +334,8 @@ class KeySwitch(_Protocol):
         return self._journal(journal, digest, self._request(tag), make)
 
     def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
-        if agg.digest != ciphertext_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext")
+        if agg.digest != c1_digest(ct, self.backend):
+            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
         self._check_complete(agg, expected_peers)
         qb = self.ctx.q_basis(ct.level)
         out = ct.data.copy()
@@ -360,8 +360,8 @@ class CollectiveDecrypt(KeySwitch):
         return super().gen_share(sk, ct, peer, None, prng, journal, active_set)
 
     def decrypt(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Plaintext:
-        if agg.digest != ciphertext_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext")
+        if agg.digest != c1_digest(ct, self.backend):
+            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
         self._check_complete(agg, expected_peers)
         qb = self.ctx.q_basis(ct.level)
         phase = qb.add(ct.data[..., 0, :, :], agg.data)
@@ -397,7 +397,7 @@ class PublicKeySwitch(_Protocol):
         active_set: frozenset[int] = frozenset(),
     ) -> Share:
         check_ciphertext(self.params, ct, size=2)
-        digest = ciphertext_digest(ct, self.backend)
+        digest = c1_digest(ct, self.backend)
         pk_digest = hashlib.sha256(
             np.ascontiguousarray(self.backend.to_numpy(pk_out.data))
         ).digest()
@@ -434,8 +434,8 @@ class PublicKeySwitch(_Protocol):
         return self._journal(journal, digest, request, make)
 
     def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
-        if agg.digest != ciphertext_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext")
+        if agg.digest != c1_digest(ct, self.backend):
+            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
         self._check_complete(agg, expected_peers)
         qb = self.ctx.q_basis(ct.level)
         out = self.backend.xp.empty_like(ct.data)

@@ -36,6 +36,21 @@ def ciphertext_digest(ct: Ciphertext, backend: Backend | None = None) -> bytes:
     return h.digest()
 
 
+def c1_digest(ct: Ciphertext, backend: Backend | None = None) -> bytes:
+    """Digest of the part a key-switching share depends on: c1 (with parameters and level).
+
+    CKS and PCKS shares are functions of c1 alone, so the never-a-second-share rule is keyed by
+    it, and peers that only received c1 of an aggregate compute shares for the same digest.
+    """
+    b = backend or get_backend("cpu")
+    c1 = np.ascontiguousarray(b.to_numpy(ct.data[..., 1, :, :]))
+    h = hashlib.sha256(b"gpubfv-c1-digest")
+    h.update(ct.params.fingerprint)
+    h.update(np.array(c1.shape, dtype=np.int64).tobytes())
+    h.update(c1.tobytes())
+    return h.digest()
+
+
 def seed_digest(seed: bytes, label: str) -> bytes:
     return hashlib.sha256(b"gpubfv-crp" + label.encode() + bytes(seed)).digest()
 

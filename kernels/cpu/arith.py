@@ -1,8 +1,8 @@
 """Element-wise modular arithmetic on RNS arrays of shape (M, L, N), uint32 words, q < 2^30.
 
-Barrett reduction of 60-bit products with mu = floor(2^62 / q): the quotient estimate
-((x >> 30) * mu) >> 32 is short by at most 3, so two conditional subtractions are not enough in
-theory; we loop (at most 3 times). Second operands may have M == 1 (broadcast, e.g. a key).
+Products of two residues of the same modulus are reduced by Barrett with k = bitlen(q) (valid
+for x < 2^(2k), quotient error <= 2); products across moduli use `_reduce_any`. Second operands
+may have M == 1 (broadcast, e.g. a key).
 The wrappers check dtype and contiguity because the kernels check nothing.
 """
 
@@ -14,19 +14,39 @@ from numba import njit, prange, uint32, uint64
 _U32 = np.uint32
 
 
+_MU_MASK = (1 << 56) - 1
+
+
 def barrett_constants(q: np.ndarray) -> np.ndarray:
-    q64 = q.astype(np.uint64)
-    return np.array([(1 << 62) // int(v) for v in q64], dtype=np.uint64)
+    """Per modulus: mu = floor(2^(2k)/q) with k = bitlen(q), and k itself in bits 56..63."""
+    out = []
+    for v in np.asarray(q).tolist():
+        k = int(v).bit_length()
+        out.append(((1 << (2 * k)) // int(v)) | (k << 56))
+    return np.array(out, dtype=np.uint64)
 
 
 @njit(inline="always")
-def _barrett(x, q, mu):
-    # x < 2^62, q < 2^30, mu = floor(2^62/q)
-    est = ((x >> uint64(30)) * mu) >> uint64(32)
+def _barrett(x, q, mu_packed):
+    # Barrett reduction for x < 2^(2k), k = bitlen(q) <= 30: quotient error <= 2
+    k = mu_packed >> uint64(56)
+    mu = mu_packed & uint64(_MU_MASK)
+    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
     r = x - est * q
-    while r >= q:
+    if r >= q:
+        r -= q
+    if r >= q:
         r -= q
     return r
+
+
+@njit(inline="always")
+def _reduce_any(x, q, mu_packed):
+    # any x < 2^64: Barrett when x < 2^(2k), hardware division otherwise (cross-modulus products)
+    k = mu_packed >> uint64(56)
+    if x >> (k + k):
+        return x % q
+    return _barrett(x, q, mu_packed)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
-from kernels.cpu.arith import _barrett
+from kernels.cpu.arith import _barrett, _reduce_any
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -25,7 +25,7 @@ def _base_convert(x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu, qhat_mod,
             c = uint64(qhat_inv[i])
             mu = qhat_inv_mu[i]
             for n in range(N):
-                y[i, n] = _barrett(uint64(x[m, i, n]) * c, qi, mu)
+                y[i, n] = _barrett(uint64(x[m, i, n]) * c, qi, mu)  # same modulus
         if exact:
             acc = np.zeros(N, dtype=np.float64)
             for i in range(Lin):
@@ -41,11 +41,11 @@ def _base_convert(x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu, qhat_mod,
             for i in range(Lin):
                 c = uint64(qhat_mod[i, j])
                 for n in range(N):
-                    s[n] = _barrett(s[n] + y[i, n] * c, pj, mu)
+                    s[n] = _reduce_any(s[n] + y[i, n] * c, pj, mu)
             if exact:
                 qm = uint64(q_mod[j])
                 for n in range(N):
-                    corr = _barrett(uint64(v[n]) * qm, pj, mu)
+                    corr = _reduce_any(uint64(v[n]) * qm, pj, mu)
                     r = s[n]
                     out[m, j, n] = uint32(r - corr if r >= corr else r + pj - corr)
             else:
@@ -108,9 +108,9 @@ def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out):
             mu = rmu[k]
             ok = uint64(own[k])
             for n in range(N):
-                s = _barrett(uint64(xr[m, k, n]) * ok, rk, mu)
+                s = _barrett(uint64(xr[m, k, n]) * ok, rk, mu)  # same modulus
                 for i in range(Lq):
-                    s = _barrett(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
+                    s = _reduce_any(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
                 s = (s + uint64(rnd[n] % np.int64(rk))) % rk
                 out[m, k, n] = uint32(s)
 
