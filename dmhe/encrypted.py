@@ -180,10 +180,10 @@ class EncryptedAggregator:
         self._pk = ckg.finalize(agg, crp, expected_peers=self.k)
 
     # -- one round --------------------------------------------------------------------------------
-    def _pack_count(self, n_values: int) -> int:
-        per = self.encoder.slots
-        count = max(1, math.ceil(n_values / per))
-        return self.k * math.ceil(count / self.k)  # whole chunks for the ring
+    def _chunk_sizes(self, n_values: int) -> list[int]:
+        """Ciphertexts per ring chunk: as even as possible, empty chunks when K > count."""
+        count = max(1, math.ceil(n_values / self.encoder.slots))
+        return [len(c) for c in np.array_split(np.arange(count), self.k)]
 
     def allreduce_sum(self, transport: Transport, values: np.ndarray) -> np.ndarray:
         if self._pk is None:
@@ -199,7 +199,9 @@ class EncryptedAggregator:
         self.timings.clear()
         xp = self.backend.xp
         k, rank = self.k, transport.rank
-        n_ct = self._pack_count(values.size)
+        sizes = self._chunk_sizes(values.size)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        n_ct = int(starts[-1])
         slots = self.encoder.slots
         t0 = time.perf_counter()
         padded = np.full(n_ct * slots, 0, dtype=np.int64)
@@ -210,10 +212,7 @@ class EncryptedAggregator:
         ct = self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
         t_enc = time.perf_counter() - t0
 
-        per_chunk = n_ct // k
-        chunks = [
-            Ciphertext(self.params, ct.data[i * per_chunk : (i + 1) * per_chunk]) for i in range(k)
-        ]
+        chunks = [Ciphertext(self.params, ct.data[starts[i] : starts[i + 1]]) for i in range(k)]
         t_comm = 0.0
         t_dec = 0.0
         if k == 1:
@@ -234,9 +233,9 @@ class EncryptedAggregator:
         def enc_c1(c: Ciphertext) -> bytes:
             return pack_residues(self.backend.to_numpy(c.data[:, 1]), moduli)
 
-        def dec_c1(b: bytes, _i: int) -> Ciphertext:
-            c1 = unpack_residues(b, moduli, self.params.n, (per_chunk,))
-            data = np.zeros((per_chunk, 2, self.level, self.params.n), dtype=np.uint32)
+        def dec_c1(b: bytes, i: int) -> Ciphertext:
+            c1 = unpack_residues(b, moduli, self.params.n, (sizes[i],))
+            data = np.zeros((sizes[i], 2, self.level, self.params.n), dtype=np.uint32)
             data[:, 1] = c1
             return Ciphertext(self.params, self.backend.asarray(data))
 
@@ -252,26 +251,15 @@ class EncryptedAggregator:
         ]
         t_dec += time.perf_counter() - t1
 
-        def enc_share(s: Share) -> bytes:
-            head = ",".join(str(x) for x in sorted(s.senders)).encode()
-            body = pack_residues(self.backend.to_numpy(s.data), moduli)
-            return len(head).to_bytes(4, "little") + head + s.digest + body
-
-        def dec_share(b: bytes, i: int) -> Share:
-            hl = int.from_bytes(b[:4], "little")
-            senders = frozenset(int(x) for x in b[4 : 4 + hl].decode().split(","))
-            digest = b[4 + hl : 36 + hl]
-            data = unpack_residues(b[36 + hl :], moduli, self.params.n, (per_chunk,))
-            return Share(
-                "cks", self.params, digest, senders, self.backend.asarray(data), self.level
-            )
+        def dec_share(b: bytes, _i: int) -> Share:
+            return from_bytes(self.params, b, Share, self.backend)
 
         t1 = time.perf_counter()
         if k > 1:
             share_idx, agg = ring_reduce_scatter(
                 transport,
                 shares,
-                encode=enc_share,
+                encode=to_bytes,
                 decode=dec_share,
                 combine=lambda a, b: self.decryptor.aggregate([a, b]),
             )
@@ -286,17 +274,22 @@ class EncryptedAggregator:
         t_dec += time.perf_counter() - t1
         # plaintext chunks travel at the sub-slot width, not as int64
         wmod = (self.modulus,)
+
+        def enc_sums(a: np.ndarray) -> bytes:
+            return pack_residues(a, wmod, dtype=np.uint64) if a.size else b""
+
+        def dec_sums(b: bytes, i: int) -> np.ndarray:
+            width = sizes[i] * self.encoder.slots
+            if not width:
+                return np.zeros((1, 0), dtype=np.uint64)
+            return unpack_residues(b, wmod, width, (), np.uint64)
+
         t1 = time.perf_counter()
-        if k > 1:
-            parts = ring_all_gather(
-                transport,
-                own_idx,
-                sums,
-                encode=lambda a: pack_residues(a, wmod, dtype=np.uint64),
-                decode=lambda b, _i: unpack_residues(b, wmod, sums.shape[-1], (), np.uint64),
-            )
-        else:
-            parts = [sums]
+        parts = (
+            ring_all_gather(transport, own_idx, sums, encode=enc_sums, decode=dec_sums)
+            if k > 1
+            else [sums]
+        )
         t_comm += time.perf_counter() - t1
         total = np.concatenate(parts, axis=-1).reshape(-1)[: values.size].astype(np.int64)
         total -= np.int64(k * self.offset)

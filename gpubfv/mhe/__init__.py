@@ -3,6 +3,7 @@
 See `gpubfv/mhe/README.md` for the map from protocol steps to API calls.
 """
 
+from gpubfv.mhe import wire as _wire  # noqa: F401  (registers the share wire types)
 from gpubfv.mhe.journal import ShareJournal
 from gpubfv.mhe.noise import (
     AggregationPlan,
