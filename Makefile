@@ -24,10 +24,12 @@ test-all: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/python examples/01_bfv_basics.py
+	$(BIN)/python examples/03_decentralized_training.py 5 --peers 4 --out runs/demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_bfv.py
+	$(BIN)/python benchmarks/bench_mhe.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
