@@ -505,3 +505,32 @@ def test_pn13_size_end_to_end():
     eq(k.decrypt(k.ev.rotate_rows(prod, 1)), rot_rows(cmod(x.astype(object) * y, p.t), 1))
     assert k.d.noise_budget(prod) > 20
     assert time.perf_counter() - t0 < 60
+
+
+def test_batch_indexing():
+    k = kit("TOY6")
+    x = k.rand(np.random.default_rng(19), (3, 2))
+    ct = k.encrypt(x)
+    assert len(ct) == 3 and ct[1].batch_shape == (2,)
+    eq(k.decrypt(ct[1]), x[1])
+    eq(k.decrypt(ct[2, 0]), x[2, 0])
+    with pytest.raises(IndexError):
+        k.encrypt(x[0, 0])[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Evaluator.sum(ct) on a single, unbatched ciphertext (data (2, L, N)) sums its "
+    "c0 and c1 along axis 0 and returns a Ciphertext with data (L, N) instead of raising or "
+    "returning ct",
+)
+def test_sum_of_single_ciphertext_is_itself_or_refused():
+    k = kit("TOY6")
+    x = k.rand(np.random.default_rng(20))
+    ct = k.encrypt(x)
+    try:
+        s = k.ev.sum(ct)
+    except ValueError:
+        return  # a clear refusal is fine
+    assert s.data.shape == ct.data.shape
+    eq(k.decrypt(s), x)
