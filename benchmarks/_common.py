@@ -56,6 +56,25 @@ def machine_lines(extra_versions: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def wait_for_idle(max_s: float, threshold: float = 0.5, poll_s: float = 5.0) -> float:
+    """Wait (at most max_s) until the 1-minute load average is below threshold; return it.
+
+    Numba's parallel kernels suffer badly when another process holds a core (a thread of
+    every prange waits for the descheduled one), so timings on a busy machine mislead.
+    """
+    deadline = time.monotonic() + max_s
+    while load_average() >= threshold and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return load_average()
+
+
 def median_time(fn: Callable[[], object], reps: int, warmup: int = 1, min_s: float = 0.0) -> float:
     """Median wall-clock seconds of fn() over `reps` runs (more runs until `min_s` is spent)."""
     for _ in range(warmup):

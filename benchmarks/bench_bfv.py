@@ -22,10 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    cpu_count,
+    load_average,
     machine_lines,
     markdown_table,
     median_time,
     text_table,
+    wait_for_idle,
     write_section,
 )
 
@@ -123,7 +126,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer sizes and reps")
     ap.add_argument("--batch", type=int, default=16, help="ciphertexts per batched call")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120.0,
+        help="seconds to wait for a 1-min load average < 0.5 before starting (0: do not wait)",
+    )
     args = ap.parse_args()
+    if args.wait_idle > 0:
+        print(f"waiting up to {args.wait_idle:.0f} s for an idle machine ...", flush=True)
+    load_start = wait_for_idle(args.wait_idle) if args.wait_idle > 0 else load_average()
+    print(f"1-min load average at start: {load_start:.2f}", flush=True)
     reps = 3 if args.quick else 9
     t_start = time.perf_counter()
 
@@ -235,6 +248,14 @@ def main() -> None:
         )
 
     elapsed = time.perf_counter() - t_start
+    load_end = load_average()
+    if max(load_start, load_end) >= 1.0:
+        notes.append(
+            f"WARNING: the machine was busy (1-min load average {load_start:.2f} at start, "
+            f"{load_end:.2f} at end on {cpu_count()} cores): other processes competed for the "
+            "cores, and numba's parallel kernels degrade sharply under contention. Rerun on an "
+            "idle machine for representative numbers."
+        )
     extra = ("tenseal",) if ts_present else ()
     body = "\n".join(
         [
@@ -244,7 +265,8 @@ def main() -> None:
             "- parameters (fingerprint, description):",
             *[f"  - {f}" for f in fingerprints],
             f"- repetitions: median of >= {reps} runs per row ({'quick' if args.quick else 'full'} "
-            f"run, {elapsed:.0f} s in all)",
+            f"run, {elapsed:.0f} s in all); 1-min load average {load_start:.2f} at start, "
+            f"{load_end:.2f} at end",
             "",
             "### Forward NTT per limb",
             "",
