@@ -33,12 +33,44 @@ def _cuda_available() -> tuple[bool, str]:
     return True, ""
 
 
+def _cuda_sim_available() -> tuple[bool, str]:
+    """The simulator mode needs NUMBA_ENABLE_CUDASIM=1 set before numba.cuda is imported."""
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        return False, (
+            "NUMBA_ENABLE_CUDASIM=1 is not set; set it in the environment before anything "
+            "imports numba.cuda (it is read once, at import)"
+        )
+    from numba import config
+
+    if not config.ENABLE_CUDASIM:
+        return False, (
+            "NUMBA_ENABLE_CUDASIM=1 was set after numba was imported; set it before starting "
+            "Python (or before the first numba import)"
+        )
+    return True, ""
+
+
 class Backend:
-    """`Backend("cpu")`, `Backend("cuda")` or `Backend("auto")` (CUDA when a device is seen)."""
+    """`Backend("cpu")`, `Backend("cuda")` or `Backend("auto")` (CUDA when a device is seen).
+
+    `Backend("cuda-sim")`: numpy arrays with the `kernels.cuda` kernels run by numba's CUDA
+    simulator, for CI without a GPU; only when NUMBA_ENABLE_CUDASIM=1 (slow, tests only).
+    """
 
     def __init__(self, name: str = "cpu") -> None:
-        if name not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"backend must be 'cpu', 'cuda' or 'auto', not {name!r}")
+        if name not in ("cpu", "cuda", "auto", "cuda-sim"):
+            raise ValueError(f"backend must be 'cpu', 'cuda', 'auto' or 'cuda-sim', not {name!r}")
+        if name == "cuda-sim":
+            # numpy arrays + the kernels.cuda kernels run by numba's CUDA simulator (testing).
+            ok, why = _cuda_sim_available()
+            if not ok:
+                raise BackendUnavailable(f"backend 'cuda-sim' requested but unavailable: {why}")
+            self.xp = np
+            self.k = importlib.import_module("kernels.cuda")
+            self.name = name
+            return
         if name == "auto":
             name = "cuda" if _cuda_available()[0] else "cpu"
         if name == "cuda":

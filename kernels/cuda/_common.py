@@ -1,0 +1,173 @@
+"""Shared plumbing for the CUDA kernels: simulator detection, array module, device constants,
+launch helpers.
+
+Real GPU: data arrays are CuPy arrays (anything with ``__cuda_array_interface__``); kernels are
+launched on CuPy's current stream, and the arrays are wrapped without the per-launch stream
+synchronisation numba would otherwise do (we launch on the stream that produced them).
+Simulator (``NUMBA_ENABLE_CUDASIM=1``): data arrays are numpy arrays, passed straight through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import config, cuda
+
+SIM = bool(config.ENABLE_CUDASIM)
+
+# Threads per block of the element-wise kernels (x dimension of a 2-D grid over (rows, N)).
+ELEMWISE_THREADS = 32 if SIM else 256
+# Rows (y) per launch at most; kernels loop over the remaining rows (grid-stride in y).
+MAX_GRID_Y = 65535
+
+
+def xp() -> Any:
+    """The array module of device arrays: numpy under the simulator, CuPy otherwise."""
+    if SIM:
+        return np
+    import cupy
+
+    return cupy
+
+
+def device_id() -> int:
+    if SIM:
+        return 0
+    import cupy
+
+    return int(cupy.cuda.Device().id)
+
+
+def is_device_array(a: Any) -> bool:
+    if SIM:
+        return isinstance(a, np.ndarray)
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def check_data(a: Any, name: str = "array") -> None:
+    """Data operands must already live on the device (numpy only under the simulator)."""
+    if not is_device_array(a):
+        where = "a numpy array (simulator)" if SIM else "a CuPy/CUDA array"
+        raise TypeError(f"{name} must be {where}, got {type(a).__name__}")
+
+
+def asdev(a: Any, dtype: Any = None) -> Any:
+    """A small host or device constant -> a contiguous device array (copies only when needed)."""
+    mod = xp()
+    return mod.ascontiguousarray(mod.asarray(a, dtype=dtype))
+
+
+def const_dev(a: Any, dtype: Any = None) -> Any:
+    """A read-only constant as a kernel-ready device array. Under the simulator this is a
+    simulated device array (so launches do not copy it back: the tables are read-only numpy)."""
+    if SIM:
+        return cuda.to_device(np.ascontiguousarray(np.asarray(a, dtype=dtype)))
+    return asdev(a, dtype)
+
+
+# (id(holder), device) -> (holder, {field: device array}); the holder is kept alive so its id
+# cannot be reused while the entry exists (holders are long-lived: tables, converters).
+_CONST_CACHE: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
+
+
+def consts(holder: Any, *fields: str) -> tuple[Any, ...]:
+    """Device copies of `holder`'s array fields, made once per (holder, device) and memoised."""
+    key = (id(holder), device_id())
+    ent = _CONST_CACHE.get(key)
+    if ent is None or ent[0] is not holder:
+        ent = (holder, {})
+        _CONST_CACHE[key] = ent
+    cache = ent[1]
+    out = []
+    for f in fields:
+        arr = cache.get(f)
+        if arr is None:
+            arr = const_dev(getattr(holder, f))
+            cache[f] = arr
+        out.append(arr)
+    return tuple(out)
+
+
+def clear_const_cache() -> None:
+    _CONST_CACHE.clear()
+
+
+_STREAMS: dict[int, Any] = {}
+
+
+def stream() -> Any:
+    """numba stream object for CuPy's current stream (0 = default stream in the simulator)."""
+    if SIM:
+        return 0
+    import cupy
+
+    ptr = int(cupy.cuda.get_current_stream().ptr)
+    if ptr == 0:
+        return cuda.default_stream()
+    s = _STREAMS.get(ptr)
+    if s is None:
+        s = cuda.external_stream(ptr)
+        _STREAMS[ptr] = s
+    return s
+
+
+def arg(a: Any) -> Any:
+    """Kernel argument: numpy as is (simulator), CUDA arrays wrapped without a stream sync."""
+    if a is None:
+        return a
+    if SIM:
+        # The simulator copies numpy arguments back after a launch: read-only inputs go in as
+        # simulated device arrays instead (nothing to copy back).
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            return cuda.to_device(np.ascontiguousarray(a))
+        return a
+    if isinstance(a, np.ndarray):  # tiny host constants that slipped through
+        return cuda.to_device(np.ascontiguousarray(a), stream=stream())
+    return cuda.as_cuda_array(a, sync=False)
+
+
+def grid_rows_cols(rows: int, cols: int, threads: int = 0) -> tuple[tuple[int, int], int]:
+    """2-D launch: x covers `cols` with `threads` per block, y covers rows (capped)."""
+    threads = threads or ELEMWISE_THREADS
+    gx = max(1, (cols + threads - 1) // threads)
+    gy = max(1, min(rows, MAX_GRID_Y))
+    return (gx, gy), threads
+
+
+def grid_1d(count: int, threads: int = 0) -> tuple[int, int]:
+    threads = threads or ELEMWISE_THREADS
+    return max(1, (count + threads - 1) // threads), threads
+
+
+def to_host(a: Any) -> np.ndarray:
+    """numpy view/copy of a (small) host or device array."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
+
+
+# Float64 multiply / add that the compiler may not contract into an FMA (NVVM contracts by
+# default, even without fastmath): the RNS rounding sums must round exactly like the CPU.
+if SIM:
+
+    @cuda.jit(device=True)
+    def fmul(a, b):
+        return a * b
+
+    @cuda.jit(device=True)
+    def fadd(a, b):
+        return a + b
+
+else:  # pragma: no cover - needs a GPU
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True, inline=True)
+    def fmul(a, b):
+        return libdevice.dmul_rn(a, b)
+
+    @cuda.jit(device=True, inline=True)
+    def fadd(a, b):
+        return libdevice.dadd_rn(a, b)

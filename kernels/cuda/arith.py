@@ -1,0 +1,302 @@
+"""Element-wise modular arithmetic on RNS device arrays (M, L, N), bit-identical to
+``kernels.cpu.arith``.
+
+Launch design: a 2-D grid, x over the N coefficients (ELEMWISE_THREADS threads per block, bounds
+checked), y over the M*L rows (capped at 65535, grid-stride loop beyond); one thread per
+output word, so global loads and stores are coalesced. Second operands may have M == 1
+(broadcast). Barrett reduction exactly as the CPU (packed constants from
+kernels.cpu.arith.barrett_constants: mu = floor(2^(2k) / q), k = bitlen(q) in bits 56..63).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import cuda, int64, uint32, uint64
+
+from kernels.cuda import _common as C
+
+_U32 = np.dtype(np.uint32)
+
+
+_MU_MASK = np.uint64((1 << 56) - 1)
+
+
+@cuda.jit(device=True, inline=True)
+def barrett(x, q, mu_packed):
+    # Barrett for x < 2^(2k), k = bitlen(q) <= 30; mu_packed = floor(2^(2k)/q) | k << 56
+    # (kernels.cpu.arith.barrett_constants). Identical to kernels.cpu.arith._barrett.
+    k = mu_packed >> uint64(56)
+    mu = mu_packed & _MU_MASK
+    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
+    r = x - est * q
+    if r >= q:
+        r = r - q
+    if r >= q:
+        r = r - q
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def reduce_any(x, q, mu_packed):
+    # any x < 2^64 (cross-modulus products): Barrett when x < 2^(2k), division otherwise
+    k = mu_packed >> uint64(56)
+    if (x >> (k + k)) != uint64(0):
+        return x % q
+    return barrett(x, q, mu_packed)
+
+
+@cuda.jit
+def _add(a, b, q, out, R, L, N, bm):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        rb = row if bm > 1 else l
+        ql = uint64(q[l])
+        s = uint64(a[row, i]) + uint64(b[rb, i])
+        if s >= ql:
+            s = s - ql
+        out[row, i] = uint32(s)
+
+
+@cuda.jit
+def _sub(a, b, q, out, R, L, N, bm):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        rb = row if bm > 1 else l
+        ql = uint64(q[l])
+        x = uint64(a[row, i])
+        y = uint64(b[rb, i])
+        if x >= y:
+            out[row, i] = uint32(x - y)
+        else:
+            out[row, i] = uint32(x + ql - y)
+
+
+@cuda.jit
+def _neg(a, q, out, R, L, N):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        x = uint64(a[row, i])
+        if x != uint64(0):
+            out[row, i] = uint32(uint64(q[l]) - x)
+        else:
+            out[row, i] = uint32(0)
+
+
+@cuda.jit
+def _mul(a, b, q, mu, out, R, L, N, bm):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        rb = row if bm > 1 else l
+        x = uint64(a[row, i]) * uint64(b[rb, i])
+        out[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+
+
+@cuda.jit
+def _mul_add(a, b, q, mu, acc, R, L, N, bm):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        rb = row if bm > 1 else l
+        x = uint64(a[row, i]) * uint64(b[rb, i]) + uint64(acc[row, i])
+        acc[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+
+
+@cuda.jit
+def _mul_scalar(a, s, q, mu, out, R, L, N):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        l = row % L
+        x = uint64(a[row, i]) * uint64(s[l])
+        out[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+
+
+@cuda.jit
+def _sum_batch(a, q, out, K, R, L, N):
+    # a: (K, R, N) -> out (R, N), one pass over the K inputs
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        ql = uint64(q[row % L])
+        s = uint64(0)
+        for k in range(K):
+            s += uint64(a[k, row, i])
+            if s >= ql:
+                s = s - ql
+        out[row, i] = uint32(s)
+
+
+@cuda.jit
+def _from_signed(x, q, out, R, L, N):
+    # x int64 (M, N) -> out (M*L, N); Python/numba floor-mod semantics (result in [0, q))
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        ql = int64(q[row % L])
+        r = x[row // L, i] % ql
+        if r < 0:
+            r += ql
+        out[row, i] = uint32(r)
+
+
+@cuda.jit
+def _automorphism(a, idx, negm, q, out, R, L, N):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        x = uint64(a[row, i])
+        if negm[i] != 0 and x != uint64(0):
+            x = uint64(q[row % L]) - x
+        out[row, idx[i]] = uint32(x)
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+def _check(*arrays: Any) -> None:
+    for a in arrays:
+        C.check_data(a, "operand")
+        if a.dtype != _U32 or not a.flags.c_contiguous or a.ndim != 3:
+            raise TypeError("kernel operands must be C-contiguous uint32 arrays (M, L, N)")
+
+
+def _check_pair(a: Any, b: Any) -> None:
+    _check(a, b)
+    if b.shape[1:] != a.shape[1:] or b.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+
+
+def _check_out(a: Any, out: Any) -> None:
+    _check(out)
+    if out.shape != a.shape:
+        raise ValueError(f"output shape {out.shape} != operand shape {a.shape}")
+
+
+def _rows(a: Any) -> tuple[Any, int, int, int]:
+    M, L, N = a.shape
+    return a.reshape(M * L, N), M * L, L, N
+
+
+def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
+    if R == 0 or N == 0:
+        return
+    grid, threads = C.grid_rows_cols(R, N)
+    kernel[grid, threads, C.stream()](*args)
+
+
+def add(a, b, q, out):
+    _check_pair(a, b)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(_add, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), R, L, N, b.shape[0])
+
+
+def sub(a, b, q, out):
+    _check_pair(a, b)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(_sub, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), R, L, N, b.shape[0])
+
+
+def neg(a, q, out):
+    _check(a)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(_neg, R, N, A(a2), A(C.asdev(q)), A(_rows(out)[0]), R, L, N)
+
+
+def mul(a, b, q, mu, out):
+    _check_pair(a, b)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(
+        _mul, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)), A(_rows(out)[0]),
+        R, L, N, b.shape[0],
+    )  # fmt: skip
+
+
+def mul_add(a, b, q, mu, acc):
+    _check_pair(a, b)
+    _check_out(a, acc)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(
+        _mul_add, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)), A(_rows(acc)[0]),
+        R, L, N, b.shape[0],
+    )  # fmt: skip
+
+
+def mul_scalar(a, s, q, mu, out):
+    _check(a)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(
+        _mul_scalar, R, N, A(a2), A(C.asdev(s, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)),
+        A(_rows(out)[0]), R, L, N,
+    )  # fmt: skip
+
+
+def sum_batch(a, q, out):
+    C.check_data(a, "a")
+    if a.dtype != _U32 or a.ndim != 4 or not a.flags.c_contiguous:
+        raise TypeError("sum_batch takes a C-contiguous uint32 array (K, M, L, N)")
+    K, M, L, N = a.shape
+    _check(out)
+    if out.shape != (M, L, N):
+        raise ValueError(f"output shape {out.shape} != {(M, L, N)}")
+    R = M * L
+    if K == 0:
+        raise ValueError("sum_batch needs K >= 1")
+    A = C.arg
+    _launch(_sum_batch, R, N, A(a.reshape(K, R, N)), A(C.asdev(q)), A(_rows(out)[0]), K, R, L, N)
+
+
+def from_signed(x, q, out):
+    C.check_data(x, "x")
+    if x.dtype != np.int64 or x.ndim != 2:
+        raise TypeError("from_signed takes int64 (M, N)")
+    _check(out)
+    M, L, N = out.shape
+    if x.shape != (M, N):
+        raise ValueError(f"x shape {x.shape} does not match output {out.shape}")
+    A = C.arg
+    _launch(
+        _from_signed, M * L, N, A(C.xp().ascontiguousarray(x)), A(C.asdev(q)), A(_rows(out)[0]),
+        M * L, L, N,
+    )  # fmt: skip
+
+
+def automorphism(a, idx, neg_mask, q, out):
+    _check(a)
+    _check_out(a, out)
+    a2, R, L, N = _rows(a)
+    A = C.arg
+    _launch(
+        _automorphism, R, N, A(a2), A(C.asdev(idx, np.int64)), A(C.asdev(neg_mask, np.uint8)),
+        A(C.asdev(q)), A(_rows(out)[0]), R, L, N,
+    )  # fmt: skip

@@ -1,0 +1,345 @@
+"""ChaCha20 keystream (RFC 8439) and the samplers built on it, on the GPU, bit-identical to
+``kernels.cpu.prng``.
+
+The CPU contract: sampler output i consumes keystream words [w*i, w*(i+1)) of the stream
+(key, nonce) from block counter 0 (w = 2 for cbd/ternary, 4 for the others). Since w divides 16,
+the words of one output always lie in one 64-byte block, so:
+
+Launch design: a 1-D grid with ONE THREAD PER 64-BYTE KEYSTREAM BLOCK (ELEMWISE_THREADS per
+block, bounds checked). The thread computes its block in registers (20 rounds, unrolled quarter
+rounds on 32-bit words held in 64-bit registers) and emits the 16/w outputs that consume it. This
+is the same mapping as "one thread per output computing its block" but without recomputing the
+block 16/w times. `chacha20_blocks` uses the same thread-per-block kernel and writes the raw
+block.
+
+Gaussian: Box-Muller in float64 with the CUDA libm (log, cos, sqrt). Under the simulator this is
+the host libm, so outputs equal the CPU bit for bit; on a real GPU CUDA's log/cos differ from
+glibc by up to ~2 ulp, so an output may (rarely: only when sigma*z lies within ~1e-15 relative of
+a half-integer) differ by +-1. Keys and CRS never use this sampler (ternary / uniform are exact).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import cuda, float64, int64, uint32, uint64
+
+from kernels.cuda import _common as C
+
+__all__ = [
+    "chacha20_blocks",
+    "sample_uniform_mod",
+    "sample_cbd",
+    "sample_ternary",
+    "sample_gaussian",
+    "sample_uniform_bounded",
+]
+
+_M32 = np.uint64(0xFFFFFFFF)
+_SIGMA_MAX = 2.0**59
+
+
+@cuda.jit(device=True, inline=True)
+def _rotl(x, n):
+    return ((x << uint64(n)) | (x >> uint64(32 - n))) & _M32
+
+
+@cuda.jit(device=True, inline=True)
+def _qr(a, b, c, d):
+    a = (a + b) & _M32
+    d = _rotl(d ^ a, 16)
+    c = (c + d) & _M32
+    b = _rotl(b ^ c, 12)
+    a = (a + b) & _M32
+    d = _rotl(d ^ a, 8)
+    c = (c + d) & _M32
+    b = _rotl(b ^ c, 7)
+    return a, b, c, d
+
+
+@cuda.jit(device=True)
+def _block(kn, ctr, ks):
+    """ChaCha20 block with counter `ctr` (uint64 < 2^32) into ks[0:16] (uint32)."""
+    s0 = uint64(0x61707865)
+    s1 = uint64(0x3320646E)
+    s2 = uint64(0x79622D32)
+    s3 = uint64(0x6B206574)
+    s4 = uint64(kn[0])
+    s5 = uint64(kn[1])
+    s6 = uint64(kn[2])
+    s7 = uint64(kn[3])
+    s8 = uint64(kn[4])
+    s9 = uint64(kn[5])
+    s10 = uint64(kn[6])
+    s11 = uint64(kn[7])
+    s12 = ctr & _M32
+    s13 = uint64(kn[8])
+    s14 = uint64(kn[9])
+    s15 = uint64(kn[10])
+    x0, x1, x2, x3, x4, x5, x6, x7 = s0, s1, s2, s3, s4, s5, s6, s7
+    x8, x9, x10, x11, x12, x13, x14, x15 = s8, s9, s10, s11, s12, s13, s14, s15
+    for _ in range(10):
+        x0, x4, x8, x12 = _qr(x0, x4, x8, x12)
+        x1, x5, x9, x13 = _qr(x1, x5, x9, x13)
+        x2, x6, x10, x14 = _qr(x2, x6, x10, x14)
+        x3, x7, x11, x15 = _qr(x3, x7, x11, x15)
+        x0, x5, x10, x15 = _qr(x0, x5, x10, x15)
+        x1, x6, x11, x12 = _qr(x1, x6, x11, x12)
+        x2, x7, x8, x13 = _qr(x2, x7, x8, x13)
+        x3, x4, x9, x14 = _qr(x3, x4, x9, x14)
+    ks[0] = uint32((x0 + s0) & _M32)
+    ks[1] = uint32((x1 + s1) & _M32)
+    ks[2] = uint32((x2 + s2) & _M32)
+    ks[3] = uint32((x3 + s3) & _M32)
+    ks[4] = uint32((x4 + s4) & _M32)
+    ks[5] = uint32((x5 + s5) & _M32)
+    ks[6] = uint32((x6 + s6) & _M32)
+    ks[7] = uint32((x7 + s7) & _M32)
+    ks[8] = uint32((x8 + s8) & _M32)
+    ks[9] = uint32((x9 + s9) & _M32)
+    ks[10] = uint32((x10 + s10) & _M32)
+    ks[11] = uint32((x11 + s11) & _M32)
+    ks[12] = uint32((x12 + s12) & _M32)
+    ks[13] = uint32((x13 + s13) & _M32)
+    ks[14] = uint32((x14 + s14) & _M32)
+    ks[15] = uint32((x15 + s15) & _M32)
+
+
+@cuda.jit
+def _chacha_kernel(kn, counter0, out, nblocks):
+    b = cuda.grid(1)
+    if b >= nblocks:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(counter0) + uint64(b), ks)
+    for k in range(16):
+        out[b, k] = ks[k]
+
+
+@cuda.jit
+def _uniform_mod_kernel(kn, moduli, L, N, out, count):
+    b = cuda.grid(1)
+    if 4 * b >= count:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(b), ks)
+    for e in range(4):
+        i = 4 * b + e
+        if i < count:
+            q = uint64(moduli[(i // N) % L])
+            r = uint64(0)
+            for k in range(3, -1, -1):
+                r = ((r << uint64(32)) + uint64(ks[4 * e + k])) % q
+            out[i] = uint32(r)
+
+
+@cuda.jit(device=True, inline=True)
+def _popcount21(x):
+    x = x & uint64(0x1FFFFF)
+    x = x - ((x >> uint64(1)) & uint64(0x55555555))
+    x = (x & uint64(0x33333333)) + ((x >> uint64(2)) & uint64(0x33333333))
+    x = (x + (x >> uint64(4))) & uint64(0x0F0F0F0F)
+    return int64(((x * uint64(0x01010101)) & _M32) >> uint64(24))
+
+
+@cuda.jit
+def _cbd_kernel(kn, out, count):
+    b = cuda.grid(1)
+    if 8 * b >= count:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(b), ks)
+    for e in range(8):
+        i = 8 * b + e
+        if i < count:
+            out[i] = _popcount21(uint64(ks[2 * e])) - _popcount21(uint64(ks[2 * e + 1]))
+
+
+@cuda.jit
+def _ternary_kernel(kn, out, count):
+    b = cuda.grid(1)
+    if 8 * b >= count:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(b), ks)
+    for e in range(8):
+        i = 8 * b + e
+        if i < count:
+            v = uint64(ks[2 * e]) + (uint64(ks[2 * e + 1]) << uint64(32))
+            out[i] = int64(v % uint64(3)) - int64(1)
+
+
+@cuda.jit(device=True, inline=True)
+def _rint(x):
+    # round half to even, exactly like np.rint (x - floor(x) is exact in float64)
+    f = math.floor(x)
+    d = x - f
+    if d > 0.5:
+        f += 1.0
+    elif d == 0.5:
+        if math.fmod(f, 2.0) != 0.0:
+            f += 1.0
+    return f
+
+
+@cuda.jit
+def _gauss_kernel(kn, sigma, out, count):
+    b = cuda.grid(1)
+    if 4 * b >= count:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(b), ks)
+    two53 = 9007199254740992.0
+    for e in range(4):
+        i = 4 * b + e
+        if i < count:
+            h1 = uint64(ks[4 * e]) >> uint64(5)
+            l1 = uint64(ks[4 * e + 1]) >> uint64(6)
+            h2 = uint64(ks[4 * e + 2]) >> uint64(5)
+            l2 = uint64(ks[4 * e + 3]) >> uint64(6)
+            u1 = float64((h1 << uint64(26)) + l1 + uint64(1)) / two53
+            u2 = float64((h2 << uint64(26)) + l2) / two53
+            z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+            out[i] = int64(_rint(sigma * z))
+
+
+@cuda.jit
+def _bounded_kernel(kn, m, bound, out, count):
+    b = cuda.grid(1)
+    if 4 * b >= count:
+        return
+    ks = cuda.local.array(16, dtype=uint32)
+    _block(kn, uint64(b), ks)
+    one = uint64(1)
+    small = m < (one << uint64(32))
+    for e in range(4):
+        i = 4 * b + e
+        if i < count:
+            r = uint64(0)
+            if small:
+                for k in range(3, -1, -1):
+                    r = ((r << uint64(32)) + uint64(ks[4 * e + k])) % m
+            else:
+                for k in range(3, -1, -1):
+                    wd = uint64(ks[4 * e + k])
+                    for bit in range(31, -1, -1):
+                        r = (r << one) | ((wd >> uint64(bit)) & one)
+                        if r >= m:
+                            r -= m
+            out[i] = int64(r) - bound
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+def _as_words(x: Any, n: int, name: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy uint32 array of length {n}")
+    if x.dtype != np.uint32 or x.shape != (n,):
+        raise ValueError(f"{name} must be uint32 with shape ({n},), got {x.dtype} {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _key_nonce(key: Any, nonce: Any) -> Any:
+    kn = np.concatenate([_as_words(key, 8, "key"), _as_words(nonce, 3, "nonce")])
+    return C.arg(C.const_dev(kn))
+
+
+def _launch(kernel: Any, nblocks: int, *args: Any) -> None:
+    grid, threads = C.grid_1d(nblocks)
+    kernel[grid, threads, C.stream()](*args)
+
+
+def _check_count(count: Any) -> int:
+    count = int(count)
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    return count
+
+
+def chacha20_blocks(key: Any, nonce: Any, counter0: int, nblocks: int) -> Any:
+    """ChaCha20 keystream: uint32 (nblocks, 16) device array, block b uses counter counter0+b."""
+    kn = _key_nonce(key, nonce)
+    counter0 = int(counter0)
+    nblocks = int(nblocks)
+    if not 0 <= counter0 < 2**32:
+        raise ValueError("counter0 must be in [0, 2^32)")
+    if nblocks < 0 or counter0 + nblocks > 2**32:
+        raise ValueError("nblocks must be >= 0 and the 32-bit block counter must not wrap")
+    out = C.xp().empty((nblocks, 16), dtype=np.uint32)
+    if nblocks:
+        _launch(_chacha_kernel, nblocks, kn, np.uint64(counter0), C.arg(out), nblocks)
+    return out
+
+
+def sample_uniform_mod(key: Any, nonce: Any, moduli: Any, shape: tuple) -> Any:
+    """Uniform residues (..., L, N), uint32, limb l reduced mod moduli[l]; a device array."""
+    mods = np.ascontiguousarray(np.asarray(C.to_host(moduli), dtype=np.uint64)).reshape(-1)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or shape[-2] != mods.shape[0]:
+        raise ValueError(f"shape must be (..., L={mods.shape[0]}, N), got {shape}")
+    if np.any(mods < 2) or np.any(mods >= 2**32):
+        raise ValueError("moduli must be in [2, 2^32)")
+    if any(s < 0 for s in shape):
+        raise ValueError("negative dimension")
+    kn = _key_nonce(key, nonce)
+    count = int(np.prod(shape, dtype=np.int64))
+    out = C.xp().empty(count, dtype=np.uint32)
+    if count:
+        _launch(
+            _uniform_mod_kernel, -(-count // 4), kn, C.arg(C.const_dev(mods)), mods.shape[0],
+            shape[-1], C.arg(out), count,
+        )  # fmt: skip
+    return out.reshape(shape)
+
+
+def sample_cbd(key: Any, nonce: Any, count: int) -> Any:
+    """Centered binomial, eta = 21; int64 device array."""
+    count = _check_count(count)
+    kn = _key_nonce(key, nonce)
+    out = C.xp().empty(count, dtype=np.int64)
+    if count:
+        _launch(_cbd_kernel, -(-count // 8), kn, C.arg(out), count)
+    return out
+
+
+def sample_ternary(key: Any, nonce: Any, count: int) -> Any:
+    """((w0 + w1*2^32) mod 3) - 1 in {-1, 0, 1}; int64 device array."""
+    count = _check_count(count)
+    kn = _key_nonce(key, nonce)
+    out = C.xp().empty(count, dtype=np.int64)
+    if count:
+        _launch(_ternary_kernel, -(-count // 8), kn, C.arg(out), count)
+    return out
+
+
+def sample_gaussian(key: Any, nonce: Any, count: int, sigma: float) -> Any:
+    """Rounded continuous Gaussian (Box-Muller on 53-bit uniforms), std sigma; int64 device
+    array. May differ from the CPU by +-1 on rare elements on real GPUs (libm; see module doc)."""
+    count = _check_count(count)
+    sigma = float(sigma)
+    if not (sigma > 0.0) or not (sigma < _SIGMA_MAX):
+        raise ValueError(f"sigma must be in (0, 2^59), got {sigma}")
+    kn = _key_nonce(key, nonce)
+    out = C.xp().empty(count, dtype=np.int64)
+    if count:
+        _launch(_gauss_kernel, -(-count // 4), kn, np.float64(sigma), C.arg(out), count)
+    return out
+
+
+def sample_uniform_bounded(key: Any, nonce: Any, bound: int, count: int) -> Any:
+    """Uniform integers in [-bound, bound]: (128-bit v mod (2*bound+1)) - bound; int64."""
+    count = _check_count(count)
+    bound = int(bound)
+    if not 0 <= bound < 2**62:
+        raise ValueError("bound must be in [0, 2^62)")
+    kn = _key_nonce(key, nonce)
+    out = C.xp().empty(count, dtype=np.int64)
+    if count:
+        _launch(
+            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1), np.int64(bound),
+            C.arg(out), count,
+        )  # fmt: skip
+    return out

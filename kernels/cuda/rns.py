@@ -1,0 +1,233 @@
+"""RNS basis conversion and scale-and-round on the GPU, bit-identical to ``kernels.cpu.rns``.
+
+Launch design: 2-D grids, x over the N coefficients (bounds checked), y over output rows
+(grid-stride beyond 65535); one thread per output word, looping over the input limbs (reads of
+one input limb are coalesced across the warp). The floating-point rounding corrections are
+accumulated in the same order as the CPU with non-contracted multiply/add (no FMA), so they round
+identically. Constant tables come from the converter objects and are copied to the device once
+per (object, device) (see ``_common.consts``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import cuda, float64, int64, uint32, uint64
+
+from kernels.cuda import _common as C
+from kernels.cuda.arith import barrett, reduce_any
+
+__all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
+
+MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
+
+
+@cuda.jit
+def _base_convert(
+    x, qin, qhi, qhimu, invq, qout, qoutmu, qhat_mod, qmod, exact, out, R, Lin, Lout, N
+):
+    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if n >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        m = row // Lout
+        j = row % Lout
+        pj = uint64(qout[j])
+        mu = uint64(qoutmu[j])
+        s = uint64(0)
+        acc = 0.0
+        for i in range(Lin):
+            y = barrett(uint64(x[m, i, n]) * uint64(qhi[i]), uint64(qin[i]), uint64(qhimu[i]))
+            if exact:
+                acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
+            s = reduce_any(s + y * uint64(qhat_mod[i, j]), pj, mu)
+        if exact:
+            v = int64(math.floor(acc + 0.5))
+            corr = reduce_any(uint64(v) * uint64(qmod[j]), pj, mu)
+            if s >= corr:
+                s = s - corr
+            else:
+                s = s + pj - corr
+        out[m, j, n] = uint32(s)
+
+
+@cuda.jit(device=True, inline=True)
+def _mulmod_2k(a, k, t):
+    for _ in range(k):
+        a = a + a
+        if a >= t:
+            a = a - t
+    return a
+
+
+@cuda.jit
+def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
+    # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t)
+    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if n >= N:
+        return
+    sums = cuda.local.array(MAX_OMEGA_CHUNKS, dtype=uint64)
+    for m in range(cuda.blockIdx.y, M, cuda.gridDim.y):
+        for c in range(CH):
+            sums[c] = uint64(0)
+        frac = 0.0
+        for i in range(L):
+            xv = uint64(x[m, i, n])
+            frac = C.fadd(frac, C.fmul(float64(xv), theta[i]))
+            for c in range(CH):
+                sums[c] += xv * uint64(omega16[c, i])
+        r = sums[0] % t
+        for c in range(1, CH):
+            r = (_mulmod_2k(r, 16, t) + sums[c] % t) % t
+        rnd = int64(math.floor(frac + 0.5)) % int64(t)
+        out[m, n] = (r + uint64(rnd)) % t
+
+
+@cuda.jit
+def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out, R, Lq, Lr, N):
+    # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i]) mod r_k
+    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if n >= N:
+        return
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        m = row // Lr
+        k = row % Lr
+        f = 0.0
+        for i in range(Lq):
+            f = C.fadd(f, C.fmul(float64(xq[m, i, n]), frac_part[i]))
+        rnd = int64(math.floor(f + 0.5))
+        rk = uint64(rmod[k])
+        mu = uint64(rmu[k])
+        s = barrett(uint64(xr[m, k, n]) * uint64(own[k]), rk, mu)
+        for i in range(Lq):
+            s = reduce_any(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
+        s = (s + uint64(rnd % int64(rk))) % rk
+        out[m, k, n] = uint32(s)
+
+
+@cuda.jit(device=True, inline=True)
+def _mulmod_u64(a, b, t):
+    r = uint64(0)
+    while b:
+        if b & uint64(1):
+            r += a
+            if r >= t:
+                r -= t
+        a += a
+        if a >= t:
+            a -= t
+        b >>= uint64(1)
+    return r
+
+
+@cuda.jit
+def _add_scaled_plain(m, t64, r64, tinv, q, mu, acc, R, L, N):
+    # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l  (= -c * t^-1, c = [Q m]_t centered)
+    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if n >= N:
+        return
+    half = t64 >> uint64(1)
+    small = t64 < (uint64(1) << uint64(32))
+    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
+        mi = row // L
+        l = row % L
+        v = uint64(m[mi, n])
+        if small:
+            w = (v * r64) % t64
+        else:
+            w = _mulmod_u64(v, r64, t64)
+        if w > half:
+            c = int64(w) - int64(t64)
+        else:
+            c = int64(w)
+        ql = uint64(q[l])
+        qi = int64(ql)
+        neg_c = (-c) % qi
+        if neg_c < 0:
+            neg_c += qi
+        s = barrett(uint64(neg_c) * uint64(tinv[l]), ql, uint64(mu[l])) + uint64(acc[mi, l, n])
+        if s >= ql:
+            s = s - ql
+        acc[mi, l, n] = uint32(s)
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
+    if R == 0 or N == 0:
+        return
+    grid, threads = C.grid_rows_cols(R, N)
+    kernel[grid, threads, C.stream()](*args)
+
+
+def _u32(x: Any, name: str) -> None:
+    C.check_data(x, name)
+    if x.dtype != np.uint32 or not x.flags.c_contiguous or x.ndim != 3:
+        raise TypeError(f"{name} must be a C-contiguous uint32 array (M, L, N)")
+
+
+def base_convert(x, c, exact: bool, out) -> None:
+    """x (M, Lin, N) -> out (M, Lout, N); `c` is a BaseConverter-like constants holder."""
+    _u32(x, "x")
+    _u32(out, "out")
+    M, Lin, N = x.shape
+    Lout = out.shape[1]
+    if out.shape != (M, Lout, N):
+        raise ValueError(f"output shape {out.shape} does not match input {x.shape}")
+    k = C.consts(c, "qin", "qhat_inv", "qhat_inv_mu", "inv_q", "qout", "qout_mu", "qhat_mod",
+                 "q_mod")  # fmt: skip
+    A = C.arg
+    _launch(
+        _base_convert, M * Lout, N, A(x), *(A(v) for v in k), bool(exact), A(out),
+        M * Lout, Lin, Lout, N,
+    )  # fmt: skip
+
+
+def scale_round_to_t(x, c, out) -> None:
+    """out (M, N) uint64 = round(t * x / Q) mod t for x (M, L, N) in basis Q."""
+    _u32(x, "x")
+    C.check_data(out, "out")
+    M, L, N = x.shape
+    if out.dtype != np.uint64 or out.shape != (M, N):
+        raise TypeError(f"out must be uint64 with shape {(M, N)}")
+    omega16, theta = C.consts(c, "omega16", "theta")
+    ch = int(omega16.shape[0])
+    if not 1 <= ch <= MAX_OMEGA_CHUNKS:
+        raise ValueError(f"t needs {ch} 16-bit chunks; at most {MAX_OMEGA_CHUNKS} supported")
+    A = C.arg
+    _launch(
+        _scale_round_to_t, M, N, A(x), A(omega16), A(theta), np.uint64(c.t), A(out), M, L, N, ch
+    )
+
+
+def hps_scale_to_r(xq, xr, c, out) -> None:
+    _u32(xq, "xq")
+    _u32(xr, "xr")
+    _u32(out, "out")
+    M, Lq, N = xq.shape
+    Lr = xr.shape[1]
+    if xr.shape != (M, Lr, N) or out.shape != xr.shape:
+        raise ValueError(f"shape mismatch: xq {xq.shape}, xr {xr.shape}, out {out.shape}")
+    k = C.consts(c, "qmod", "rmod", "rmu", "int_part", "frac_part", "own")
+    A = C.arg
+    _launch(_hps_scale_to_r, M * Lr, N, A(xq), A(xr), *(A(v) for v in k), A(out), M * Lr, Lq, Lr, N)
+
+
+def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
+    """acc += round(Q*m/t) in RNS, m uint64 (M, N) with entries in [0, t)."""
+    C.check_data(m, "m")
+    C.check_data(acc, "acc")
+    if m.dtype != np.uint64 or acc.dtype != np.uint32 or not acc.flags.c_contiguous:
+        raise TypeError("add_scaled_plain takes uint64 m and C-contiguous uint32 acc")
+    M, L, N = acc.shape
+    if m.shape != (M, N):
+        raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
+    A = C.arg
+    _launch(
+        _add_scaled_plain, M * L, N, A(C.xp().ascontiguousarray(m)), np.uint64(t),
+        np.uint64(r_t), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)), A(acc),
+        M * L, L, N,
+    )  # fmt: skip
