@@ -1,0 +1,678 @@
+"""gpubfv.mhe: every collective protocol against the single-key scheme under sk_ideal = sum s_i.
+
+The table runs each protocol over K in {2, 3, 8} peers on the tiny sets (TOY6, TOY8) and over one
+realistic set, the one `choose_parameters(4, 16)` plans (N = 8192, 128-bit), with K = 3. The
+checks are:
+- structure: a collective key has the form of a single key for sk_ideal, with an error no larger
+  than the worst case of its protocol (CKG, RKG, GKG);
+- function: encrypt under the collective key -> sum -> collective decryption equals the numpy sum
+  exactly; relinearized products and rotations under collective keys decrypt like the single-key
+  ones; PCKS reaches the receiver only; CKS to a new collective key decrypts under the new one;
+- threshold: every t-subset decrypts, t-1 is refused, and a forced t-1 combine is wrong;
+- noise: measured noise against `NoiseEstimate`, the smudging derivation and its refusals;
+- the share journal and the combine checks; the parameter planner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from functools import cache
+
+import numpy as np
+import pytest
+
+from gpubfv import (
+    PRNG,
+    BatchEncoder,
+    CoefficientEncoder,
+    Decryptor,
+    Encryptor,
+    Evaluator,
+    KeyGenerator,
+    Parameters,
+    preset,
+)
+from gpubfv.context import get_context
+from gpubfv.encryptor import invariant_noise_max, phase
+from gpubfv.keys import GaloisKeys, SecretKey, gadget_add, galois_element_rows
+from gpubfv.mhe import (
+    CollectiveDecrypt,
+    GaloisKeyGen,
+    KeySwitch,
+    NoiseBudgetError,
+    NoiseEstimate,
+    PublicKeyGen,
+    PublicKeySwitch,
+    RelinKeyGen,
+    ShareJournal,
+    ShareMismatch,
+    ShareReplay,
+    ThresholdError,
+    Thresholdizer,
+    check_decryptable,
+    choose_parameters,
+    smudging_sigma,
+)
+from gpubfv.mhe.noise import tail_factor
+from gpubfv.params import PRESETS
+from gpubfv.serialization import to_bytes
+
+ETA = 21  # centered binomial errors: |e| <= 21 (gpubfv.params.ERROR_BOUND)
+REALISTIC = "agg-K4-b16-p3"  # choose_parameters(4, 16).literal: N = 8192, 128-bit secure
+
+
+@cache
+def params_named(name: str) -> Parameters:
+    if name == REALISTIC:
+        return Parameters(choose_parameters(4, 16).literal)
+    return preset(name)
+
+
+class World:
+    """K peers with secret shares s_i, the ideal key, a collective public key and a sum."""
+
+    def __init__(self, name: str, k: int) -> None:
+        self.name, self.k = name, k
+        self.p = p = params_named(name)
+        self.ctx = ctx = get_context(p)
+        self.rngs = [PRNG(bytes([i + 1, k]) * 16) for i in range(k)]
+        self.sks = [KeyGenerator(p, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
+        self.sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in self.sks])))
+        self.ckg = PublicKeyGen(p)
+        self.crp = self.ckg.sample_crp(b"\x07" * 32)
+        self.ckg_shares = [
+            self.ckg.gen_share(self.sks[i], self.crp, i, self.rngs[i]) for i in range(k)
+        ]
+        self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp, k)
+        self.batching = p.batching
+        self.enc = BatchEncoder(p) if p.batching else CoefficientEncoder(p)
+        self.ev = Evaluator(p)
+        data_rng = np.random.default_rng(1000 * k + p.n)  # test data, not key material
+        self.x = data_rng.integers(-100, 101, (k, p.n))
+        self.cts = [
+            Encryptor(p, self.pk, prng=self.rngs[i]).encrypt(self.enc.encode(self.x[i]))
+            for i in range(k)
+        ]
+        self.ct_sum = self.ev.sum(self.cts)
+        self.noise_sum = NoiseEstimate.fresh(p, k).summed(k)
+        self.cd = CollectiveDecrypt(p, self.noise_sum, k)
+        self.d_ideal = Decryptor(p, self.sk_ideal)
+
+    def collective_decrypt(self, ct, sks=None, peers=None, active=frozenset()):
+        sks = self.sks if sks is None else sks
+        peers = range(len(sks)) if peers is None else peers
+        shares = [
+            self.cd.gen_share(sk, ct, i, PRNG(bytes([i + 50]) * 32), active_set=active)
+            for sk, i in zip(sks, peers)
+        ]
+        return self.enc.decode(self.cd.decrypt(ct, self.cd.aggregate(shares)))
+
+
+@cache
+def world(name: str, k: int) -> World:
+    return World(name, k)
+
+
+TABLE = [(s, k) for s in ("TOY6", "TOY8") for k in (2, 3, 8)]
+TABLE_R = TABLE + [(REALISTIC, 3)]
+
+
+def tid(case) -> str:
+    name, k = case
+    return f"{name}-N=8192-K={k}" if name == REALISTIC else f"{name}-K={k}"
+
+
+def ids(cases) -> list[str]:
+    return [tid(c.values[0] if hasattr(c, "values") else c) for c in cases]
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def centered(x: np.ndarray, moduli) -> np.ndarray:
+    """Residues (..., len(moduli), N) of SMALL values -> centered int64 per limb."""
+    q = np.array(moduli, dtype=np.int64)[:, None]
+    v = x.astype(np.int64)
+    return np.where(v > q // 2, v - q, v)
+
+
+def crt_centered(x: np.ndarray, moduli) -> np.ndarray:
+    """Residues (..., L, N) -> centered integers (Python ints, float64 result) via CRT."""
+    big = math.prod(moduli)
+    coeffs = [(big // q) * pow(big // q, -1, q) for q in moduli]
+    flat = x.reshape(-1, len(moduli), x.shape[-1])
+    out = np.empty((flat.shape[0], x.shape[-1]), dtype=np.float64)
+    for b, poly in enumerate(flat):
+        rows = [[int(v) for v in row] for row in poly]
+        for j in range(x.shape[-1]):
+            v = sum(rows[i][j] * coeffs[i] for i in range(len(moduli))) % big
+            out[b, j] = float(v - big if v > big // 2 else v)
+    return out
+
+
+def limb_consistent(err: np.ndarray, bound: int) -> bool:
+    """True if the centered residues of every limb agree (a small value) and stay within bound."""
+    return bool(np.all(err == err[..., :1, :]) and np.abs(err).max() <= bound)
+
+
+def negacyclic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = a.shape[-1]
+    full = np.convolve(a, b)
+    out = full[:n].copy()
+    out[: n - 1] -= full[n:]
+    return out
+
+
+def automorphism_plain(m: np.ndarray, g: int) -> np.ndarray:
+    """Coefficient i of m(X) moves to X^(i*g) mod X^N + 1."""
+    n = m.shape[-1]
+    out = np.zeros_like(m)
+    idx = (np.arange(n) * g) % (2 * n)
+    sign = np.where(idx >= n, -1, 1)
+    out[idx % n] = sign * m
+    return out
+
+
+def rotate_slots(x: np.ndarray, steps: int) -> np.ndarray:
+    h = x.shape[-1] // 2
+    return np.concatenate([np.roll(x[:h], -steps), np.roll(x[h:], -steps)])
+
+
+def mod_t(v: np.ndarray, t: int) -> np.ndarray:
+    v = np.mod(v, t)
+    return np.where(v > t // 2, v - t, v)
+
+
+# ---- CKG ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_ckg_public_key_is_a_key_for_sk_ideal(case):
+    w = world(*case)
+    qb = w.ctx.q_basis()
+    assert np.array_equal(w.pk.data[1], w.crp.data)  # a is the CRP, unchanged
+    # b + a*s_ideal = sum e_i: the same form as a single-key public key, with K errors
+    err = qb.intt(qb.add(w.pk.data[0], qb.mul(w.pk.data[1], w.sk_ideal.q_part(w.ctx.L))))
+    err = centered(err, w.p.q)
+    assert limb_consistent(err, w.k * ETA)
+    assert np.abs(err).max() > 0
+    # and it encrypts like a single-key public key made from sk_ideal
+    pk_single = KeyGenerator(w.p, prng=PRNG(b"\x44" * 32)).gen_public_key(w.sk_ideal)
+    ct = Encryptor(w.p, pk_single, prng=PRNG(b"\x45" * 32)).encrypt(w.enc.encode(w.x[0]))
+    assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(ct)), w.x[0])
+    assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(w.cts[0])), w.x[0])
+
+
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_sum_then_collective_decrypt_equals_numpy(case):
+    w = world(*case)
+    want = w.x.sum(0)
+    assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(w.ct_sum)), want)  # single key
+    assert np.array_equal(w.collective_decrypt(w.ct_sum), want)  # collective
+    assert w.cd.sigma_smudge == smudging_sigma(w.noise_sum, 40)
+
+
+# ---- RKG ------------------------------------------------------------------------------------
+@cache
+def collective_rlk(name: str, k: int):
+    w = world(name, k)
+    rkg = RelinKeyGen(w.p)
+    crp = rkg.sample_crp(b"\x08" * 32)
+    r1 = [rkg.gen_share_round1(w.sks[i], crp, i, w.rngs[i]) for i in range(k)]
+    agg1 = rkg.aggregate([sh for _, sh in r1])
+    r2 = [rkg.gen_share_round2(w.sks[i], r1[i][0], agg1, i, w.rngs[i]) for i in range(k)]
+    return rkg.finalize(agg1, rkg.aggregate(r2), k)
+
+
+def switching_key_error(w: World, key, s_prime) -> np.ndarray:
+    """b_j + a_j*s_ideal - gadget_j(s'), centered per QP limb: (D, L+K, N)."""
+    qp = w.ctx.qp
+    g = qp.zeros((key.data.shape[0],))
+    gadget_add(w.ctx, g, s_prime)
+    e = qp.sub(qp.add(key.data[:, 0], qp.mul(key.data[:, 1], w.sk_ideal.data)), g)
+    return centered(qp.intt(e), w.p.q + w.p.p)
+
+
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_rkg_key_is_a_relin_key_for_sk_ideal(case):
+    w = world(*case)
+    rlk = collective_rlk(*case)
+    s2 = w.ctx.qp.mul(w.sk_ideal.data, w.sk_ideal.data)
+    err = switching_key_error(w, rlk, s2)
+    # error s*e0 + u*e1 + e': s and u have |coeff| <= K, e0/e1 <= K*ETA, e' <= 2K*ETA
+    assert limb_consistent(err, 2 * w.p.n * w.k * w.k * ETA + 2 * w.k * ETA)
+    assert np.abs(err).max() > 0
+
+
+@pytest.mark.parametrize("case", TABLE, ids=ids(TABLE))
+def test_rkg_relinearizes_like_single_key(case):
+    w = world(*case)
+    rlk = collective_rlk(*case)
+    single = KeyGenerator(w.p, prng=PRNG(b"\x46" * 32)).gen_relin_key(w.sk_ideal)
+    prod = w.ev.mul(w.cts[0], w.cts[1])
+    a = Evaluator(w.p, rlk).relinearize(prod)
+    b = Evaluator(w.p, single).relinearize(prod)
+    assert a.size == 2
+    want = mod_t(w.x[0] * w.x[1], w.p.t)
+    got = w.enc.decode(w.d_ideal.decrypt(a))
+    assert np.array_equal(got, want)
+    assert np.array_equal(got, w.enc.decode(w.d_ideal.decrypt(b)))
+    # and the relinearized product still decrypts collectively
+    assert np.array_equal(w.collective_decrypt(a), want)
+
+
+# ---- GKG ------------------------------------------------------------------------------------
+def collective_galois(w: World, g: int):
+    gkg = GaloisKeyGen(w.p)
+    crp = gkg.sample_crp(b"\x09" * 32, g)
+    shares = [gkg.gen_share(w.sks[i], g, crp, i, w.rngs[i]) for i in range(w.k)]
+    return gkg.finalize(gkg.aggregate(shares), crp, g, w.k)
+
+
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_gkg_rotation_matches_single_key(case):
+    w = world(*case)
+    n = w.p.n
+    g = galois_element_rows(n, 1) if w.batching else 5
+    gk = collective_galois(w, g)
+    qp = w.ctx.qp
+    s_g = qp.ntt(qp.automorphism(qp.intt(w.sk_ideal.data), g), inplace=True)
+    err = switching_key_error(w, gk, s_g)
+    assert limb_consistent(err, w.k * ETA)  # sum of K fresh errors
+    rot = Evaluator(w.p, galois_keys=GaloisKeys(w.p, {g: gk})).apply_galois(w.cts[0], g)
+    got = w.enc.decode(w.d_ideal.decrypt(rot))
+    if w.batching:
+        want = rotate_slots(w.x[0], 1)
+        single = KeyGenerator(w.p, prng=PRNG(b"\x47" * 32)).gen_galois_key(w.sk_ideal, g)
+        ref = Evaluator(w.p, galois_keys=GaloisKeys(w.p, {g: single})).apply_galois(w.cts[0], g)
+        assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(ref)), want)
+    else:
+        want = automorphism_plain(w.x[0], g)
+    assert np.array_equal(got, want)
+
+
+# ---- PCKS -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_pcks_reaches_the_receiver_only(case):
+    w = world(*case)
+    kg = KeyGenerator(w.p, prng=PRNG(b"\x48" * 32))
+    sk_r = kg.gen_secret_key()
+    pk_r = kg.gen_public_key(sk_r)
+    pcks = PublicKeySwitch(w.p, w.noise_sum, w.k)
+    shares = [
+        pcks.gen_share(w.sks[i], pk_r, w.ct_sum, i, PRNG(bytes([i + 60]) * 32)) for i in range(w.k)
+    ]
+    out = pcks.finalize(w.ct_sum, pcks.aggregate(shares), w.k)
+    want = w.x.sum(0)
+    assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_r).decrypt(out)), want)
+    assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
+    other = KeyGenerator(w.p, prng=PRNG(b"\x49" * 32)).gen_secret_key()
+    assert not np.array_equal(w.enc.decode(Decryptor(w.p, other).decrypt(out)), want)
+
+
+# ---- CKS to another collective key ------------------------------------------------------------
+@pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
+def test_keyswitch_to_another_collective_key(case):
+    w = world(*case)
+    new = [KeyGenerator(w.p, prng=PRNG(bytes([i + 70]) * 32)).gen_secret_key() for i in range(w.k)]
+    sk_new = SecretKey(w.p, w.ctx.qp.sum(np.stack([s.data for s in new])))
+    ks = KeySwitch(w.p, w.noise_sum, w.k)
+    shares = [
+        ks.gen_share(w.sks[i], w.ct_sum, i, sk_out=new[i], prng=PRNG(bytes([i + 80]) * 32))
+        for i in range(w.k)
+    ]
+    out = ks.finalize(w.ct_sum, ks.aggregate(shares), w.k)
+    want = w.x.sum(0)
+    assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_new).decrypt(out)), want)
+    assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
+    assert np.array_equal(w.collective_decrypt(out, sks=new), want)
+
+
+# ---- threshold ------------------------------------------------------------------------------
+def threshold_cases():
+    out = []
+    for name, k in TABLE:
+        for t in sorted({2, k - 1}):
+            if 2 <= t <= k and (name, k, t) not in out:
+                out.append((name, k, t))
+    return out
+
+
+THRESHOLD = threshold_cases()
+
+
+@cache
+def threshold_shares(name: str, k: int, t: int):
+    w = world(name, k)
+    points = list(range(1, k + 1))
+    th = Thresholdizer(w.p, t, points)
+    sent = [th.gen_shares(w.sks[i], i, PRNG(bytes([i + 90, t]) * 16)) for i in range(k)]
+    tsks = [th.aggregate([sent[i][j] for i in range(k)], points[j]) for j in range(k)]
+    return th, tsks
+
+
+@pytest.mark.parametrize("case", THRESHOLD, ids=[f"{n}-K={k}-t={t}" for n, k, t in THRESHOLD])
+def test_threshold_every_t_subset_decrypts(case):
+    name, k, t = case
+    w = world(name, k)
+    th, tsks = threshold_shares(name, k, t)
+    want = w.x.sum(0)
+    for active in itertools.combinations(range(1, k + 1), t):
+        add = [th.additive_share(tsks[a - 1], active) for a in active]
+        total = w.ctx.qp.sum(np.stack([s.data for s in add]))
+        assert np.array_equal(total, w.sk_ideal.data), active  # Lagrange recombination is exact
+        got = w.collective_decrypt(w.ct_sum, sks=add, peers=active, active=frozenset(active))
+        assert np.array_equal(got, want), active
+
+
+@pytest.mark.parametrize("case", THRESHOLD, ids=[f"{n}-K={k}-t={t}" for n, k, t in THRESHOLD])
+def test_threshold_t_minus_one_is_refused_and_forced_is_wrong(case):
+    name, k, t = case
+    w = world(name, k)
+    th, tsks = threshold_shares(name, k, t)
+    short = list(range(1, t))
+    with pytest.raises(ThresholdError, match=f"exactly {t}"):
+        th.additive_share(tsks[0], short)
+    add = [th.additive_share(tsks[a - 1], short, force=True) for a in short]
+    got = w.collective_decrypt(w.ct_sum, sks=add, peers=short, active=frozenset(short))
+    assert not np.array_equal(got, w.x.sum(0))
+    # shares combined across two different active sets are refused, naming the field
+    if k > t:
+        a1, a2 = tuple(range(1, t + 1)), tuple(range(2, t + 2))
+        s1 = w.cd.gen_share(th.additive_share(tsks[1], a1), w.ct_sum, 2, active_set=frozenset(a1))
+        s2 = w.cd.gen_share(th.additive_share(tsks[2], a2), w.ct_sum, 3, active_set=frozenset(a2))
+        with pytest.raises(ShareMismatch, match="active_set"):
+            w.cd.aggregate([s1, s2])
+
+
+def test_thresholdizer_refuses_bad_points():
+    p = preset("TOY8")
+    with pytest.raises(ThresholdError, match="distinct"):
+        Thresholdizer(p, 2, [1, 1, 2])
+    with pytest.raises(ThresholdError, match="must lie"):
+        Thresholdizer(p, 2, [0, 1, 2])
+    with pytest.raises(ThresholdError, match="threshold"):
+        Thresholdizer(p, 4, [1, 2, 3])
+    th = Thresholdizer(p, 2, [1, 2, 3])
+    _, tsks = threshold_shares("TOY8", 3, 2)
+    with pytest.raises(ThresholdError, match="not in the active set"):
+        th.additive_share(tsks[0], [2, 3])
+    with pytest.raises(ThresholdError, match="unknown points"):
+        th.additive_share(tsks[0], [1, 9])
+
+
+# ---- noise: measured against the estimate ------------------------------------------------------
+def zero_cts(w: World, count: int, level: int | None = None):
+    """Encryptions of zero under the collective key (phase = noise exactly)."""
+    zeros = w.enc.encode(np.zeros((count, w.p.n), dtype=np.int64))
+    cts = [
+        Encryptor(w.p, w.pk, prng=PRNG(bytes([i + 100]) * 32)).encrypt(zeros) for i in range(w.k)
+    ]
+    if level is not None:
+        cts = [w.ev.mod_switch_to(c, level) for c in cts]
+    return cts
+
+
+NOISE = [("TOY8", 3), ("TOY8", 8), ("TOY6", 2)]
+
+
+@pytest.mark.parametrize("case", NOISE, ids=ids(NOISE))
+@pytest.mark.parametrize("level", [None, 2], ids=["top", "switched-to-2"])
+def test_measured_noise_within_estimate(case, level):
+    w = world(*case)
+    kappa = tail_factor(w.p.n)
+    fresh = NoiseEstimate.fresh(w.p, w.k)
+    if level is not None:
+        fresh = fresh.mod_switch(w.p, level, w.k)
+    cts = zero_cts(w, 2, level)
+    for ct, est in ((cts[0], fresh), (w.ev.sum(cts), fresh.summed(w.k))):
+        worst = invariant_noise_max(w.ctx, ct, w.sk_ideal) / w.p.t  # max |e|
+        assert est.std / 4 <= worst <= kappa * est.std, (worst, est.std)
+        e = crt_centered(w.ctx.backend.to_numpy(phase(w.ctx, ct, w.sk_ideal)), w.p.q[: ct.level])
+        assert 0.7 * est.std <= e.std() <= 1.3 * est.std, (e.std(), est.std)
+
+
+def test_smudging_sigma_is_derived_from_the_noise():
+    est = NoiseEstimate(variance=1234.0, level=3)
+    for lam in (20, 40, 64):
+        assert smudging_sigma(est, lam) == pytest.approx(2 ** (lam / 2) * math.sqrt(1234.0))
+    p = preset("TOY8")
+    assert check_decryptable(p, est, 3, 40) == smudging_sigma(est, 40)
+
+
+def test_check_decryptable_refuses_too_small_modulus():
+    w = world("TOY8", 3)
+    with pytest.raises(NoiseBudgetError, match=r"lambda=128.*log2 Q >= .*larger Q"):
+        CollectiveDecrypt(w.p, w.noise_sum, 3, lam=128)
+    low = NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 1, 3).summed(3)
+    with pytest.raises(
+        NoiseBudgetError, match=r"level 1 has 30\.0.*keep the ciphertext at level 2"
+    ):
+        CollectiveDecrypt(w.p, low, 3)
+    with pytest.raises(NoiseBudgetError, match="level"):
+        PublicKeySwitch(w.p, low, 3)
+    # the level the message names is indeed enough
+    CollectiveDecrypt(w.p, NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 2, 3).summed(3), 3)
+    # and the estimate's level must match the ciphertext's
+    with pytest.raises(ValueError, match="level"):
+        CollectiveDecrypt(w.p, low, 3, lam=8).gen_share(w.sks[0], w.ct_sum, 0)
+
+
+def test_smudged_decryption_noise_has_the_derived_width():
+    w = world("TOY8", 3)
+    cts = zero_cts(w, 8)
+    ct = w.ev.sum(cts)
+    shares = [w.cd.gen_share(w.sks[i], ct, i, PRNG(bytes([i + 110]) * 32)) for i in range(w.k)]
+    agg = w.cd.aggregate(shares)
+    qb = w.ctx.q_basis(ct.level)
+    ph = qb.add(ct.data[..., 0, :, :], agg.data)  # c0 + sum h_i = e_ct + sum e_smudge_i
+    e = crt_centered(ph, w.p.q)
+    want = math.sqrt(w.k) * w.cd.sigma_smudge
+    assert 0.85 * want <= e.std() <= 1.15 * want, (e.std(), want)
+    assert abs(e.mean()) <= 0.1 * want
+    # and it still decrypts: every coefficient is far below Q/(2t)
+    assert np.abs(e).max() < w.p.q_at(ct.level) / (2 * w.p.t)
+    assert not np.any(w.enc.decode(w.cd.decrypt(ct, agg)))
+
+
+# ---- the share journal ----------------------------------------------------------------------
+def test_journal_retry_returns_the_recorded_share():
+    w = world("TOY8", 3)
+    j = ShareJournal(0)
+    sk, rng = w.sks[0], PRNG(b"\x21" * 32)
+    a = w.ckg.gen_share(sk, w.crp, 0, rng, j)
+    b = w.ckg.gen_share(sk, w.crp, 0, PRNG(b"\x22" * 32), j)
+    assert a is b and to_bytes(a) == to_bytes(b)
+    c = w.cd.gen_share(sk, w.ct_sum, 0, rng, j)
+    d = w.cd.gen_share(sk, w.ct_sum, 0, PRNG(b"\x23" * 32), j)
+    assert c is d and to_bytes(c) == to_bytes(d)
+    rkg = RelinKeyGen(w.p)
+    crp = rkg.sample_crp(b"\x31" * 32)
+    e1, s1 = rkg.gen_share_round1(sk, crp, 0, rng, j)
+    e2, s2 = rkg.gen_share_round1(sk, crp, 0, PRNG(b"\x24" * 32), j)
+    assert e1 is e2 and s1 is s2  # the ephemeral u_i is kept with its share
+    agg1 = rkg.aggregate([s1])
+    assert rkg.gen_share_round2(sk, e1, agg1, 0, rng, j) is rkg.gen_share_round2(
+        sk, e1, agg1, 0, rng, j
+    )
+    gkg = GaloisKeyGen(w.p)
+    gcrp = gkg.sample_crp(b"\x32" * 32, 3)
+    assert gkg.gen_share(sk, 3, gcrp, 0, rng, j) is gkg.gen_share(sk, 3, gcrp, 0, rng, j)
+    pk_r = KeyGenerator(w.p, prng=PRNG(b"\x25" * 32)).gen_public_key(w.sks[1])
+    pcks = PublicKeySwitch(w.p, w.noise_sum, 3)
+    assert pcks.gen_share(sk, pk_r, w.ct_sum, 0, rng, j) is pcks.gen_share(
+        sk, pk_r, w.ct_sum, 0, rng, j
+    )
+    assert len(j) == 6
+    # another ciphertext is another entry, not a conflict
+    w.cd.gen_share(sk, w.ev.sum(w.cts[:2]), 0, rng, j)
+    assert len(j) == 7
+
+
+def test_journal_refuses_conflicting_requests():
+    w = world("TOY8", 3)
+    j = ShareJournal("peer-0")
+    sk, rng = w.sks[0], PRNG(b"\x26" * 32)
+    w.cd.gen_share(sk, w.ct_sum, 0, rng, j)
+    with pytest.raises(ShareReplay, match="peer-0"):  # other lambda
+        CollectiveDecrypt(w.p, w.noise_sum, 3, lam=30).gen_share(sk, w.ct_sum, 0, rng, j)
+    with pytest.raises(ShareReplay):  # other active set
+        w.cd.gen_share(sk, w.ct_sum, 0, rng, j, active_set=frozenset({1, 2}))
+    with pytest.raises(ShareReplay):  # other peer count
+        CollectiveDecrypt(w.p, w.noise_sum, 4).gen_share(sk, w.ct_sum, 0, rng, j)
+    with pytest.raises(ShareReplay):  # a key switch where a decryption share was given
+        new = KeyGenerator(w.p, prng=PRNG(b"\x27" * 32)).gen_secret_key()
+        KeySwitch(w.p, w.noise_sum, 3).gen_share(sk, w.ct_sum, 0, sk_out=new, prng=rng, journal=j)
+    pcks = PublicKeySwitch(w.p, w.noise_sum, 3)
+    pk1 = KeyGenerator(w.p, prng=PRNG(b"\x28" * 32)).gen_public_key(w.sks[1])
+    pk2 = KeyGenerator(w.p, prng=PRNG(b"\x29" * 32)).gen_public_key(w.sks[2])
+    pcks.gen_share(sk, pk1, w.ct_sum, 0, rng, j)
+    with pytest.raises(ShareReplay):  # other receiver
+        pcks.gen_share(sk, pk2, w.ct_sum, 0, rng, j)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: KeySwitch's journal request omits the target key (tag is b'switch' + active "
+    "set), so a second key switch of the same ciphertext to another collective key silently "
+    "returns the share made for the first target instead of raising ShareReplay",
+)
+def test_journal_refuses_keyswitch_to_another_target_key():
+    w = world("TOY8", 3)
+    j = ShareJournal(0)
+    ks = KeySwitch(w.p, w.noise_sum, 3)
+    out1 = KeyGenerator(w.p, prng=PRNG(b"\x2a" * 32)).gen_secret_key()
+    out2 = KeyGenerator(w.p, prng=PRNG(b"\x2b" * 32)).gen_secret_key()
+    ks.gen_share(w.sks[0], w.ct_sum, 0, sk_out=out1, prng=PRNG(b"\x2c" * 32), journal=j)
+    with pytest.raises(ShareReplay):
+        ks.gen_share(w.sks[0], w.ct_sum, 0, sk_out=out2, prng=PRNG(b"\x2d" * 32), journal=j)
+
+
+# ---- combine checks -------------------------------------------------------------------------
+def test_aggregate_refuses_shares_that_do_not_belong_together():
+    w = world("TOY8", 3)
+    cd = w.cd
+    s0 = cd.gen_share(w.sks[0], w.ct_sum, 0)
+    s1 = cd.gen_share(w.sks[1], w.ct_sum, 1)
+    other_ct = w.ev.sum(w.cts[:2])
+    with pytest.raises(ShareMismatch, match="protocol"):
+        cd.aggregate([w.ckg_shares[0], s1])
+    with pytest.raises(ShareMismatch, match="protocol"):
+        cd.aggregate([s0, dataclasses.replace(s1, protocol="pcks")])
+    with pytest.raises(ShareMismatch, match="digest"):
+        cd.aggregate([s0, cd.gen_share(w.sks[1], other_ct, 1)])
+    with pytest.raises(ShareMismatch, match="level"):
+        cd.aggregate([s0, dataclasses.replace(s1, level=2)])
+    with pytest.raises(ShareMismatch, match="counted twice"):
+        cd.aggregate([s0, s1, cd.gen_share(w.sks[0], w.ct_sum, 0, PRNG(b"\x30" * 32))])
+    with pytest.raises(ShareMismatch, match="counted twice"):
+        cd.aggregate([cd.aggregate([s0, s1]), s1])
+    other = Parameters(dataclasses.replace(PRESETS["TOY8"], t_bits=18, name="TOY8-t18"))
+    with pytest.raises(ShareMismatch, match="parameters"):
+        cd.aggregate([s0, dataclasses.replace(s1, params=other)])
+    rkg = RelinKeyGen(w.p)
+    crp = rkg.sample_crp(b"\x33" * 32)
+    eph, r1 = rkg.gen_share_round1(w.sks[0], crp, 0, PRNG(b"\x34" * 32))
+    r2 = rkg.gen_share_round2(w.sks[1], eph, rkg.aggregate([r1]), 1, PRNG(b"\x35" * 32))
+    with pytest.raises(ShareMismatch, match="round"):
+        rkg.aggregate([r1, r2])
+    with pytest.raises(ShareMismatch, match="round 1"):
+        rkg.gen_share_round2(w.sks[0], eph, r2, 0)
+    with pytest.raises(ValueError, match="no shares"):
+        cd.aggregate([])
+
+
+def test_finalizers_refuse_missing_peers_and_foreign_aggregates():
+    w = world("TOY8", 3)
+    with pytest.raises(ShareMismatch, match="2 peers, expected 3"):
+        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares[:2]), w.crp, 3)
+    with pytest.raises(ShareMismatch, match="another CRP"):
+        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares), w.ckg.sample_crp(b"\x36" * 32), 3)
+    shares = [w.cd.gen_share(w.sks[i], w.ct_sum, i) for i in range(3)]
+    with pytest.raises(ShareMismatch, match="expected 3"):
+        w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares[:2]), 3)
+    with pytest.raises(ShareMismatch, match="another ciphertext"):
+        w.cd.decrypt(w.ev.sum(w.cts[:2]), w.cd.aggregate(shares), 3)
+    with pytest.raises(ShareMismatch, match="expected 3"):
+        w.cd.finalize(w.ct_sum, w.cd.aggregate(shares[1:]), 3)
+    rkg = RelinKeyGen(w.p)
+    crp = rkg.sample_crp(b"\x37" * 32)
+    r1 = [rkg.gen_share_round1(w.sks[i], crp, i, PRNG(bytes([i + 120]) * 32)) for i in range(3)]
+    agg1 = rkg.aggregate([s for _, s in r1])
+    r2 = [rkg.gen_share_round2(w.sks[i], r1[i][0], agg1, i) for i in range(3)]
+    with pytest.raises(ShareMismatch, match="different peers"):
+        rkg.finalize(agg1, rkg.aggregate(r2[:2]), 3)
+    gkg = GaloisKeyGen(w.p)
+    with pytest.raises(ShareMismatch, match="Galois element 5"):
+        gkg.gen_share(w.sks[0], 5, gkg.sample_crp(b"\x38" * 32, 3), 0)
+
+
+# ---- the parameter planner --------------------------------------------------------------------
+@pytest.mark.parametrize("k", [4, 16], ids=lambda k: f"K={k}-b=16")
+def test_planner_is_secure_and_within_the_wire_budget(k):
+    plan = choose_parameters(k, 16)
+    assert not plan.literal.allow_insecure
+    p = Parameters(plan.literal)  # builds without allow_insecure: 128-bit secure
+    assert plan.bytes_per_value <= 12
+    assert plan.pack * plan.width < p.t.bit_length()
+    assert plan.width >= 16 + math.ceil(math.log2(k))
+    assert math.log2(p.q_at(plan.level)) >= plan.wire_log_q
+    assert plan.level < len(p.q)  # one prime is switched away before sending
+    assert f"{plan.bytes_per_value:.2f} B/value" in plan.describe()
+    noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
+    assert check_decryptable(p, noise, k, plan.lam) > 0
+
+
+@pytest.mark.parametrize(
+    "k",
+    [
+        pytest.param(
+            2,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: choose_parameters stops at the smallest N with any feasible plan "
+                "(`if best is not None: break`), so for K=2, b=16 it returns N=4096, pack=1 at "
+                "12.25 B/value although N=8192 with pack=3 gives ~7.3 B/value; the docstring "
+                "promises the minimum bytes per value",
+            ),
+        ),
+        3,
+        8,
+    ],
+    ids=lambda k: f"K={k}-b=16",
+)
+def test_planner_within_the_wire_budget_for_other_peer_counts(k):
+    assert choose_parameters(k, 16).bytes_per_value <= 12
+
+
+def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
+    k = 4
+    plan = choose_parameters(k, 16)
+    p = Parameters(plan.literal)
+    ctx = get_context(p)
+    rngs = [PRNG(bytes([i + 130]) * 32) for i in range(k)]
+    sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
+    ckg = PublicKeyGen(p)
+    crp = ckg.sample_crp(b"\x39" * 32)
+    pk = ckg.finalize(
+        ckg.aggregate([ckg.gen_share(sks[i], crp, i, rngs[i]) for i in range(k)]), crp, k
+    )
+    enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
+    values = np.random.default_rng(5).integers(-(1 << 15), 1 << 15, (k, 2, enc.slots))
+    values[0, 0, :8] = (1 << 15) - 1  # extremes: the K-fold sum must not carry
+    values[1:, 0, :8] = (1 << 15) - 1
+    values[:, 1, :8] = -(1 << 15)
+    offset = 1 << 15
+    ev = Evaluator(p)
+    cts = [
+        ev.mod_switch_to(
+            Encryptor(p, pk, prng=rngs[i]).encrypt(enc.encode(values[i] + offset)), plan.level
+        )
+        for i in range(k)
+    ]
+    assert cts[0].level == plan.level
+    total = ev.sum(cts)
+    noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
+    cd = CollectiveDecrypt(p, noise, k, lam=plan.lam)
+    shares = [cd.gen_share(sks[i], total, i, rngs[i]) for i in range(k)]
+    got = enc.decode(cd.decrypt(total, cd.aggregate(shares), k)) - k * offset
+    assert np.array_equal(got, values.sum(0))
+    assert ctx.params.n == 8192
