@@ -173,14 +173,14 @@ def _ternary_kernel(kn, out, count):
 
 @cuda.jit(device=True, inline=True)
 def _rint(x):
-    # round half to even, exactly like np.rint (x - floor(x) is exact in float64)
-    f = math.floor(x)
-    d = x - f
+    # round half to even, exactly like np.rint, as an int64 (|x| < 2^63 by the sigma bound);
+    # x - floor(x) is exact in float64. Integer ops only: math.floor returns int64 in numba.
+    f = int64(math.floor(x))
+    d = x - float64(f)
     if d > 0.5:
-        f += 1.0
-    elif d == 0.5:
-        if math.fmod(f, 2.0) != 0.0:
-            f += 1.0
+        f += int64(1)
+    elif d == 0.5 and (f & int64(1)) != int64(0):
+        f += int64(1)
     return f
 
 
@@ -202,7 +202,7 @@ def _gauss_kernel(kn, sigma, out, count):
             u1 = float64((h1 << uint64(26)) + l1 + uint64(1)) / two53
             u2 = float64((h2 << uint64(26)) + l2) / two53
             z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-            out[i] = int64(_rint(sigma * z))
+            out[i] = _rint(sigma * z)
 
 
 @cuda.jit
