@@ -121,7 +121,9 @@ TABLE_R = TABLE + [(REALISTIC, 3)]
 
 def tid(case) -> str:
     name, k = case
-    return f"{name}-N=8192-K={k}" if name == REALISTIC else f"{name}-K={k}"
+    if name == REALISTIC:
+        return f"{name}-N={params_named(name).n}-K={k}"
+    return f"{name}-K={k}"
 
 
 def ids(cases) -> list[str]:
