@@ -128,11 +128,18 @@ class EncryptedAggregator:
         self._journal: ShareJournal | None = None
 
     # -- validation -------------------------------------------------------------------------------
-    def check(self, *, num_values: int, sum_bound: int) -> None:
+    def check(self, *, num_values: int, sum_bound: int, value_bound: int | None = None) -> None:
+        """Refuse, before training, what would not fit: the K-fold sum and each peer's value."""
         if 2 * sum_bound >= self.modulus:
             raise ValueError(
                 f"a sum bounded by {sum_bound} does not fit {self.width}-bit sub-slots; raise "
                 "value_bits or lower clip/scale_bits"
+            )
+        if value_bound is not None and value_bound > self.offset:
+            raise ValueError(
+                f"one peer's value may reach {value_bound} but {self.width}-bit sub-slots for "
+                f"{self.k} peers hold |value| <= {self.offset}; raise value_bits (aggregator "
+                "option) or lower clip/scale_bits/noise"
             )
         if num_values < 1:
             raise ValueError("nothing to aggregate")

@@ -321,7 +321,20 @@ class Trainer:
                     cfg.peers, cfg.clip, cfg.scale_bits, agg0.modulus, extra=extra
                 )
                 if hasattr(agg0, "check"):
-                    agg0.check(num_values=self.num_values, sum_bound=self.sum_bound)
+                    # one peer's value: its clipped update plus its share of the DP noise
+                    value_bound = round(cfg.clip * 2**cfg.scale_bits) + (
+                        math.ceil(
+                            dp_mod.noise_tail_bound(self.sigma / math.sqrt(cfg.peers), cfg.clip)
+                            * 2**cfg.scale_bits
+                        )
+                        if self.dp
+                        else 0
+                    )
+                    agg0.check(
+                        num_values=self.num_values,
+                        sum_bound=self.sum_bound,
+                        value_bound=value_bound,
+                    )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         self.round = 0
@@ -339,13 +352,29 @@ class Trainer:
         return [t.total_bytes_sent for t in self.transports]
 
     def setup(self) -> None:
+        """Collective set-up (keys): every peer must finish it; a dropout restarts it."""
         before = self._bytes_sent()
         t0 = time.perf_counter()
-        self._collective(lambda t: self.aggregators[t.rank].setup(t))
+        retries = 0
+        while True:
+            try:
+                results = self._collective(lambda t: self.aggregators[t.rank].setup(t))
+                lost = [r for r in results if isinstance(r, PeerDropped)]
+                if not lost:
+                    break
+                failure: PeerDropped = lost[0]
+            except PeerDropped as exc:
+                failure = exc
+            retries += 1
+            if retries > self.config.max_retries:
+                raise RuntimeError(f"set-up failed {retries} times ({failure})") from failure
+            if self.network is not None:
+                self.network.revive_all()
         sent = [a - b for a, b in zip(self._bytes_sent(), before, strict=True)]
         self.setup_info = {
             "setup_seconds": time.perf_counter() - t0,
             "setup_bytes_per_peer": float(np.mean(sent)),
+            "setup_retries": retries,
         }
 
     # ------------------------------------------------------------------ one round

@@ -94,7 +94,9 @@ class Context:
             src = RNSBasis([allq[i] for i in grp], self.n, self.backend)
             rest = [i for i in range(self.L + self.K) if i not in grp]
             dst = RNSBasis([allq[i] for i in rest], self.n, self.backend)
-            out.append((BaseConverter(src, dst), np.array(rest, dtype=np.int64)))
+            out.append(
+                (BaseConverter(src, dst), self.backend.xp.asarray(np.array(rest, dtype=np.int64)))
+            )
         return out
 
     @cached_property

@@ -102,6 +102,8 @@ class Evaluator:
             data = xp.stack([c.data for c in cts])
         else:
             check_ciphertext(self.params, cts)
+            if not cts.batch_shape:
+                raise ValueError("sum() of one ciphertext: pass a batch or a list to sum over")
             data = cts.data
         level = data.shape[-2]
         return Ciphertext(self.params, self.ctx.q_basis(level).sum(data))

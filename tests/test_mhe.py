@@ -531,12 +531,6 @@ def test_journal_refuses_conflicting_requests():
         pcks.gen_share(sk, pk2, w.ct_sum, 0, rng, j)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KeySwitch's journal request omits the target key (tag is b'switch' + active "
-    "set), so a second key switch of the same ciphertext to another collective key silently "
-    "returns the share made for the first target instead of raising ShareReplay",
-)
 def test_journal_refuses_keyswitch_to_another_target_key():
     w = world("TOY8", 3)
     j = ShareJournal(0)
@@ -626,16 +620,7 @@ def test_planner_is_secure_and_within_the_wire_budget(k):
 @pytest.mark.parametrize(
     "k",
     [
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: choose_parameters stops at the smallest N with any feasible plan "
-                "(`if best is not None: break`), so for K=2, b=16 it returns N=4096, pack=1 at "
-                "12.25 B/value although N=8192 with pack=3 gives ~7.3 B/value; the docstring "
-                "promises the minimum bytes per value",
-            ),
-        ),
+        2,
         3,
         8,
     ],

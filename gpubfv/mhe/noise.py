@@ -193,9 +193,7 @@ def choose_parameters(
             wire_level = len(q_bits)
             plan = AggregationPlan(lit, peers, value_bits, pack, width, wire_level, need, lam)
             if best is None or plan.bytes_per_value < best.bytes_per_value - 1e-9:
-                best = plan
-        if best is not None:
-            break
+                best = plan  # ties keep the smaller ring (cheaper per ciphertext)
     if best is None:
         raise NoiseBudgetError("no secure parameter set fits; reduce peers, bits or lambda")
     return best

@@ -330,7 +330,15 @@ class KeySwitch(_Protocol):
                 active_set=frozenset(active_set),
             )
 
-        tag = (b"" if sk_out is None else b"switch") + repr(sorted(active_set)).encode()
+        # the target key share is part of the request (hashed locally, never sent)
+        target = (
+            b""
+            if sk_out is None
+            else hashlib.sha256(
+                np.ascontiguousarray(self.backend.to_numpy(sk_out.data)).tobytes()
+            ).digest()
+        )
+        tag = target + repr(sorted(active_set)).encode()
         return self._journal(journal, digest, self._request(tag), make)
 
     def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
