@@ -434,6 +434,8 @@ class Trainer:
             return out, dict(agg.timings), getattr(agg, "contributors", None)
 
         retries = 0
+        if self.network is not None and self.network.dropped:
+            self.network.revive_all()  # peers lost in the last round rejoin this one
         while True:
             try:
                 results = self._collective(body)

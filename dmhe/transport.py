@@ -83,6 +83,34 @@ class Transport(ABC):
         self.bytes_sent.clear()
         self.bytes_received.clear()
 
+    def send_control(self, dst: int, payload: bytes) -> None:
+        """A small control message (liveness); simulated dropouts never strike here."""
+        self.send(dst, payload)
+
+    def leave(self) -> None:
+        """This peer leaves the computation now (simulated dropout); never returns."""
+        raise PeerDropped(self.rank)
+
+    def live_peers(self) -> list[int]:
+        """Peers (self included) that answer a liveness exchange: each peer sends a control
+        message to every other and waits for theirs; a peer that left is noticed by every
+        receiver alike, so all live peers agree. O(K) tiny messages; used only by threshold
+        rounds. Transports without failure detection see every peer as live."""
+        for p in range(self.world_size):
+            if p != self.rank:
+                self.send_control(p, b"\x01")
+        live = [self.rank]
+        for p in range(self.world_size):
+            if p == self.rank:
+                continue
+            try:
+                self.recv(p)
+                live.append(p)
+            except PeerDropped as exc:
+                if exc.rank != p:
+                    raise
+        return sorted(live)
+
     def _check_peer(self, peer: int) -> None:
         if not 0 <= peer < self.world_size or peer == self.rank:
             raise ValueError(
@@ -227,6 +255,18 @@ class InProcessTransport(Transport):
         data = bytes(payload)
         self.bytes_sent[dst] += len(data)
         self.network._queue(self.rank, dst).put(data)
+
+    def send_control(self, dst: int, payload: bytes) -> None:
+        self._check_peer(dst)
+        if self.rank in self.network.dropped:
+            raise PeerDropped(self.rank)
+        data = bytes(payload)
+        self.bytes_sent[dst] += len(data)
+        self.network._queue(self.rank, dst).put(data)
+
+    def leave(self) -> None:
+        self.network.drop(self.rank)
+        raise PeerDropped(self.rank)
 
     def recv(self, src: int) -> bytes:
         self._check_peer(src)
