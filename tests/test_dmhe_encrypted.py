@@ -256,6 +256,32 @@ def test_accepted_encrypted_dp_config_trains():
     tr.train()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="BUG: Trainer.__init__ (dmhe/trainer.py) converts only ImportError from "
+    "make_aggregator into ConfigError; an impossible encrypted option (value_bits=60: "
+    "gpubfv.mhe.noise.NoiseBudgetError; value_bits=0: ValueError) escapes, and "
+    "`dmhe train --aggregator-option value_bits=60` exits 1 with a traceback instead of 2",
+)
+@pytest.mark.parametrize("value_bits", [60, 0])
+def test_impossible_aggregator_options_refused_as_config_error(value_bits):
+    with pytest.raises(ConfigError):
+        _trainer(mode="encrypted", aggregator_options={"value_bits": value_bits})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="BUG: same as above, through the CLI (NoiseBudgetError escapes dmhe.cli.main)",
+)
+def test_cli_impossible_aggregator_option_exit_code():
+    argv = ["train", "--dataset", "synthetic", "--synthetic-shape", "1x8x8"]
+    argv += ["--synthetic-size", "60,20", "--mode", "encrypted", "--peers", "3"]
+    argv += ["--rounds", "1", "--no-progress", "--aggregator-option", "value_bits=60"]
+    assert main(argv) == 2
+
+
 # --------------------------------------------------------------------------- dropouts
 
 
