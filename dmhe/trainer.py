@@ -310,8 +310,8 @@ class Trainer:
             self.aggregators: dict[int, Aggregator] = {
                 r: make_aggregator(self.agg_name, cfg.peers, **options) for r in self.local_peers
             }
-        except ImportError as exc:
-            raise ConfigError(str(exc)) from None
+        except (ImportError, ValueError) as exc:  # incl. NoiseBudgetError, bad options
+            raise ConfigError(f"aggregator {self.agg_name!r}: {exc}") from None
         agg0 = self.aggregators[self.local_peers[0]]
         self.sum_bound: int | None = None
         if self.quantized:

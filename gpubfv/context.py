@@ -53,6 +53,16 @@ class Context:
         tinv = np.array([pow(t % q, -1, q) for q in self.params.q[:level]], dtype=np.uint32)
         return t, big_q % t, self.backend.xp.asarray(tinv)
 
+    @cache  # noqa: B019
+    def drop_constants(self, level: int) -> tuple[object, object]:
+        """([q_level]_{q_i}, [q_level^-1]_{q_i}) for i < level: dropping the last prime."""
+        ql = self.params.q[level - 1]
+        rest = self.params.q[: level - 1]
+        xp = self.backend.xp
+        mod = np.array([ql % q for q in rest], dtype=np.uint32)
+        inv = np.array([pow(ql, -1, q) for q in rest], dtype=np.uint32)
+        return xp.asarray(mod), xp.asarray(inv)
+
     # -- multiplication (HPS) -------------------------------------------------------------
     @cached_property
     def r_basis(self) -> RNSBasis:

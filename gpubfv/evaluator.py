@@ -205,16 +205,11 @@ class Evaluator:
             )
         xp = self.backend.xp
         data = a.data
-        moduli = self.params.q
         for cur in range(a.level, level, -1):
-            ql = moduli[cur - 1]
-            last = data[..., cur - 1, :].astype(np.int64)
-            centered = xp.where(last > ql // 2, last - ql, last)
-            rest = data[..., : cur - 1, :].astype(np.int64)
-            qs = xp.asarray(np.array(moduli[: cur - 1], dtype=np.int64))[:, None]
-            inv = xp.asarray(np.array([pow(ql, -1, q) for q in moduli[: cur - 1]], dtype=np.int64))[
-                :, None
-            ]
-            diff = (rest - centered[..., None, :]) % qs
-            data = ((diff * inv) % qs).astype(np.uint32)
+            qb = self.ctx.q_basis(cur)
+            ql_mod, ql_inv = self.ctx.drop_constants(cur)
+            flat = qb._flat(qb._c(data))
+            out = xp.empty((flat.shape[0], cur - 1, self.params.n), dtype=np.uint32)
+            self.backend.k.drop_last_limb(flat, qb.q, qb.mu, ql_mod, ql_inv, out)
+            data = out.reshape(data.shape[:-2] + (cur - 1, self.params.n))
         return Ciphertext(self.params, xp.ascontiguousarray(data))

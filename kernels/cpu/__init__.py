@@ -25,6 +25,7 @@ __all__ = [
 from kernels.cpu.arith import (  # noqa: E402
     add,
     automorphism,
+    drop_last_limb,
     from_signed,
     mul,
     mul_add,
@@ -50,6 +51,7 @@ __all__ += [
     "sum_batch",
     "from_signed",
     "automorphism",
+    "drop_last_limb",
     "base_convert",
     "scale_round_to_t",
     "hps_scale_to_r",

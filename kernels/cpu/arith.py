@@ -239,3 +239,37 @@ def from_signed(x, q, out):
 def automorphism(a, idx, neg_mask, q, out):
     _check(a)
     _automorphism(a, idx, neg_mask, q, out)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
+    # out_l = (a_l - [a_last]_centered) * q_last^-1 mod q_l: divide-and-round by q_last
+    M, L, N = a.shape
+    Lo = L - 1
+    ql = uint64(q[Lo])
+    half = ql >> uint64(1)
+    for ml in prange(M * Lo):
+        m = ml // Lo
+        l = ml % Lo
+        qi = uint64(q[l])
+        mul = mu[l]
+        qlm = uint64(ql_mod[l])
+        iv = uint64(ql_inv[l])
+        for i in range(N):
+            r = uint64(a[m, Lo, i])
+            c = _reduce_any(r, qi, mul)
+            if r > half:  # centered: r - q_last
+                c = c + qi - qlm
+                if c >= qi:
+                    c -= qi
+            x = uint64(a[m, l, i])
+            d = x - c if x >= c else x + qi - c
+            out[m, l, i] = uint32(_barrett(d * iv, qi, mul))
+
+
+def drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
+    """Modulus switch from q_1..q_L to q_1..q_{L-1}: out (M, L-1, N) = round(a / q_L)."""
+    _check(a, out)
+    if out.shape != (a.shape[0], a.shape[1] - 1, a.shape[2]):
+        raise ValueError(f"output shape {out.shape} does not drop one limb of {a.shape}")
+    _drop_last_limb(a, q, mu, ql_mod, ql_inv, out)

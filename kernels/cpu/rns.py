@@ -162,8 +162,19 @@ def _mulmod_u64(a, b, t):
     return r
 
 
+@njit(inline="always")
+def _mulhi64(a, b):
+    # high 64 bits of the 128-bit product a*b, from four 32x32->64 products
+    m32 = uint64(0xFFFFFFFF)
+    a0, a1 = a & m32, a >> uint64(32)
+    b0, b1 = b & m32, b >> uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> uint64(32)) + (p01 & m32) + (p10 & m32)
+    return p11 + (p01 >> uint64(32)) + (p10 >> uint64(32)) + (mid >> uint64(32))
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _add_scaled_plain(m, t, r_t, tinv, q, mu, acc):
+def _add_scaled_plain(m, t, r_t, r_shoup, tinv, q, mu, acc):
     # acc (M, L, N) += round(Q * m / t) mod q_l, computed as -c * t^-1 with c = [Q m]_t centered
     M, L, N = acc.shape
     t64 = uint64(t)
@@ -176,8 +187,10 @@ def _add_scaled_plain(m, t, r_t, tinv, q, mu, acc):
             v = m[mi, n]
             if small:
                 w = (v * r64) % t64
-            else:
-                w = _mulmod_u64(v, r64, t64)
+            else:  # Shoup: v*r - floor(v*r'/2^64)*t, r' = floor(r*2^64/t), one correction
+                w = v * r64 - _mulhi64(v, r_shoup) * t64
+                if w >= t64:
+                    w -= t64
             c[n] = np.int64(w) - np.int64(t64) if w > half else np.int64(w)
         for l in range(L):
             ql = uint64(q[l])
@@ -196,4 +209,5 @@ def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
     """acc += round(Q*m/t) in RNS, m uint64 (M, N) with entries in [0, t)."""
     if m.dtype != np.uint64 or acc.dtype != np.uint32 or not acc.flags.c_contiguous:
         raise TypeError("add_scaled_plain takes uint64 m and C-contiguous uint32 acc")
-    _add_scaled_plain(m, t, r_t, tinv, q, mu, acc)
+    r_shoup = ((int(r_t) << 64) // int(t)) & 0xFFFFFFFFFFFFFFFF
+    _add_scaled_plain(m, t, r_t, np.uint64(r_shoup), tinv, q, mu, acc)

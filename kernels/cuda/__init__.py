@@ -11,6 +11,7 @@ from kernels.cuda._common import SIM
 from kernels.cuda.arith import (
     add,
     automorphism,
+    drop_last_limb,
     from_signed,
     mul,
     mul_add,
@@ -53,6 +54,7 @@ __all__ = [
     "sum_batch",
     "from_signed",
     "automorphism",
+    "drop_last_limb",
     "base_convert",
     "scale_round_to_t",
     "hps_scale_to_r",

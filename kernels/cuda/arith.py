@@ -170,6 +170,31 @@ def _automorphism(a, idx, negm, q, out, R, L, N):
         out[row, idx[i]] = uint32(x)
 
 
+@cuda.jit
+def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out, M, L, N):
+    # out (M*(L-1), N): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= N:
+        return
+    Lo = L - 1
+    ql = uint64(q[Lo])
+    half = ql >> uint64(1)
+    for row in range(cuda.blockIdx.y, M * Lo, cuda.gridDim.y):
+        m = row // Lo
+        l = row % Lo
+        qi = uint64(q[l])
+        mul = mu[l]
+        r = uint64(a[m * L + Lo, i])
+        c = reduce_any(r, qi, mul)
+        if r > half:
+            c = c + qi - uint64(ql_mod[l])
+            if c >= qi:
+                c = c - qi
+        x = uint64(a[m * L + l, i])
+        d = x - c if x >= c else x + qi - c
+        out[row, i] = uint32(barrett(d * uint64(ql_inv[l]), qi, mul))
+
+
 # ---------------------------------------------------------------- wrappers
 
 
@@ -299,4 +324,16 @@ def automorphism(a, idx, neg_mask, q, out):
     _launch(
         _automorphism, R, N, A(a2), A(C.asdev(idx, np.int64)), A(C.asdev(neg_mask, np.uint8)),
         A(C.asdev(q)), A(_rows(out)[0]), R, L, N,
+    )  # fmt: skip
+
+
+def drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
+    _check(a, out)
+    M, L, N = a.shape
+    if out.shape != (M, L - 1, N):
+        raise ValueError(f"output shape {out.shape} does not drop one limb of {a.shape}")
+    A = C.arg
+    _launch(
+        _drop_last_limb, M * (L - 1), N, A(_rows(a)[0]), A(C.asdev(q)), A(C.asdev(mu)),
+        A(C.asdev(ql_mod)), A(C.asdev(ql_inv)), A(_rows(out)[0]), M, L, N,
     )  # fmt: skip
