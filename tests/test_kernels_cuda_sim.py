@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 
 import kernels.cpu as K
+from gpubfv.ring.modmath import generate_ntt_primes
+from kernels.cpu.arith import barrett_constants
 from kernels.ntt_tables import is_prime, make_ntt_tables
+from tests.reference import crt_reconstruct
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
@@ -309,6 +312,35 @@ def test_automorphism(n, L, M):
         out = poisoned(a.shape)
         G.automorphism(dev(a), dev(idx), dev(negm), dev(q), out)
         assert np.array_equal(host(out), ref), g
+
+
+@pytest.mark.parametrize("n,L,M", [(16, 2, 1), (64, 3, 3), (40, 4, 2)])
+def test_drop_last_limb(n, L, M):
+    """Modulus switching (divide-and-round by the last prime), last prime smaller and larger."""
+    rng = np.random.default_rng(7 * n + L + M)
+    for bits in ([29] * (L - 1) + [17], [20] * (L - 1) + [29]):
+        q = np.array(generate_ntt_primes(bits, n), dtype=np.uint32)
+        mu = barrett_constants(q)
+        ql = int(q[-1])
+        ql_mod = np.array([ql % int(x) for x in q[:-1]], dtype=np.uint32)
+        ql_inv = np.array([pow(ql, -1, int(x)) for x in q[:-1]], dtype=np.uint32)
+        a = rand_poly(rng, q, n, M)
+        ref = np.empty((M, L - 1, n), dtype=np.uint32)
+        K.drop_last_limb(a, q, mu, ql_mod, ql_inv, ref)
+        out = poisoned((M, L - 1, n))
+        G.drop_last_limb(dev(a), dev(q), dev(mu), dev(ql_mod), dev(ql_inv), out)
+        assert np.array_equal(host(out), ref), bits
+        # against Python integers: round(x / q_L) mod q_i for the centered CRT value x
+        big = int(np.prod([int(x) for x in q], dtype=object))
+        x0 = crt_reconstruct([int(a[0, i, 0]) for i in range(L)], [int(x) for x in q])
+        x0 = x0 - big if x0 > big // 2 else x0
+        want = [((x0 - _centered(x0, ql)) // ql) % int(x) for x in q[:-1]]
+        assert [int(v) for v in ref[0, :, 0]] == want
+
+
+def _centered(x, m):
+    r = x % m
+    return r - m if r > m // 2 else r
 
 
 def test_arith_rejects_bad_input():
