@@ -227,13 +227,13 @@ class EncryptedAggregator:
         count = max(1, math.ceil(n_values / self.encoder.slots))
         return [len(c) for c in np.array_split(np.arange(count), self.k)]
 
-    def _encrypt(self, values: np.ndarray, n_ct: int) -> Ciphertext:
+    def _encrypt(self, values: Any, n_ct: int) -> Ciphertext:
         xp = self.backend.xp
         slots = self.encoder.slots
-        padded = np.zeros(n_ct * slots, dtype=np.int64)
+        padded = xp.zeros(n_ct * slots, dtype=np.int64)
         padded[: values.size] = values
-        padded += self.offset
-        pts = self.encoder.encode(xp.asarray(padded.reshape(n_ct, slots)))
+        padded += np.int64(self.offset)
+        pts = self.encoder.encode(padded.reshape(n_ct, slots))
         enc = Encryptor(self.params, self._pk, backend=self.backend, prng=self._prng)
         return self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
 
@@ -276,10 +276,24 @@ class EncryptedAggregator:
     def _decode_share(self, b: bytes, _i: int) -> Share:
         return from_bytes(self.params, b, Share, self.backend)
 
-    def allreduce_sum(self, transport: Transport, values: np.ndarray) -> np.ndarray:
+    accepts_tensors = True  # torch tensors are taken by DLPack, on their device
+
+    def _as_backend_array(self, values: Any) -> Any:
+        """numpy/CuPy array of the backend from an array or a torch tensor, without host copies
+        where the device matches (a CUDA tensor goes to CuPy by DLPack)."""
+        if hasattr(values, "__dlpack__") and not isinstance(values, np.ndarray):
+            on_gpu = getattr(values, "is_cuda", False)
+            if on_gpu != self.backend.is_gpu:
+                values = values.cpu() if on_gpu else values
+                if self.backend.is_gpu:
+                    return self.backend.asarray(values.numpy())
+            return self.backend.from_dlpack(values.detach().contiguous())
+        return self.backend.xp.asarray(values)
+
+    def allreduce_sum(self, transport: Transport, values: Any) -> np.ndarray:
         if self._pk is None:
             raise RuntimeError("setup() must run before allreduce_sum()")
-        values = np.asarray(values)
+        values = self._as_backend_array(values)
         if values.dtype != np.int64 or values.ndim != 1:
             raise TypeError(f"values must be 1-D int64, got {values.dtype} {values.shape}")
         if values.size and int(np.abs(values).max()) > self.offset:

@@ -419,7 +419,10 @@ class Trainer:
                 clipped, sigma=self.sigma, clip=cfg.clip, peers=cfg.peers, generator=g
             )
         if self.quantized:
-            return quantize(x, cfg.scale_bits).cpu().numpy()
+            q = quantize(x, cfg.scale_bits)
+            if getattr(self.aggregators.get(peer), "accepts_tensors", False):
+                return q  # stays on its device: the aggregator takes it by DLPack
+            return q.cpu().numpy()
         return x.double().cpu().numpy()
 
     def _aggregate(self, prepared: dict[int, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:

@@ -416,3 +416,21 @@ def test_threshold_round_below_t_is_discarded():
     )
     with pytest.raises(RuntimeError, match="aggregation failed"):
         tr.train()
+
+
+def test_torch_tensors_are_taken_by_dlpack():
+    """The aggregator takes quantized torch tensors directly (DLPack; CUDA tensors go to CuPy
+    without a host copy on a GPU backend) and the sum is exact."""
+    k = 3
+    rng = np.random.default_rng(5)
+    aggs = [EncryptedAggregator(k) for _ in range(k)]
+    xs = [rng.integers(-aggs[0].offset, aggs[0].offset + 1, 3000) for _ in range(k)]
+    view = aggs[0]._as_backend_array(torch.from_numpy(xs[0]))
+    assert np.shares_memory(view, xs[0])  # zero-copy on the CPU backend
+
+    def peer(t):
+        aggs[t.rank].setup(t)
+        return aggs[t.rank].allreduce_sum(t, torch.from_numpy(xs[t.rank]))
+
+    for out in run_peers(k, peer):
+        assert np.array_equal(out, np.sum(xs, axis=0))
