@@ -267,14 +267,9 @@ class RelinKeyGen(_Protocol):
 
 
 # ---- collective key switching / decryption (CKS) ----------------------------------------------
-class KeySwitch(_Protocol):
-    """CKS: switch a ciphertext from s = sum s_i to s' = sum s'_i (s' = 0: decryption).
-
-    The smudging width is derived from the ciphertext's noise estimate and lambda, and the
-    constructor refuses parameters that cannot decrypt the smudged result.
-    """
-
-    name = "cks"
+class _SmudgedSwitch(_Protocol):
+    """Shared constructor of CKS and PCKS: the smudging width is derived from the noise estimate
+    of the ciphertext and lambda; parameters that cannot decrypt the smudged result raise."""
 
     def __init__(
         self,
@@ -287,6 +282,16 @@ class KeySwitch(_Protocol):
         super().__init__(params, backend)
         self.noise, self.peers, self.lam = noise, peers, lam
         self.sigma_smudge = check_decryptable(params, noise, peers, lam)
+
+
+class KeySwitch(_SmudgedSwitch):
+    """CKS: switch a ciphertext from s = sum s_i to s' = sum s'_i (s' = 0: decryption).
+
+    The smudging width is derived from the ciphertext's noise estimate and lambda, and the
+    constructor refuses parameters that cannot decrypt the smudged result.
+    """
+
+    name = "cks"
 
     def _request(self, extra: bytes = b"") -> bytes:
         return hashlib.sha256(
@@ -377,22 +382,10 @@ class CollectiveDecrypt(KeySwitch):
 
 
 # ---- public-key switching (PCKS) ---------------------------------------------------------------
-class PublicKeySwitch(_Protocol):
+class PublicKeySwitch(_SmudgedSwitch):
     """Re-encrypt a ciphertext under a receiver's public key; only the receiver can decrypt."""
 
     name = "pcks"
-
-    def __init__(
-        self,
-        params: Parameters,
-        noise: NoiseEstimate,
-        peers: int,
-        lam: int = 40,
-        backend: Backend | None = None,
-    ) -> None:
-        super().__init__(params, backend)
-        self.noise, self.peers, self.lam = noise, peers, lam
-        self.sigma_smudge = check_decryptable(params, noise, peers, lam)
 
     def gen_share(
         self,

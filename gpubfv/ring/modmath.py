@@ -4,31 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-_SMALL_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+# one Miller-Rabin for the whole project: the kernels' table builder owns it
+from kernels.ntt_tables import is_prime  # noqa: E402
 
-
-def is_prime(n: int) -> bool:
-    """Deterministic Miller-Rabin for n < 3.3e24, probabilistic-strong beyond (fixed bases)."""
-    if n < 2:
-        return False
-    for p in _SMALL_PRIMES:
-        if n % p == 0:
-            return n == p
-    d, s = n - 1, 0
-    while d % 2 == 0:
-        d //= 2
-        s += 1
-    for a in _SMALL_PRIMES:
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(s - 1):
-            x = x * x % n
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
+__all__ = ["centered", "generate_ntt_primes", "invmod", "is_prime"]
 
 
 def generate_ntt_primes(bits: list[int], n: int, avoid: Iterable[int] = ()) -> list[int]:

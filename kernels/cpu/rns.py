@@ -147,22 +147,6 @@ def hps_scale_to_r(xq, xr, c, out) -> None:
 
 
 @njit(inline="always")
-def _mulmod_u64(a, b, t):
-    # a * b mod t for a, b < t < 2^62 by double-and-add (no 128-bit type in numba)
-    r = uint64(0)
-    while b:
-        if b & uint64(1):
-            r += a
-            if r >= t:
-                r -= t
-        a += a
-        if a >= t:
-            a -= t
-        b >>= uint64(1)
-    return r
-
-
-@njit(inline="always")
 def _mulhi64(a, b):
     # high 64 bits of the 128-bit product a*b, from four 32x32->64 products
     m32 = uint64(0xFFFFFFFF)
