@@ -518,12 +518,6 @@ def test_batch_indexing():
         k.encrypt(x[0, 0])[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Evaluator.sum(ct) on a single, unbatched ciphertext (data (2, L, N)) sums its "
-    "c0 and c1 along axis 0 and returns a Ciphertext with data (L, N) instead of raising or "
-    "returning ct",
-)
 def test_sum_of_single_ciphertext_is_itself_or_refused():
     k = kit("TOY6")
     x = k.rand(np.random.default_rng(20))
