@@ -162,6 +162,8 @@ class FixedPointEncoder:
     def encode(self, x: Any) -> Plaintext:
         xp = self.inner.backend.xp
         x = xp.asarray(x, dtype=np.float64)
+        if x.size and not bool(xp.isfinite(x).all()):
+            raise EncodingError("NaN or infinite values cannot be encoded")
         if x.size and float(xp.abs(x).max()) > self.clip:
             raise EncodingError(f"|x| exceeds the clip bound {self.clip}")
         return self.inner.encode(xp.rint(x * 2.0**self.scale_bits).astype(np.int64))

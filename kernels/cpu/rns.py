@@ -91,6 +91,56 @@ def _scale_round_to_t(x, omega16, theta, t, out):
             out[m, n] = (r + uint64(rnd)) % t64
 
 
+@njit(inline="always")
+def _fred(s, t, inv_t):
+    # s mod t for s < 2^53 (float quotient off by at most one, corrected)
+    qt = uint64(np.float64(s) * inv_t)
+    r = np.int64(s) - np.int64(qt * t)
+    while r < 0:
+        r += np.int64(t)
+    while r >= np.int64(t):
+        r -= np.int64(t)
+    return uint64(r)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _scale_round_small_t(x, omega16, theta, t, out):
+    # _scale_round_to_t for t < 2^32 (at most two 16-bit chunks) and L < 64: every partial sum
+    # stays below 2^53, so reductions use a float quotient instead of divisions; parallel over
+    # blocks of coefficients, so a single ciphertext uses every core.
+    M, L, N = x.shape
+    C = omega16.shape[0]
+    B = 512
+    nb = (N + B - 1) // B
+    t64 = uint64(t)
+    inv_t = 1.0 / np.float64(t)
+    for job in prange(M * nb):
+        m = job // nb
+        n0 = (job % nb) * B
+        w = min(B, N - n0)
+        s0 = np.zeros(B, dtype=np.uint64)
+        s1 = np.zeros(B, dtype=np.uint64)
+        fr = np.zeros(B, dtype=np.float64)
+        for i in range(L):
+            w0 = uint64(omega16[0, i])
+            w1 = uint64(omega16[C - 1, i])
+            th = theta[i]
+            for j in range(w):
+                xi = x[m, i, n0 + j]
+                s0[j] += uint64(xi) * w0
+                s1[j] += uint64(xi) * w1
+                fr[j] += np.float64(xi) * th
+        for j in range(w):
+            r = _fred(s0[j], t64, inv_t)
+            if C == 2:
+                r = _fred((r << uint64(16)) + s1[j], t64, inv_t)
+            rnd = _fred(uint64(np.int64(np.floor(fr[j] + 0.5))), t64, inv_t)
+            r += rnd
+            if r >= t64:
+                r -= t64
+            out[m, n0 + j] = r
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out):
     # out_k = sum_i xq_i * int_part[i,k] + xr_k * own[k] + round(sum_i xq_i frac_part[i]) mod r_k
@@ -137,7 +187,10 @@ def base_convert(x, c, exact: bool, out) -> None:
 def scale_round_to_t(x, c, out) -> None:
     if x.dtype != np.uint32 or not x.flags.c_contiguous:
         raise TypeError("scale_round_to_t takes C-contiguous uint32")
-    _scale_round_to_t(x, c.omega16, c.theta, c.t, out)
+    if c.t < (1 << 32) and x.shape[1] < 64:
+        _scale_round_small_t(x, c.omega16, c.theta, c.t, out)
+    else:
+        _scale_round_to_t(x, c.omega16, c.theta, c.t, out)
 
 
 def hps_scale_to_r(xq, xr, c, out) -> None:
