@@ -137,19 +137,20 @@ def _mul_scalar(a, s, q, mu, out):
 
 @njit(parallel=True, cache=True, nogil=True)
 def _sum_batch(a, q, out):
-    # a: (K, M, L, N) -> out (M, L, N) = sum over K, one pass
+    # a: (K, M, L, N) -> out (M, L, N) = sum over K; rows outer, the K operands streamed through
+    # one row accumulator with contiguous (vectorizable) inner loops
     K, M, L, N = a.shape
     for ml in prange(M * L):
         m = ml // L
         l = ml % L
-        ql = uint64(q[l])
+        ql = q[l]
+        acc = np.zeros(N, dtype=np.uint32)
+        for k in range(K):
+            for i in range(N):
+                s = acc[i] + a[k, m, l, i]
+                acc[i] = s - ql if s >= ql else s
         for i in range(N):
-            s = uint64(0)
-            for k in range(K):
-                s += uint64(a[k, m, l, i])
-                if s >= ql:
-                    s -= ql
-            out[m, l, i] = uint32(s)
+            out[m, l, i] = acc[i]
 
 
 @njit(parallel=True, cache=True, nogil=True)
