@@ -663,3 +663,11 @@ def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     got = enc.decode(cd.decrypt(total, cd.aggregate(shares), k)) - k * offset
     assert np.array_equal(got, values.sum(0))
     assert ctx.params.n == 8192
+
+
+def test_planner_command_prints_the_plan(capsys):
+    from gpubfv.mhe.__main__ import main
+
+    main(["--peers", "16", "--bits", "16"])
+    out = capsys.readouterr().out
+    assert "B/value" in out and "128-bit" in out
