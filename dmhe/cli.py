@@ -156,6 +156,10 @@ def _train(args: argparse.Namespace) -> int:
             transport = TorchDistributedTransport()
         trainer = Trainer(cfg, transport=transport)
         metrics = trainer.train(resume=args.resume, progress=not args.no_progress)
+        if transport is not None:
+            # complete the last pending sends before any process leaves the group
+            transport.barrier()
+            dist.destroy_process_group()
     except ConfigError as exc:
         print(f"dmhe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +29,8 @@ from dmhe.cli import main
 from dmhe.encrypted import EncryptedAggregator
 from dmhe.trainer import ConfigError, TrainConfig, Trainer, flatten_state
 from dmhe.transport import run_peers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = dict(
     dataset="synthetic",
@@ -434,3 +440,31 @@ def test_torch_tensors_are_taken_by_dlpack():
 
     for out in run_peers(k, peer):
         assert np.array_equal(out, np.sum(xs, axis=0))
+
+
+def test_torchrun_cli_encrypted_training_equals_in_process(tmp_path):
+    """`torchrun -m dmhe train --transport torch` (3 processes, gloo) ends with the same
+    parameters as the in-process simulation of the same run."""
+    args = ["--dataset", "synthetic", "--synthetic-shape", "1x8x8", "--synthetic-size", "120,40"]
+    args += ["--model", "mlp", "--peers", "3", "--rounds", "2", "--mode", "encrypted"]
+    args += ["--no-progress", "--seed", "3"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "dmhe", "train"]
+    proc = subprocess.run(
+        cmd + args + ["--transport", "torch", "-o", str(tmp_path / "dist")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["train", *args, "-o", str(tmp_path / "local")]) == 0
+    a = torch.load(tmp_path / "dist" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
