@@ -470,7 +470,34 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
     ct = enc.encrypt(pt)
     ct2 = senc.encrypt(pt)
     total = ev.sum([ct, ct2, ct])
+    # multiplication (HPS), relinearization and rotations (key switching), modulus switching
+    rlk = kg.gen_relin_key(sk)
+    gks = kg.gen_galois_keys(sk, steps=[1], columns=True)
+    evk = Evaluator(params, rlk, gks, backend=backend)
+    prod = evk.relinearize(evk.mul(ct, ct2))
+    rot = evk.rotate_rows(ct, 1)
+    low = evk.mod_switch_to(ct, 2)
+    # multiparty: collective public key of 2 peers, collective decryption with smudging
+    from gpubfv.mhe import CollectiveDecrypt, NoiseEstimate, PublicKeyGen
+
+    sks = [sk, KeyGenerator(params, backend=backend, prng=prng).gen_secret_key()]
+    ckg = PublicKeyGen(params, backend)
+    crp = ckg.sample_crp(bytes(32))
+    shares = [ckg.gen_share(s, crp, i, prng) for i, s in enumerate(sks)]
+    cpk = ckg.finalize(ckg.aggregate(shares), crp, 2)
+    cct = Encryptor(params, public_key=cpk, backend=backend, prng=prng).encrypt(pt)
+    cd = CollectiveDecrypt(params, NoiseEstimate.fresh(params, 2), 2, lam=20, backend=backend)
+    dshares = [cd.gen_share(s, cct, i, prng) for i, s in enumerate(sks)]
     out = {
+        "prod": prod.data,
+        "rot": rot.data,
+        "low": low.data,
+        "dec_prod": be.decode(dec.decrypt(prod)),
+        "dec_rot": be.decode(dec.decrypt(rot)),
+        "dec_low": be.decode(dec.decrypt(low)),
+        "cpk": cpk.data,
+        "cct": cct.data,
+        "dec_collective": be.decode(cd.decrypt(cct, cd.aggregate(dshares), 2)),
         "sk": sk.data,
         "pk": pk.data,
         "ct": ct.data,
@@ -483,6 +510,8 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
 
 
 def test_bfv_end_to_end_cpu_equals_cuda(backend_name):
+    """Keys, encryption, sums, HPS multiplication, relinearization, rotation, modulus switching
+    and the multiparty CKG + collective decryption: the CUDA kernels give the CPU's bits."""
     from gpubfv import Backend
 
     gpu = Backend("cuda-sim" if SIM else "cuda")
@@ -491,13 +520,21 @@ def test_bfv_end_to_end_cpu_equals_cuda(backend_name):
     rng = np.random.default_rng(5)
     t_guess = 1 << 16  # |values| well inside any 17-bit t
     values = rng.integers(-(t_guess // 8), t_guess // 8, 16, dtype=np.int64)
-    _, ref = _scheme_run(cpu, seed, values)
+    params, ref = _scheme_run(cpu, seed, values)
     _, got = _scheme_run(gpu, seed, values)
     for name in ref:
         assert np.array_equal(got[name], ref[name]), name
+    t = params.t
     assert np.array_equal(ref["dec"], values)
     assert np.array_equal(got["dec"], values)
     assert np.array_equal(got["dec_sum"], 3 * values)
+    prod = np.mod(values * values, t)
+    assert np.array_equal(got["dec_prod"], np.where(prod > t // 2, prod - t, prod))
+    half = values.size // 2
+    rot = np.concatenate([np.roll(values[:half], -1), np.roll(values[half:], -1)])
+    assert np.array_equal(got["dec_rot"], rot)
+    assert np.array_equal(got["dec_low"], values)
+    assert np.array_equal(got["dec_collective"], values)
 
 
 # ---------------------------------------------------------------- backend selection
