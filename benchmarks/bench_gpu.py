@@ -44,15 +44,9 @@ def _require_gpu():
 
 
 def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
-    from kernels.ntt_tables import is_prime
+    from kernels.ntt_tables import generate_ntt_primes
 
-    out = []
-    q = (2**bits // (2 * n)) * (2 * n) + 1
-    while len(out) < k:
-        q -= 2 * n
-        if is_prime(q):
-            out.append(q)
-    return out
+    return generate_ntt_primes([bits] * k, n)
 
 
 def gpu_time(cupy, fn, reps: int, rounds: int = 3) -> float:

@@ -16,17 +16,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels.cpu import chacha20_blocks, ntt_forward, ntt_inverse  # noqa: E402
-from kernels.ntt_tables import is_prime, make_ntt_tables  # noqa: E402
+from kernels.ntt_tables import generate_ntt_primes, make_ntt_tables  # noqa: E402
 
 
 def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
-    out = []
-    q = (2**bits // (2 * n)) * (2 * n) + 1
-    while len(out) < k:
-        q -= 2 * n
-        if is_prime(q):
-            out.append(q)
-    return out
+    return generate_ntt_primes([bits] * k, n)
 
 
 def best_of(fn, reps: int, rounds: int = 5) -> float:

@@ -13,7 +13,7 @@ The forward transform leaves in slot i the evaluation a(psi^(2*brv(i)+1)).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,25 @@ def is_prime(q: int) -> bool:
         else:
             return False
     return True
+
+
+def generate_ntt_primes(bits: list[int], n: int, avoid: Iterable[int] = ()) -> list[int]:
+    """Distinct primes q = 1 mod 2n, the largest available below 2^b for each requested b."""
+    used = set(avoid)
+    out = []
+    step = 2 * n
+    for b in bits:
+        cand = (1 << b) - 1
+        cand -= (cand - 1) % step
+        while cand > (1 << (b - 1)):
+            if cand not in used and is_prime(cand):
+                break
+            cand -= step
+        else:
+            raise ValueError(f"not enough {b}-bit primes = 1 mod {step}")
+        used.add(cand)
+        out.append(cand)
+    return out
 
 
 def _prime_factors(n: int) -> list[int]:

@@ -25,17 +25,15 @@ from kernels.cpu import (  # noqa: E402
     sample_uniform_bounded,
     sample_uniform_mod,
 )
-from kernels.ntt_tables import find_primitive_2n_root, is_prime, make_ntt_tables  # noqa: E402
+from kernels.ntt_tables import (  # noqa: E402
+    find_primitive_2n_root,
+    generate_ntt_primes,
+    make_ntt_tables,
+)
 
 
 def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
-    out = []
-    q = (2**bits // (2 * n)) * (2 * n) + 1
-    while len(out) < k:
-        q -= 2 * n
-        if is_prime(q):
-            out.append(q)
-    return out
+    return generate_ntt_primes([bits] * k, n)
 
 
 def rand_poly(rng, moduli, n, m=1):

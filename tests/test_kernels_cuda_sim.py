@@ -17,7 +17,7 @@ import pytest
 import kernels.cpu as K
 from gpubfv.ring.modmath import generate_ntt_primes
 from kernels.cpu.arith import barrett_constants
-from kernels.ntt_tables import is_prime, make_ntt_tables
+from kernels.ntt_tables import make_ntt_tables
 from tests.reference import crt_reconstruct
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -47,13 +47,7 @@ def poisoned(shape, dtype=np.uint32):
 
 
 def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
-    out = []
-    q = (2**bits // (2 * n)) * (2 * n) + 1
-    while len(out) < k:
-        q -= 2 * n
-        if is_prime(q):
-            out.append(q)
-    return out
+    return generate_ntt_primes([bits] * k, n)
 
 
 def rand_poly(rng, moduli, n, m):
