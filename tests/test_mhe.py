@@ -22,6 +22,8 @@ from functools import cache
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from gpubfv import (
     PRNG,
@@ -31,7 +33,9 @@ from gpubfv import (
     Encryptor,
     Evaluator,
     KeyGenerator,
+    ParameterError,
     Parameters,
+    ParametersLiteral,
     preset,
 )
 from gpubfv.context import get_context
@@ -671,3 +675,63 @@ def test_planner_command_prints_the_plan(capsys):
     main(["--peers", "16", "--bits", "16"])
     out = capsys.readouterr().out
     assert "B/value" in out and "128-bit" in out
+
+
+# ---------------------------------------------------------------------- property-based
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    log_n=st.sampled_from([4, 5, 6]),
+    q_bits=st.lists(st.integers(24, 30), min_size=3, max_size=4),
+    t_bits=st.integers(12, 20),
+    k=st.integers(2, 5),
+    lam=st.sampled_from([20, 30]),
+    data=st.data(),
+)
+def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, data):
+    """Random insecure sets, peer counts and inputs: CKG -> K encryptions -> sum -> smudged
+    collective decryption gives numpy's sum, and threshold (k-1 of k) does too."""
+    lit = ParametersLiteral(
+        log_n=log_n, q_bits=tuple(q_bits), p_bits=(30,), t_bits=t_bits, allow_insecure=True
+    )
+    try:
+        p = Parameters(lit)
+    except ParameterError:
+        assume(False)  # e.g. no t of that size = 1 mod 2N
+    rngs = [PRNG(bytes([i + 1]) * 32) for i in range(k)]
+    sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
+    ckg = PublicKeyGen(p)
+    crp = ckg.sample_crp(bytes(32))
+    pk = ckg.finalize(ckg.aggregate([ckg.gen_share(s, crp, i) for i, s in enumerate(sks)]), crp, k)
+    enc = BatchEncoder(p)
+    bound = (p.t // 2) // k
+    xs = np.array(
+        data.draw(
+            st.lists(
+                st.lists(st.integers(-bound, bound), min_size=p.n, max_size=p.n),
+                min_size=k,
+                max_size=k,
+            )
+        ),
+        dtype=np.int64,
+    )
+    total = Evaluator(p).sum(
+        [Encryptor(p, pk, prng=rngs[i]).encrypt(enc.encode(xs[i])) for i in range(k)]
+    )
+    noise = NoiseEstimate.fresh(p, k).summed(k)
+    try:
+        cd = CollectiveDecrypt(p, noise, k, lam=lam)
+    except NoiseBudgetError:
+        assume(False)  # the derivation refuses: nothing to check here
+    shares = [cd.gen_share(s, total, i) for i, s in enumerate(sks)]
+    assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(shares), k)), xs.sum(0))
+    th = Thresholdizer(p, k - 1, list(range(1, k + 1)))
+    dealt = [th.gen_shares(s, i) for i, s in enumerate(sks)]
+    tsks = [th.aggregate([dealt[i][j] for i in range(k)], j + 1) for j in range(k)]
+    active = list(range(2, k + 1))  # peer 1 is away
+    adds = [th.additive_share(tsks[a - 1], active) for a in active]
+    tshares = [
+        cd.gen_share(s, total, a, active_set=frozenset(active)) for s, a in zip(adds, active)
+    ]
+    assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(tshares))), xs.sum(0))
