@@ -80,7 +80,9 @@ class SecureOptimizer:
             for p in self._params
         ]
         flat = torch.cat(grads)
-        q = quantize(self._clip_fn(flat, self.clip), self.scale_bits).cpu().numpy()
+        q = quantize(self._clip_fn(flat, self.clip), self.scale_bits)
+        if not getattr(self.aggregator, "accepts_tensors", False):
+            q = q.cpu().numpy()  # else it stays on its device (DLPack hand-off)
         t1 = time.perf_counter()
         total = self.aggregator.allreduce_sum(self.transport, q)
         t2 = time.perf_counter()
