@@ -9,11 +9,43 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
-from kernels.cpu.arith import _barrett, _reduce_any
+from kernels.cpu.arith import _barrett
+
+
+@njit(inline="always")
+def _mulhi64(a, b):
+    # high 64 bits of the 128-bit product a*b, from four 32x32->64 products
+    m32 = uint64(0xFFFFFFFF)
+    a0, a1 = a & m32, a >> uint64(32)
+    b0, b1 = b & m32, b >> uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> uint64(32)) + (p01 & m32) + (p10 & m32)
+    return p11 + (p01 >> uint64(32)) + (p10 >> uint64(32)) + (mid >> uint64(32))
+
+
+@njit(inline="always")
+def _reduce64(x, q, mu64):
+    # x mod q for any x < 2^64, q < 2^32, mu64 = floor(2^64 / q): branch-free Barrett (the
+    # quotient estimate is short by at most 2), vectorizes on 32x32->64 multiplies
+    r = x - _mulhi64(x, mu64) * q
+    if r >= q:
+        r -= q
+    if r >= q:
+        r -= q
+    return r
+
+
+_LAZY = 14  # products of two 30-bit residues summed before one reduction: 14 * 2^60 < 2^64
+
+
+def reduce64_constants(moduli) -> np.ndarray:
+    return np.array([(1 << 64) // int(q) for q in np.asarray(moduli).tolist()], dtype=np.uint64)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _base_convert(x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu, qhat_mod, q_mod, exact, out):
+def _base_convert(
+    x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu64, qhat_mod, q_mod, exact, out
+):
     # y_i = x_i * [(Q/q_i)^-1]_{q_i};  out_j = sum_i y_i [Q/q_i]_{p_j} - v [Q]_{p_j}
     M, Lin, N = x.shape
     Lout = qout.shape[0]
@@ -36,16 +68,19 @@ def _base_convert(x, qin, qhat_inv, qhat_inv_mu, inv_q, qout, qout_mu, qhat_mod,
                 v[n] = np.int64(np.floor(acc[n] + 0.5))
         for j in range(Lout):
             pj = uint64(qout[j])
-            mu = qout_mu[j]
+            mu = qout_mu64[j]
             s = np.zeros(N, dtype=np.uint64)
             for i in range(Lin):
                 c = uint64(qhat_mod[i, j])
                 for n in range(N):
-                    s[n] = _reduce_any(s[n] + y[i, n] * c, pj, mu)
+                    s[n] += y[i, n] * c  # < 2^60 each: 14 fit before a reduction is due
+                if i % _LAZY == _LAZY - 1 or i == Lin - 1:
+                    for n in range(N):
+                        s[n] = _reduce64(s[n], pj, mu)
             if exact:
                 qm = uint64(q_mod[j])
                 for n in range(N):
-                    corr = _reduce_any(uint64(v[n]) * qm, pj, mu)
+                    corr = _reduce64(uint64(v[n]) * qm, pj, mu)
                     r = s[n]
                     out[m, j, n] = uint32(r - corr if r >= corr else r + pj - corr)
             else:
@@ -142,27 +177,46 @@ def _scale_round_small_t(x, omega16, theta, t, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out):
+def _hps_scale_to_r(xq, xr, qmod, rmod, rmu64, int_part, frac_part, own, out):
     # out_k = sum_i xq_i * int_part[i,k] + xr_k * own[k] + round(sum_i xq_i frac_part[i]) mod r_k
+    # (loops over coefficients innermost: contiguous, branch-free, vectorizable)
     M, Lq, N = xq.shape
     Lr = rmod.shape[0]
     for m in prange(M):
-        rnd = np.empty(N, dtype=np.int64)
+        f = np.zeros(N, dtype=np.float64)
+        for i in range(Lq):
+            fi = frac_part[i]
+            for n in range(N):
+                f[n] += np.float64(xq[m, i, n]) * fi
+        rnd = np.empty(N, dtype=np.uint64)
         for n in range(N):
-            f = 0.0
-            for i in range(Lq):
-                f += np.float64(xq[m, i, n]) * frac_part[i]
-            rnd[n] = np.int64(np.floor(f + 0.5))
+            rnd[n] = uint64(np.int64(np.floor(f[n] + 0.5)))
+        s = np.empty(N, dtype=np.uint64)
         for k in range(Lr):
             rk = uint64(rmod[k])
-            mu = rmu[k]
+            mu = rmu64[k]
             ok = uint64(own[k])
             for n in range(N):
-                s = _barrett(uint64(xr[m, k, n]) * ok, rk, mu)  # same modulus
-                for i in range(Lq):
-                    s = _reduce_any(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
-                s = (s + uint64(rnd[n] % np.int64(rk))) % rk
-                out[m, k, n] = uint32(s)
+                s[n] = _reduce64(uint64(xr[m, k, n]) * ok + rnd[n], rk, mu)
+            for i in range(Lq):
+                c = uint64(int_part[i, k])
+                for n in range(N):
+                    s[n] += uint64(xq[m, i, n]) * c
+                if i % _LAZY == _LAZY - 1 or i == Lq - 1:
+                    for n in range(N):
+                        s[n] = _reduce64(s[n], rk, mu)
+            for n in range(N):
+                out[m, k, n] = uint32(s[n])
+
+
+def _mu64(c, field: str) -> np.ndarray:
+    """floor(2^64 / q) for the constants holder's target moduli, memoised on the holder."""
+    key = "_cpu_mu64_" + field
+    cached = c.__dict__.get(key)
+    if cached is None:
+        cached = reduce64_constants(getattr(c, field))
+        c.__dict__[key] = cached
+    return cached
 
 
 def base_convert(x, c, exact: bool, out) -> None:
@@ -176,7 +230,7 @@ def base_convert(x, c, exact: bool, out) -> None:
         c.qhat_inv_mu,
         c.inv_q,
         c.qout,
-        c.qout_mu,
+        _mu64(c, "qout"),
         c.qhat_mod,
         c.q_mod,
         exact,
@@ -196,18 +250,7 @@ def scale_round_to_t(x, c, out) -> None:
 def hps_scale_to_r(xq, xr, c, out) -> None:
     if xq.dtype != np.uint32 or xr.dtype != np.uint32:
         raise TypeError("hps_scale_to_r takes uint32")
-    _hps_scale_to_r(xq, xr, c.qmod, c.rmod, c.rmu, c.int_part, c.frac_part, c.own, out)
-
-
-@njit(inline="always")
-def _mulhi64(a, b):
-    # high 64 bits of the 128-bit product a*b, from four 32x32->64 products
-    m32 = uint64(0xFFFFFFFF)
-    a0, a1 = a & m32, a >> uint64(32)
-    b0, b1 = b & m32, b >> uint64(32)
-    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
-    mid = (p00 >> uint64(32)) + (p01 & m32) + (p10 & m32)
-    return p11 + (p01 >> uint64(32)) + (p10 >> uint64(32)) + (mid >> uint64(32))
+    _hps_scale_to_r(xq, xr, c.qmod, c.rmod, _mu64(c, "rmod"), c.int_part, c.frac_part, c.own, out)
 
 
 @njit(parallel=True, cache=True, nogil=True)
