@@ -480,10 +480,15 @@ def test_engine_encrypted_equals_pairwise_masking():
     torch.manual_seed(0)
     data = [(torch.randn(16, 5), torch.randint(0, 2, (16,))) for _ in range(k)]
 
+    inits = []
+    for r in range(k):  # built here: torch's global RNG is shared by the peer threads
+        torch.manual_seed(100 + r)
+        inits.append(torch.nn.Linear(5, 2).state_dict())
+
     def run(mode):
         def peer(t):
-            torch.manual_seed(100 + t.rank)
             model = torch.nn.Linear(5, 2)
+            model.load_state_dict(inits[t.rank])
             opt = torch.optim.SGD(model.parameters(), lr=0.5)
             engine = SecureAggregationEngine(mode=mode, peers=k, clip=1.0, scale_bits=16)
             model, opt, loader = engine.make_secure(
