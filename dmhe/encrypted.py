@@ -16,6 +16,7 @@ collective public key (CKG) summed with a ring all-reduce over coefficient chunk
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -49,6 +50,14 @@ from gpubfv.mhe import (
     choose_parameters,
 )
 from gpubfv.serialization import from_bytes, pack_residues, to_bytes, unpack_residues
+
+
+@functools.cache
+def _plan(peers: int, value_bits: int, lam: int) -> tuple[Any, Parameters]:
+    """One plan and one Parameters object per setting, shared by the peers of a process (so
+    that an in-process simulation of K peers builds the tables once, not K times)."""
+    plan = choose_parameters(peers, value_bits, lam=lam)
+    return plan, Parameters(plan.literal)
 
 
 def _ring_allreduce_residues(transport: Transport, a: np.ndarray, moduli: tuple[int, ...]) -> Any:
@@ -104,8 +113,7 @@ class EncryptedAggregator:
         if threshold is not None and not 1 <= threshold <= world_size:
             raise ValueError(f"threshold {threshold} outside 1..{world_size}")
         self.k = world_size
-        self.plan = choose_parameters(world_size, value_bits, lam=lam)
-        self.params = Parameters(self.plan.literal)
+        self.plan, self.params = _plan(world_size, value_bits, lam)
         name = backend or ("cuda" if str(device).startswith("cuda") else "cpu")
         self.backend: Backend = get_backend(name)
         self.ctx = get_context(self.params, self.backend)
