@@ -382,6 +382,7 @@ class EncryptedAggregator:
             t_comm += time.perf_counter() - t1
         total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
         total -= np.int64(k * self.offset)
+        self._journal.release()  # the round is done: keep only what the shares were for
         self.timings.update(encrypt=t_enc, communicate=t_comm, decrypt=t_dec)
         return total
 

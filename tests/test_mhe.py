@@ -735,3 +735,19 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
         cd.gen_share(s, total, a, active_set=frozenset(active)) for s, a in zip(adds, active)
     ]
     assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(tshares))), xs.sum(0))
+
+
+def test_journal_release_keeps_refusing_second_shares():
+    p = preset("TOY6")
+    sk = KeyGenerator(p, prng=PRNG(b"\x05" * 32)).gen_secret_key()
+    ckg = PublicKeyGen(p)
+    crp = ckg.sample_crp(b"\x06" * 32)
+    j = ShareJournal(0)
+    first = ckg.gen_share(sk, crp, 0, journal=j)
+    assert ckg.gen_share(sk, crp, 0, journal=j) is first
+    assert j.release() == 1
+    assert len(j) == 1  # what the share was for is kept
+    with pytest.raises(ShareReplay, match="released"):
+        ckg.gen_share(sk, crp, 0, journal=j)
+    other = ckg.sample_crp(b"\x07" * 32)
+    assert ckg.gen_share(sk, other, 0, journal=j).digest == other.digest

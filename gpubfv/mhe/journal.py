@@ -37,7 +37,29 @@ class ShareJournal:
                     f"{digest.hex()[:16]}… with other settings; a second share would leak the "
                     "key share"
                 )
+            if value is _RELEASED:
+                raise ShareReplay(
+                    f"peer {self.owner!r} produced its {step} share for {digest.hex()[:16]}… "
+                    "in a finished round and released it; it cannot be re-sent or re-made"
+                )
             return value
         value = make()
         self._log[key] = (bytes(request), value)
         return value
+
+    def release(self) -> int:
+        """Drop the recorded shares (keep what they were for): call once a round is finished.
+
+        A long training run would otherwise keep every share it ever sent. Released entries
+        still refuse any new share for the same CRP/ciphertext; only the retry-by-resending
+        service ends. Returns how many shares were released.
+        """
+        count = 0
+        for key, (request, value) in self._log.items():
+            if value is not _RELEASED:
+                self._log[key] = (request, _RELEASED)
+                count += 1
+        return count
+
+
+_RELEASED = object()
