@@ -344,6 +344,8 @@ class KeySwitch(_SmudgedSwitch):
             ).digest()
         )
         tag = target + repr(sorted(active_set)).encode()
+        if ct.data.size == 0:  # an empty batch (e.g. an empty ring chunk): nothing to protect
+            return make()
         return self._journal(journal, digest, self._request(tag), make)
 
     def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
@@ -432,6 +434,8 @@ class PublicKeySwitch(_SmudgedSwitch):
         request = hashlib.sha256(
             pk_digest + struct.pack("<d", self.sigma_smudge) + repr(sorted(active_set)).encode()
         ).digest()
+        if ct.data.size == 0:
+            return make()
         return self._journal(journal, digest, request, make)
 
     def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
