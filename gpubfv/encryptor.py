@@ -12,6 +12,7 @@ from gpubfv.ciphertext import Ciphertext, Plaintext
 from gpubfv.context import Context, get_context
 from gpubfv.keys import PublicKey, SecretKey
 from gpubfv.params import Parameters
+from gpubfv.ring.rns import crt_centered
 from gpubfv.ring.sampling import PRNG, expand_uniform
 
 
@@ -132,22 +133,14 @@ class Decryptor:
 
 def invariant_noise_max(ctx: Context, ct: Ciphertext, sk: SecretKey) -> int:
     """max |[t * (c0 + c1 s + ...)]_Q| over coefficients, with Python integers (diagnostic)."""
-    x = ctx.backend.to_numpy(phase(ctx, ct, sk))
     moduli = ctx.params.q[: ct.level]
     big = math.prod(moduli)
     t = ctx.params.t
     worst = 0
-    flat = x.reshape(-1, len(moduli), ctx.n)
-    coeffs = []
-    for q in moduli:
-        qs = big // q
-        coeffs.append(qs * pow(qs, -1, q))
-    for poly in flat:
-        rows = [[int(v) for v in row] for row in poly]
-        for j in range(ctx.n):
-            v = sum(rows[i][j] * coeffs[i] for i in range(len(moduli))) * t % big
-            v = big - v if v > big // 2 else v
-            worst = max(worst, v)
+    for poly in crt_centered(ctx.backend.to_numpy(phase(ctx, ct, sk)), moduli):
+        for x in poly:
+            v = x * t % big
+            worst = max(worst, big - v if v > big // 2 else v)
     return worst
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from gpubfv.backend import Backend, get_backend
 from gpubfv.context import Context, get_context
 from gpubfv.params import Parameters
@@ -155,12 +153,3 @@ class KeyGenerator:
         if columns:
             elems.add(galois_element_columns(n))
         return GaloisKeys(self.params, {g: self.gen_galois_key(sk, g) for g in sorted(elems)})
-
-
-def secret_key_from_coeffs(
-    params: Parameters, coeffs: np.ndarray, backend: Backend | None = None
-) -> SecretKey:
-    """A secret key from explicit small integer coefficients (tests, ideal-key checks)."""
-    ctx = get_context(params, backend)
-    s = ctx.qp.from_signed(np.asarray(coeffs, dtype=np.int64))
-    return SecretKey(params, ctx.qp.ntt(s, inplace=True))

@@ -134,10 +134,6 @@ class RNSBasis:
         self.backend.k.from_signed(x.reshape(-1, self.n), self.q, self._flat(out))
         return out
 
-    def from_int_array(self, values: Sequence[int]) -> np.ndarray:
-        """Arbitrary Python integers (length N) -> residues (L, N); set-up paths only."""
-        return np.array([[int(v) % q for v in values] for q in self.moduli], dtype=np.uint32)
-
     def automorphism(self, a: Any, galois: int, out: Any = None) -> Any:
         """X -> X^galois on coefficient-domain polynomials."""
         idx, negm = self._galois_tables(galois)
@@ -169,9 +165,3 @@ class RNSBasis:
             raise ValueError(f"cannot broadcast {b.shape} into {a.shape}")
         xp = self.backend.xp
         return a, xp.ascontiguousarray(xp.broadcast_to(b, a.shape))
-
-    def to_centered_ints(self, a: np.ndarray) -> list[list[int]]:
-        """CRT to centered Python integers, for tests and diagnostics (slow)."""
-        from gpubfv.ring.rns import crt_centered
-
-        return crt_centered(self.backend.to_numpy(a), self.moduli)
