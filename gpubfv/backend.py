@@ -94,13 +94,39 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "cuda"
 
+    @staticmethod
+    def device_kind(obj: Any) -> str:
+        """Return "cuda" if `obj` (a CuPy array, a torch tensor, a torch device or a device string such
+        as "cuda:1") lives on a CUDA device, else "cpu". The one place that asks."""
+        if isinstance(obj, str):
+            return "cuda" if obj.split(":", 1)[0] == "cuda" else "cpu"
+        if hasattr(obj, "__cuda_array_interface__") or getattr(obj, "is_cuda", False):
+            return "cuda"
+        kind = getattr(obj, "type", None)  # torch.device
+        return "cuda" if kind == "cuda" else "cpu"
+
+    @classmethod
+    def for_array(cls, obj: Any) -> Backend:
+        """The backend whose arrays `obj` can be used with without a copy (see `device_kind`)."""
+        return get_backend(cls.device_kind(obj))
+
+    def holds(self, obj: Any) -> bool:
+        """Whether `obj` lives on this backend's device (so `from_dlpack` needs no copy)."""
+        mine = "cuda" if self.name in ("cuda",) else "cpu"
+        return self.device_kind(obj) == mine
+
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """A host copy of `a` (a no-op for numpy arrays), whichever device `a` lives on."""
         if isinstance(a, np.ndarray):
             return a
-        return self.xp.asnumpy(a)
+        if self.device_kind(a) == "cuda":
+            import cupy
+
+            return cupy.asnumpy(a)
+        return np.asarray(a)
 
     def from_dlpack(self, tensor: Any) -> Any:
         """Zero-copy view of a DLPack-capable tensor (e.g. a torch tensor) on this backend."""

@@ -316,11 +316,7 @@ def _seed_field(seed: Any) -> bytes:
 
 def _any_host(a: Any) -> np.ndarray:
     """numpy view of an array of either backend (objects do not carry their backend)."""
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        return get_backend("cuda").to_numpy(a)
-    return np.asarray(a)
+    return Backend.for_array(a).to_numpy(a)
 
 
 def _check_array(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
