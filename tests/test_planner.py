@@ -1,0 +1,153 @@
+"""The planner under a Smudging spec: 128-bit plans, the smudged sum decrypts, refusals, the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gpubfv.mhe.__main__ import main
+from gpubfv.mhe.noise import NoiseBudgetError, check_decryptable
+from gpubfv.mhe.planner import (
+    AggregationPlan,
+    choose_parameters,
+    choose_parameters_for_updates,
+)
+from gpubfv.mhe.smudging import Smudging
+from gpubfv.params import HE_STANDARD_128, Parameters
+
+
+def _assert_sound(plan: AggregationPlan, spec: Smudging) -> None:
+    p = plan.params
+    assert isinstance(p, Parameters) and not p.insecure
+    assert math.log2(p.big_q * p.big_p) <= HE_STANDARD_128[p.n]
+    assert plan.literal is p.literal
+    assert p.t.bit_length() >= plan.pack * plan.width + 1  # the K-fold packed sum fits in t
+    assert plan.width >= plan.value_bits + math.ceil(math.log2(plan.peers))
+    assert math.log2(p.q_at(plan.level)) >= plan.wire_log_q
+    assert plan.level < len(p.q)  # one prime switched away before sending
+    sigma = check_decryptable(p, plan.wire_noise, plan.peers, spec)
+    assert sigma == plan.sigma
+    if spec.notion == "statistical":
+        assert plan.log2_distance <= -spec.lam + 1e-9
+    q_bits = sum(q.bit_length() for q in p.q[: plan.level])
+    assert plan.bytes_per_value == pytest.approx(2 * q_bits / 8 / plan.pack)
+
+
+FAST = [(4, 16, "statistical", 1000), (16, 8, "renyi", 1), (256, 24, "statistical", 10**6)]
+
+
+@pytest.mark.parametrize("k,b,notion,d", FAST, ids=lambda v: str(v))
+def test_plans_are_secure_and_decrypt(k, b, notion, d):
+    spec = Smudging(d, notion)
+    _assert_sound(choose_parameters(k, b, smudging=spec), spec)
+
+
+@pytest.mark.parametrize("d", [1, 10**3, 10**6], ids=lambda v: f"D={v}")
+@pytest.mark.parametrize("notion", ["statistical", "renyi"])
+@pytest.mark.parametrize("b", [8, 16, 24], ids=lambda v: f"b={v}")
+@pytest.mark.parametrize("k", [2, 4, 16, 256], ids=lambda v: f"K={v}")
+def test_plan_grid_is_128_bit_secure(k, b, notion, d):
+    spec = Smudging(d, notion)
+    _assert_sound(choose_parameters(k, b, smudging=spec), spec)
+
+
+def test_statistical_costs_tens_of_bits_over_renyi():
+    stat = choose_parameters(4, 16, smudging=Smudging(1000))
+    renyi = choose_parameters(4, 16, smudging=Smudging(1000, "renyi"))
+    extra = stat.wire_log_q - renyi.wire_log_q
+    # 2^(lam/2 + 1) N D B_ct / sigma_ct over 2^(lam/2): log2(N D) + 21 + small
+    assert 35 <= extra <= 65
+    assert stat.bytes_per_value > renyi.bytes_per_value
+
+
+def test_budget_costs_log2_d_bits():
+    a = choose_parameters(4, 16, smudging=Smudging(1)).wire_log_q
+    b = choose_parameters(4, 16, smudging=Smudging(2**20)).wire_log_q
+    assert 19.5 <= b - a <= 21.5
+
+
+def test_plan_holds_one_parameters_object():
+    plan = choose_parameters(4, 16, smudging=Smudging(10))
+    first = plan.params
+    assert plan.params is first and plan.literal is first.literal
+    assert plan.bytes_per_value == plan.bytes_per_value
+    assert plan.lam == 40 and plan.smudging.budget == 10
+
+
+def test_impossible_budget_names_what_to_reduce():
+    with pytest.raises(NoiseBudgetError, match="reduce the decryption budget D"):
+        choose_parameters(256, 24, smudging=Smudging(2**40, lam=128), log_n_choices=(12, 13))
+
+
+def test_value_bits_beyond_t_are_refused():
+    with pytest.raises(NoiseBudgetError, match="reduce value_bits"):
+        choose_parameters(4, 60, smudging=Smudging(1))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_counts_are_validated(bad):
+    with pytest.raises(ValueError):
+        choose_parameters(bad, 16, smudging=Smudging(1))
+    with pytest.raises(ValueError):
+        choose_parameters(4, bad, smudging=Smudging(1))
+
+
+def test_a_bare_lambda_is_refused():
+    with pytest.raises(TypeError):
+        choose_parameters(4, 16, lam=40)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        choose_parameters(4, 16, smudging=40)  # type: ignore[arg-type]
+
+
+def test_noise_module_reexports_the_planner():
+    from gpubfv.mhe.noise import AggregationPlan as A
+    from gpubfv.mhe.noise import choose_parameters as c
+
+    assert A is AggregationPlan and c is choose_parameters
+
+
+def test_budget_from_updates_covers_the_rows():
+    values, rounds = 2**20, 1000
+    plan = choose_parameters_for_updates(4, 16, values_per_round=values, rounds=rounds)
+    rows = plan.rows_for(values)
+    assert rows == -(-values // (plan.params.n * plan.pack))
+    assert plan.smudging.budget >= rounds * rows
+    _assert_sound(plan, plan.smudging)
+
+
+# ---- the command line ------------------------------------------------------------------------
+def test_cli_prints_the_notion(capsys):
+    main(["--peers", "4", "--bits", "16", "--decryptions", "1000"])
+    out = capsys.readouterr().out
+    assert "notion=statistical lambda=40 D=1000" in out
+    assert "log2_distance=-40.0" in out
+    main(["--peers", "4", "--smudging", "renyi"])
+    out = capsys.readouterr().out
+    assert "notion=renyi" in out and "not claimed" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--peers", "4", "--bits", "0"],
+        ["--peers", "4", "--bits", "60"],
+        ["--peers", "-3"],
+        ["--peers", "0"],
+        ["--peers", "4", "--lam", "0"],
+        ["--peers", "4", "--lam", "-100"],
+        ["--peers", "4", "--lam", "257"],
+        ["--peers", "4", "--decryptions", "0"],
+        ["--peers", "4", "--smudging", "statisticall"],
+        ["--peers", "four"],
+    ],
+    ids=" ".join,
+)
+def test_cli_bad_input_is_one_line_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m gpubfv.mhe: error:")
