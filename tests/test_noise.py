@@ -196,3 +196,67 @@ def test_mod_switch_reduces_noise_with_the_modulus(name):
     n, t, ql = k.p.n, k.p.t, k.p.q[-1]
     assert k.noise(low) <= k.noise(ct) / ql + t * (n + 1) / 2 + 1
     assert k.d.noise_budget(low) > 0
+
+
+# ---- the decryption check under a Smudging spec ------------------------------------------------
+from gpubfv.mhe.noise import (  # noqa: E402
+    NoiseBudgetError,
+    NoiseEstimate,
+    check_decryptable,
+    required_log_q,
+    smudging_sigma,
+)
+from gpubfv.mhe.planner import choose_parameters  # noqa: E402
+from gpubfv.mhe.smudging import Smudging  # noqa: E402
+
+
+@cache
+def _plan(notion: str):
+    return choose_parameters(4, 16, smudging=Smudging(1000, notion))
+
+
+@pytest.mark.parametrize("notion", ["statistical", "renyi"])
+def test_check_decryptable_returns_the_derived_sigma(notion):
+    plan = _plan(notion)
+    spec, p = plan.smudging, plan.params
+    noise = NoiseEstimate.fresh(p, 4).mod_switch(p, plan.level, 4).summed(4)
+    sigma = check_decryptable(p, noise, 4, spec)
+    assert sigma == smudging_sigma(noise, p.n, spec) == spec.sigma(noise.std, p.n)
+    # the modulus the level has is at least what the smudged sum needs, with tau from the spec
+    tau = spec.sum_bound(sigma, noise.std, 4, p.n)
+    assert math.log2(p.q_at(plan.level)) >= math.log2(2 * p.t * (tau + 1))
+    assert required_log_q(p.n, p.t, noise, 4, spec) == pytest.approx(math.log2(2 * p.t * (tau + 1)))
+
+
+def test_check_decryptable_refuses_and_names_the_level():
+    plan = _plan("statistical")
+    p = plan.params
+    low = NoiseEstimate.fresh(p, 4).mod_switch(p, plan.level - 1, 4).summed(4)
+    with pytest.raises(NoiseBudgetError, match=r"keep the ciphertext at level \d") as err:
+        check_decryptable(p, low, 4, plan.smudging)
+    assert "statistical" in str(err.value) and "D=1000" in str(err.value)
+    # a budget far beyond the plan's: no level of these parameters holds it
+    huge = Smudging(2**60)
+    top = NoiseEstimate.fresh(p, 4).summed(4)
+    with pytest.raises(NoiseBudgetError, match="larger Q"):
+        check_decryptable(p, top, 4, huge)
+
+
+@pytest.mark.parametrize("bad", [40, 40.0, None, "statistical"])
+def test_check_decryptable_refuses_a_bare_lambda(bad):
+    plan = _plan("statistical")
+    with pytest.raises(TypeError, match="Smudging"):
+        check_decryptable(plan.params, plan.wire_noise, 4, bad)
+    with pytest.raises(TypeError, match="Smudging"):
+        smudging_sigma(plan.wire_noise, plan.params.n, bad)
+
+
+def test_statistical_is_wider_than_renyi_by_the_budget():
+    est = NoiseEstimate(variance=1234.0, level=3)
+    for d in (1, 1000, 10**6):
+        stat = smudging_sigma(est, 8192, Smudging(d))
+        ren = smudging_sigma(est, 8192, Smudging(d, "renyi"))
+        assert ren == 2.0**20 * math.sqrt(1234.0)
+        # 2^(lam/2+1) N D (B_ct/sigma_ct)/sqrt(2 pi) over the ratio: log2(N D) + 21 + log2 kappa
+        extra = math.log2(stat / ren) - math.log2(8192 * d) - 21
+        assert 1.5 < extra < 3.5

@@ -44,20 +44,24 @@ class NoiseEstimate:
 
     @property
     def std(self) -> float:
+        """Standard deviation sigma_ct of the per-coefficient noise."""
         return math.sqrt(self.variance)
 
     @classmethod
     def fresh(cls, params: Parameters, peers: int, level: int | None = None) -> NoiseEstimate:
+        """A fresh public-key encryption under the collective key of `peers` peers."""
         n, k = params.n, peers
         var = n * k * ERROR_VAR * TERNARY_VAR + n * ERROR_VAR * k * TERNARY_VAR + ERROR_VAR
         return cls(var + 1.0 / 12.0, len(params.q) if level is None else level)
 
     def mod_switch(self, params: Parameters, level: int, peers: int) -> NoiseEstimate:
+        """The estimate after switching this ciphertext down to `level`."""
         ratio = params.q_at(level) / params.q_at(self.level)
         rounding = (1.0 + params.n * peers * TERNARY_VAR) / 12.0
         return NoiseEstimate(self.variance * ratio * ratio + rounding, level)
 
     def summed(self, count: int) -> NoiseEstimate:
+        """The estimate of a sum of `count` independent such ciphertexts."""
         return NoiseEstimate(self.variance * count, self.level)
 
     def __add__(self, other: NoiseEstimate) -> NoiseEstimate:
