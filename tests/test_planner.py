@@ -151,3 +151,48 @@ def test_cli_bad_input_is_one_line_exit_2(argv, capsys):
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m gpubfv.mhe: error:")
+
+
+# ---- end to end: the planned wire level decrypts the statistically smudged sum exactly --------
+def _smudged_sum(plan: AggregationPlan, widen: float = 1.0) -> tuple[list[int], list[int]]:
+    import numpy as np
+
+    from gpubfv import PRNG, Encryptor, Evaluator, KeyGenerator
+    from gpubfv.ciphertext import Plaintext
+    from gpubfv.context import get_context
+    from gpubfv.encoder import CoefficientEncoder
+    from gpubfv.keys import SecretKey
+
+    p, k = plan.params, plan.peers
+    ctx = get_context(p)
+    sks = [KeyGenerator(p, prng=PRNG(bytes([i + 1]) * 32)).gen_secret_key() for i in range(k)]
+    sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in sks])))
+    pk = KeyGenerator(p, prng=PRNG(b"\x31" * 32)).gen_public_key(sk_ideal)
+    enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
+    values = np.random.default_rng(7).integers(0, 1 << plan.value_bits, (k, enc.slots))
+    cts = [
+        Encryptor(p, pk, prng=PRNG(bytes([i + 40]) * 32)).encrypt(enc.encode(values[i]))
+        for i in range(k)
+    ]
+    ev = Evaluator(p)
+    ct = ev.mod_switch_to(ev.sum(cts), plan.level)
+    qb = ctx.q_basis(plan.level)
+    phase = ct.data[0].copy()
+    sigma = plan.sigma * widen
+    for i, sk in enumerate(sks):
+        h = qb.intt(qb.mul(qb.ntt(ct.data[1].copy()), sk.q_part(plan.level)), inplace=True)
+        qb.add(h, plan.smudging.sample(PRNG(bytes([i + 60]) * 32), qb, (), sigma), out=h)
+        qb.add(phase, h, out=phase)
+    out = enc.decode(Plaintext(p, ctx.decrypt_scaler(plan.level)(phase)))
+    return [int(v) for v in out], [int(v) for v in values.sum(axis=0)]
+
+
+def test_planned_level_decrypts_the_statistically_smudged_sum():
+    plan = choose_parameters(3, 16, smudging=Smudging(8))
+    assert plan.sigma > 2.0**60  # beyond what PRNG.gaussian can draw
+    got, want = _smudged_sum(plan)
+    assert got == want
+    # the check is not vacuous: noise 2^8 times wider than the margin allows breaks the sum
+    slack = math.log2(plan.params.q_at(plan.level)) - plan.wire_log_q
+    got, want = _smudged_sum(plan, widen=2.0 ** (slack + 8))
+    assert got != want
