@@ -15,7 +15,7 @@ import pytest
 
 from gpubfv.mhe.smudging import (
     CELL_SIGMA,
-    RADIX,
+    DIGIT_BITS,
     SAMPLER_EPS,
     SAMPLER_T,
     CellShape,
@@ -68,17 +68,16 @@ def truncated_density(z: float) -> float:
 
 
 def sampler_pmf(sigma_g: float, w: int) -> dict[int, float]:
-    """Exact pmf of E = w * rint(sigma_g z) + U, U uniform on w centered integers."""
+    """Exact pmf of E = w * rint(sigma_g z) + U, U uniform on [-(w//2), w - w//2)."""
     gmax = math.ceil(SAMPLER_T * sigma_g + 0.5)
     pmf: dict[int, float] = {}
-    half = (w - 1) // 2
     for g in range(-gmax, gmax + 1):
         lo, hi = (g - 0.5) / sigma_g, (g + 0.5) / sigma_g
         lo, hi = max(lo, -SAMPLER_T), min(hi, SAMPLER_T)
         if hi <= lo:
             continue
         p = simpson(truncated_density, lo, hi, 40)
-        for u in range(-half, half + 1):
+        for u in range(-(w // 2), w - w // 2):
             pmf[w * g + u] = p / w
     return pmf
 
@@ -88,7 +87,7 @@ def shifted_distance(pmf: dict[int, float], x: int) -> float:
     return 0.5 * sum(abs(pmf.get(k - x, 0.0) - pmf.get(k, 0.0)) for k in keys)
 
 
-@pytest.mark.parametrize("sigma_g,w", [(3.7, 1), (6.0, 1), (2.5, 5), (4.2, 9)])
+@pytest.mark.parametrize("sigma_g,w", [(3.7, 1), (6.0, 1), (2.5, 4), (4.2, 8), (2.5, 5)])
 def test_sampler_distance_bound_is_exact_for_the_sampled_distribution(sigma_g, w):
     pmf = sampler_pmf(sigma_g, w)
     assert sum(pmf.values()) == pytest.approx(1.0, abs=1e-9)
@@ -196,10 +195,11 @@ def test_noise_std_is_validated(std):
 @pytest.mark.parametrize("sigma", [3.0, 2.0**20 - 1, 2.0**20, 2.0**62.2, 2.0**78, 2.0**140])
 def test_cell_shape(sigma):
     cell = CellShape.for_sigma(sigma)
-    assert cell.width % 2 == 1
-    assert cell.width * cell.sigma_g == pytest.approx(sigma, rel=1e-12)
+    assert cell.width == 2**cell.bits
+    assert cell.width * cell.sigma_g == sigma  # exact: a power-of-two scaling
     if sigma >= CELL_SIGMA:
-        assert CELL_SIGMA * (1 - 1e-12) <= cell.sigma_g < 3 * CELL_SIGMA
+        assert CELL_SIGMA <= cell.sigma_g < 2 * CELL_SIGMA
+        assert sum(cell.digits()) == cell.bits and max(cell.digits(), default=0) <= DIGIT_BITS
     else:
         assert cell.width == 1 and cell.sigma_g == sigma
     assert cell.proxy_variance() >= sigma**2
@@ -242,7 +242,7 @@ def test_sampled_noise_matches_the_derived_sigma(budget, limbs):
     tail = np.mean(np.abs(x) > 2.0)
     assert tail == pytest.approx(math.erfc(2.0 / math.sqrt(2.0)), abs=5 * math.sqrt(0.05 / m))
     cell = spec.cell(sigma)
-    hard = cell.width * (SAMPLER_T * cell.sigma_g + 0.5) + (cell.width - 1) // 2
+    hard = cell.width * (SAMPLER_T * cell.sigma_g + 0.5) + cell.width // 2
     assert max(abs(v) for v in e) <= hard
     # the uniform fill covers every cell: E mod W is uniform (without it, E would be W*G, a
     # lattice whose shifted copies are disjoint: distance 1), and the support has gcd 1
@@ -257,10 +257,9 @@ def test_sampled_noise_matches_the_derived_sigma(budget, limbs):
     assert g == 1
 
 
-def test_sampler_uses_the_uniform_digits():
-    # W spread over RADIX digits: sigma = 2^140 needs two full digits and a partial one
+def test_wide_sigma_uses_several_digits():
     cell = Smudging(1).cell(2.0**140)
-    assert cell.digits >= 1 and cell.width > RADIX
+    assert len(cell.digits()) >= 4
 
 
 def test_renyi_sample_is_todays_gaussian():
@@ -283,33 +282,34 @@ def test_sum_bound_covers_the_sum_of_peers():
 
 
 @pytest.mark.parametrize("sigma", [2.0**70, 2.0**100, 2.0**150])
-def test_sample_is_w_times_gaussian_plus_balanced_mixed_radix_uniform(sigma):
+def test_sample_is_w_times_gaussian_plus_exact_uniform_digits(sigma):
     spec = Smudging(1)
     cell = spec.cell(sigma)
     basis = _basis(7)
     got = _centered_ints(basis, spec.sample(PRNG(b"\x13" * 32), basis, (1,), sigma))
-    ref = PRNG(b"\x13" * 32)  # the same stream, drawn in the documented order
+    # the same stream, drawn in the documented order; raw words reduced mod 2^bits here
+    ref = PRNG(b"\x13" * 32)
     want = [cell.width * int(g) for g in ref.gaussian((1, N), cell.sigma_g).ravel()]
     weight = 1
-    for radix in [cell.w0] + [RADIX] * cell.digits:
-        if radix > 1:
-            digit = ref.uniform_bounded((1, N), (radix - 1) // 2).ravel()
-            want = [w + weight * int(d) for w, d in zip(want, digit)]
-        weight *= radix
+    for bits in cell.digits():
+        from kernels.cpu.prng import sample_uniform_mod
+
+        raw = sample_uniform_mod(ref._key, ref._nonce(), np.array([1 << bits]), (1, 1, N))
+        want = [w + weight * int(d) for w, d in zip(want, raw.ravel())]
+        weight <<= bits
     assert weight == cell.width
+    want = [w - cell.width // 2 for w in want]  # U uniform on [-W/2, W/2)
     assert list(got) == want
 
 
-@pytest.mark.parametrize("radices", [(3,), (5, 7), (1, 9, 3), (3, 3, 5)])
-def test_balanced_mixed_radix_covers_one_contiguous_range(radices):
-    import itertools
+@pytest.mark.parametrize("bits", [1, 7, 31])
+def test_power_of_two_digit_is_the_low_bits_of_a_keystream_word(bits):
+    # r = (w3 2^96 + w2 2^64 + w1 2^32 + w0) mod 2^bits = w0 mod 2^bits: exactly uniform if the
+    # keystream is, no modular bias (unlike v mod m for m not a power of two)
+    from kernels.cpu.prng import _keystream_words, sample_uniform_mod
 
-    values = []
-    for digits in itertools.product(*[range(-(r // 2), r // 2 + 1) for r in radices]):
-        v, weight = 0, 1
-        for r, d in zip(radices, digits):
-            v += weight * d
-            weight *= r
-        values.append(v)
-    half = (math.prod(radices) - 1) // 2
-    assert sorted(values) == list(range(-half, half + 1))  # each value exactly once
+    key = np.arange(8, dtype=np.uint32) * 0x9E3779B9
+    nonce = np.array([5, 0, 7], dtype=np.uint32)
+    out = sample_uniform_mod(key, nonce, np.array([1 << bits]), (1, 256))
+    ks = _keystream_words(key, nonce, 4 * 256)
+    assert np.array_equal(out.ravel(), ks[0::4] & np.uint32((1 << bits) - 1))

@@ -21,8 +21,9 @@ Notion "statistical" (the default): the smudging lemma, made exact for the sampl
      f(z) = phi(z) (2 Phi(sqrt(T^2 - z^2)) - 1) / (1 - 2^-53) is symmetric, non-increasing in |z|,
      and f(0) <= phi(0) / (1 - 2^-53). The output is G = rint(sigma_g z), whose pmf p_g is
      symmetric and non-increasing in |g| (as f is), with p_0 <= f(0) / sigma_g.
-   - For sigma above 2^20 the sampler draws E = W*G + U, U uniform on the W integers
-     [-(W-1)/2, (W-1)/2] (W odd, exact from ChaCha20 words), independent of G. E has a
+   - For sigma above 2^20 the sampler draws E = W*G + U, W = 2^k, U uniform on the W integers
+     [-W/2, W/2) (exactly: 31-bit digits v mod 2^31 of 128-bit ChaCha20 values, no modular
+     bias), independent of G. E has a
      piecewise constant pmf h(y) = p_g / W on the cell of g, so for an integer shift x
      SD(E + x, E) <= |x| SD(E + 1, E) = |x|/2 sum_y |h(y) - h(y-1)| = |x|/(2W) sum_g |p_g - p_g-1|
      = |x| p_0 / W (unimodal p: the total variation is 2 p_0). With sigma := W sigma_g:
@@ -37,9 +38,12 @@ Notion "statistical" (the default): the smudging lemma, made exact for the sampl
    (The smudging-lemma form B_sm >= 2^lam N D B_ct for a uniform B_sm-bounded noise is the same
    statement; the Gaussian costs a tail factor on the magnitude, see `sum_bound`.)
    Modelling assumption, not proved here: u1, u2 are treated as continuous uniforms; the sampler
-   uses 53-bit grids and float64 libm. sigma_g is kept in [2^20, 3*2^20) so each of the ~2^25
-   output values of G has ~2^81 grid points of preimage, far from the grid scale; the wide part
-   W of the noise is exact integer arithmetic.
+   uses 53-bit grids and float64 libm (the CUDA kernel may differ from the CPU one by 1 on rare
+   elements, libm). sigma_g is kept in [2^20, 2^21) so each of the ~2^25 output values of G has
+   ~2^81 grid points of preimage, far from the grid scale, and sigma_g*z stays below 2^25 where
+   float64 rounding to integers is exact; the wide part W of the noise is exact integer
+   arithmetic, assembled in RNS form (it exceeds int64: PRNG.gaussian alone refuses sigma >=
+   2^59, and above 2^53 float64 sigma*z is no longer integer-exact).
 
 Notion "renyi" (opt-in, Mouchet et al. PETS'21 Sec. IV.E): sigma = 2^(lam/2) sigma_ct. The
 order-2 Renyi divergence between N(x, s^2) and N(0, s^2) is exp(x^2/s^2), so over N*D
@@ -52,10 +56,11 @@ additive term on the search advantage. `log2_statistical_distance` gives the SD 
 valid in either mode (renyi samples the W = 1 case).
 
 Decryption correctness (both notions): each E_i is sub-Gaussian with variance proxy
-v = W^2 ((sigma_g + 1/2)^2 + 1/4) (z is strongly log-concave, proxy 1; rounding adds at most 1/2
-to the norm; U by Hoeffding), the K shares and e_ct are independent, so the phase error of all
-N*D coefficients stays below tau = sqrt(2 V ln(2 N D 2^fail_bits)), V = sigma_ct^2 + K v, except
-with probability 2^-fail_bits.
+v = W^2 ((sigma_g + 1/2)^2 + 1/4) about its mean (z is strongly log-concave, proxy 1; rounding
+adds at most 1/2 to the square root; U + 1/2 by Hoeffding), |E[E]| <= 1/2; the K shares and e_ct
+are independent, so the phase error of all N*D coefficients stays below
+tau = sqrt(2 V ln(2 N D 2^fail_bits)) + K/2, V = sigma_ct^2 + K v, except with probability
+2^-fail_bits.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from gpubfv.ring.basis import RNSBasis
 from gpubfv.ring.sampling import PRNG
@@ -73,7 +80,7 @@ FAIL_BITS_RANGE = (1, 256)
 SAMPLER_EPS = 2.0**-53  # radial truncation mass of the Box-Muller sampler (u1 >= 2^-53)
 SAMPLER_T = math.sqrt(106.0 * math.log(2.0))  # |z| <= sqrt(-2 ln 2^-53)
 CELL_SIGMA = 2.0**20  # sigma_g of the Gaussian envelope; the width above it is exact uniform
-RADIX = (1 << 61) - 1  # odd digit range of the uniform fill (uniform_bounded takes b < 2^62)
+DIGIT_BITS = 31  # exact uniform digits of the fill: v mod 2^31 of a 128-bit ChaCha20 value
 RENYI_SIGMA_MAX = 2.0**48  # plain rounded Gaussian: sigma * T < 2^52, rint exact in float64
 
 
@@ -86,39 +93,62 @@ def _check_int(name: str, value: Any, lo: int, hi: float) -> int:
 
 
 @dataclass(frozen=True)
-class CellShape:
-    """How the sampler realises width sigma: E = W*rint(sigma_g z) + U, W = w0 * RADIX^digits."""
+class _PowerOfTwoModulus:
+    """A one-limb stand-in basis for `PRNG.uniform`: the sampler reduces a 128-bit ChaCha20
+    value mod 2^bits, and 2^bits divides 2^128, so the digit is exactly uniform (no bias)."""
 
-    w0: int
-    digits: int
+    bits: int
+    n: int
+
+    @property
+    def q_host(self) -> np.ndarray:
+        """The single modulus 2^bits, as the kernels take it."""
+        return np.array([1 << self.bits], dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class CellShape:
+    """How the sampler realises width sigma: E = W*rint(sigma_g z) + U, W = 2^bits."""
+
+    bits: int
     sigma_g: float
 
     @property
     def width(self) -> int:
         """W, the number of integers each Gaussian step is spread over."""
-        return self.w0 * RADIX**self.digits
+        return 1 << self.bits
 
     @classmethod
     def for_sigma(cls, sigma: float) -> CellShape:
-        """W odd with sigma/W in [2^20, 3*2^20) (W = 1 when sigma < 2^20)."""
+        """W = 2^bits with sigma/W in [2^20, 2^21) (W = 1 when sigma < 2^20)."""
         if not (math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"smudging sigma must be finite and positive, got {sigma}")
-        target = sigma / CELL_SIGMA
-        if target < 1:
-            return cls(1, 0, sigma)
-        digits = 0
-        while target >= RADIX:  # float division keeps 53 bits, enough for a width choice
-            target /= RADIX
-            digits += 1
-        w0 = int(target)
-        w0 -= 1 - (w0 & 1)  # largest odd <= target
-        w0 = max(w0, 1)
-        return cls(w0, digits, sigma / (w0 * float(RADIX) ** digits))
+        if sigma < CELL_SIGMA:
+            return cls(0, sigma)
+        bits = max(0, math.floor(math.log2(sigma / CELL_SIGMA)))
+        while math.ldexp(sigma, -bits) >= 2 * CELL_SIGMA:  # ldexp is exact: no log rounding
+            bits += 1
+        while bits > 0 and math.ldexp(sigma, -bits) < CELL_SIGMA:
+            bits -= 1
+        return cls(bits, math.ldexp(sigma, -bits))
+
+    def digits(self) -> list[int]:
+        """Bit sizes of the uniform digits of U, least significant first."""
+        full, low = divmod(self.bits, DIGIT_BITS)
+        return ([low] if low else []) + [DIGIT_BITS] * full
 
     def proxy_variance(self) -> float:
-        """Sub-Gaussian variance proxy of one sample (see the module docstring)."""
+        """Sub-Gaussian variance proxy of one centred sample (see the module docstring)."""
         w = float(self.width)
         return w * w * ((self.sigma_g + 0.5) ** 2 + 0.25)
+
+    @property
+    def mean(self) -> float:
+        """E[E]: U is uniform on [-W/2, W/2), so -1/2 once W > 1."""
+        return -0.5 if self.bits else 0.0
 
 
 @dataclass(frozen=True)
@@ -186,35 +216,40 @@ class Smudging:
     def sum_bound(self, sigma: float, noise_std: float, peers: int, n: int) -> float:
         """tau: |e_ct + sum of K smudging noises| <= tau on all N*D coefficients (2^-fail_bits)."""
         _check_int("peers", peers, 1, 2**62)
-        v = self.cell(sigma).proxy_variance()
+        v = self.cell(sigma).proxy_variance()  # of E - E[E]; the means are added below
         var = noise_std * noise_std + peers * v
         ln_terms = math.log(2.0) * (1 + math.log2(n) + math.log2(self.budget) + self.fail_bits)
-        return math.sqrt(2.0 * var * ln_terms)
+        cell = self.cell(sigma)
+        return math.sqrt(2.0 * var * ln_terms) + peers * abs(cell.mean)
 
     def cell(self, sigma: float) -> CellShape:
         """The sampler's realisation of sigma (renyi: always the plain rounded Gaussian)."""
         if self.notion == "renyi":
             if not 0 < sigma < RENYI_SIGMA_MAX:
                 raise ValueError(f"renyi smudging sigma {sigma:.3g} outside (0, 2^48)")
-            return CellShape(1, 0, sigma)
+            return CellShape(0, sigma)
         return CellShape.for_sigma(sigma)
 
     def sample(self, prng: PRNG, basis: RNSBasis, batch: tuple[int, ...], sigma: float) -> Any:
         """Smudging noise for `batch` polynomials as residues over `basis`: (*batch, L, N)."""
         cell = self.cell(sigma)
-        shape = tuple(batch) + (basis.n,)
-        out = basis.from_signed(prng.gaussian(shape, cell.sigma_g))
+        batch = tuple(batch)
+        out = basis.from_signed(prng.gaussian(batch + (basis.n,), cell.sigma_g))
         if cell.width == 1:
             return out
         basis.mul_scalar(out, [cell.width] * len(basis), out=out)
+        sizes = cell.digits()
         weight = 1
-        for radix in [cell.w0] + [RADIX] * cell.digits:
-            if radix > 1:
-                digit = basis.from_signed(prng.uniform_bounded(shape, (radix - 1) // 2))
-                if weight != 1:
-                    basis.mul_scalar(digit, [weight] * len(basis), out=digit)
-                basis.add(out, digit, out=out)
-            weight *= radix
+        for i, bits in enumerate(sizes):
+            limb = _PowerOfTwoModulus(bits, basis.n)
+            digit = prng.uniform(limb, batch)[..., 0, :].astype(np.int64)  # type: ignore[arg-type]
+            if i == len(sizes) - 1:
+                digit -= 1 << (bits - 1)  # centre: U = sum - W/2, uniform on [-W/2, W/2)
+            digit = basis.from_signed(digit)
+            if weight != 1:
+                basis.mul_scalar(digit, [weight] * len(basis), out=digit)
+            basis.add(out, digit, out=out)
+            weight <<= bits
         return out
 
     def describe(self, sigma: float, noise_std: float, n: int) -> str:
