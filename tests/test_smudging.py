@@ -180,6 +180,13 @@ def test_knobs_are_validated(kw):
         assert "statistical" in str(err.value) and "renyi" in str(err.value)
 
 
+def test_tag_separates_every_field():
+    base = Smudging(10)
+    others = [Smudging(11), Smudging(10, "renyi"), Smudging(10, lam=41), Smudging(10, fail_bits=41)]
+    assert len({base.tag()} | {o.tag() for o in others}) == 5
+    assert Smudging(10).tag() == base.tag()
+
+
 def test_frozen():
     spec = Smudging(10)
     with pytest.raises(AttributeError):

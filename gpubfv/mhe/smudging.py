@@ -174,6 +174,10 @@ class Smudging:
         _check_int("budget (decryptions D)", self.budget, 1, 2**62)
         _check_int("fail_bits", self.fail_bits, *FAIL_BITS_RANGE)
 
+    def tag(self) -> bytes:
+        """Canonical bytes of the spec, for share-request digests (a retry must match them)."""
+        return f"smudging/v1/{self.notion}/{self.lam}/{self.budget}/{self.fail_bits}".encode()
+
     @property
     def argument(self) -> str:
         """The argument the bound rests on."""
