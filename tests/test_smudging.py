@@ -320,3 +320,26 @@ def test_power_of_two_digit_is_the_low_bits_of_a_keystream_word(bits):
     out = sample_uniform_mod(key, nonce, np.array([1 << bits]), (1, 256))
     ks = _keystream_words(key, nonce, 4 * 256)
     assert np.array_equal(out.ravel(), ks[0::4] & np.uint32((1 << bits) - 1))
+
+
+def test_cuda_sample_equals_cpu():
+    """The same seed gives the same smudging noise on the CUDA kernels (simulator on CPU-only
+    CI, the GPU with --backend cuda); a real GPU's libm may move G by 1 on rare elements."""
+    from gpubfv import Backend
+    from kernels.cuda import IS_SIMULATOR
+
+    n = 16
+    primes = generate_ntt_primes([30] * 4, n, set())
+    out = {}
+    for name in ("cpu", "cuda-sim" if IS_SIMULATOR else "cuda"):
+        be = Backend(name)
+        basis = RNSBasis(primes, n, backend=be)
+        spec = Smudging(1000)
+        res = spec.sample(PRNG(b"\x21" * 32, backend=be), basis, (3,), 2.0**78)
+        out[name] = _centered_ints(RNSBasis(primes, n), be.to_numpy(res))
+    cpu, gpu = out.values()
+    w = Smudging(1000).cell(2.0**78).width
+    diffs = [int(a) - int(b) for a, b in zip(cpu, gpu)]
+    assert all(d in (0, w, -w) for d in diffs)
+    if IS_SIMULATOR:
+        assert not any(diffs)
