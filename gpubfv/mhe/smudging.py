@@ -22,9 +22,9 @@ Notion "statistical" (the default): the smudging lemma, made exact for the sampl
      and f(0) <= phi(0) / (1 - 2^-53). The output is G = rint(sigma_g z), whose pmf p_g is
      symmetric and non-increasing in |g| (as f is), with p_0 <= f(0) / sigma_g.
    - For sigma above 2^20 the sampler draws E = W*G + U, W = 2^k, U uniform on the W integers
-     [-W/2, W/2) (exactly: 31-bit digits v mod 2^31 of 128-bit ChaCha20 values, no modular
-     bias), independent of G. E has a
-     piecewise constant pmf h(y) = p_g / W on the cell of g, so for an integer shift x
+     [-W/2, W/2) (exactly: digits v mod 2^b, b <= 31, of 128-bit ChaCha20 values; 2^b divides
+     2^128, so no modular bias), independent of G. E has a piecewise constant pmf
+     h(y) = p_g / W on the cell [gW - W/2, gW + W/2) of g, so for an integer shift x
      SD(E + x, E) <= |x| SD(E + 1, E) = |x|/2 sum_y |h(y) - h(y-1)| = |x|/(2W) sum_g |p_g - p_g-1|
      = |x| p_0 / W (unimodal p: the total variation is 2 p_0). With sigma := W sigma_g:
          SD(E + x, E) <= |x| / (sigma sqrt(2 pi) (1 - 2^-53)),
