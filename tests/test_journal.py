@@ -244,3 +244,31 @@ def test_the_journal_is_mandatory():
         ShareJournal.in_memory()
     with pytest.raises(TypeError, match="ShareJournal.open"):
         ShareJournal(_fd=None, _path=None, _token=None)
+
+
+def test_key_switch_to_a_second_target_key_is_refused():
+    p, ctx, sks, ct, noise = setup()
+    pa = party(mem())
+    ks = KeySwitch(ctx, noise, peers=K, budget=100)
+    t1, t2 = (KeyGenerator(p, prng=PRNG(bytes([b]) * 32)).gen_secret_key() for b in (0x61, 0x62))
+    first = pa.key_switch_share(ks, rows(ct, [0]), t1)
+    assert np.array_equal(pa.key_switch_share(ks, rows(ct, [0]), t1).data, first.data)
+    with pytest.raises(ShareReplay):
+        pa.key_switch_share(ks, rows(ct, [0]), t2)
+
+
+def test_one_fsync_per_share_request(tmp_path, monkeypatch):
+    _, ctx, _, ct, _ = setup()
+    j = ShareJournal.open(tmp_path / "j")
+    pa = party(j)  # binding record written here
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    pa.decryption_share(cd(), rows(ct, [0, 1, 2]))
+    assert len(calls) == 1
+    pa.decryption_share(cd(), rows(ct, [2, 1]))  # answered from the record: nothing written
+    assert len(calls) == 1
+    ckg = PublicKeyGen(ctx, peers=K)
+    pa.public_key_share(ckg, ckg.sample_crp(b"\x04" * 32))
+    assert len(calls) == 2
+    j.close()
