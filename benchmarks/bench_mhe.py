@@ -16,7 +16,9 @@ Writes the "CPU: multiparty aggregation" section of benchmarks/RESULTS.md (bench
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,11 +45,15 @@ from gpubfv import (  # noqa: E402
     KeyGenerator,
     Parameters,
     ParametersLiteral,
+    get_backend,
 )
+from gpubfv.context import Context  # noqa: E402
 from gpubfv.mhe import (  # noqa: E402
     CollectiveDecrypt,
     NoiseEstimate,
+    Party,
     PublicKeyGen,
+    ShareJournal,
     choose_parameters,
 )
 from gpubfv.serialization import nbytes  # noqa: E402
@@ -76,19 +82,28 @@ class Round:
         self.values = values
         self.rngs = [PRNG(bytes([i + 1, 7]) * 16) for i in range(k)]
         self.sks = [KeyGenerator(p, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
-        self.ckg = PublicKeyGen(p)
+        self.ctx = Context(p, get_backend("cpu"))
+        self.run_dir = tempfile.mkdtemp(prefix="bench-mhe-")
+        self.fresh = itertools.count()
+        self.ckg = PublicKeyGen(self.ctx, peers=k)
         self.crp = self.ckg.sample_crp(b"\x5a" * 32)
-        self.ckg_shares = [
-            self.ckg.gen_share(self.sks[i], self.crp, i, self.rngs[i]) for i in range(k)
-        ]
-        self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp, k)
+        self.ckg_shares = [self.party(i).public_key_share(self.ckg, self.crp) for i in range(k)]
+        self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp)
         self.ev = Evaluator(p)
         self.offset = 1 << (VALUE_BITS - 1)
         rng = np.random.default_rng(k)  # benchmark data, not key material
         self.data = rng.integers(-self.offset, self.offset, (k, values), dtype=np.int64)
         noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
-        self.cd = CollectiveDecrypt(p, noise, k, lam=plan.lam)
+        self.cd = CollectiveDecrypt(self.ctx, noise, peers=k, smudging=plan.lam, budget=self.batch)
         self.encryptors = [Encryptor(p, self.pk, prng=self.rngs[i]) for i in range(k)]
+
+    def party(self, i: int) -> Party:
+        """Peer i with a new persistent journal file: every timed share is a real first share
+        (a journal that already answered would return the recorded share), fsync included."""
+        path = f"{self.run_dir}/peer{i}-{next(self.fresh)}.journal"
+        return Party(
+            self.ctx, self.sks[i], peer_id=i, journal=ShareJournal.open(path), prng=self.rngs[i]
+        )
 
     def padded(self, i: int) -> np.ndarray:
         out = np.zeros((self.batch, self.enc.slots), dtype=np.int64)
@@ -102,10 +117,10 @@ class Round:
     def run(self, reps: int) -> dict:
         k, out = self.k, {}
         out["ckg share"] = median_time(
-            lambda: self.ckg.gen_share(self.sks[0], self.crp, 0, self.rngs[0]), reps
+            lambda: self.party(0).public_key_share(self.ckg, self.crp), reps
         )
         out["ckg aggregate+finalize"] = median_time(
-            lambda: self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp, k), reps
+            lambda: self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp), reps
         )
         padded = [self.padded(i) for i in range(k)]
         out["encrypt"] = median_time(lambda: self.encrypt(0, padded[0]), reps)
@@ -114,12 +129,12 @@ class Round:
         total = self.ev.sum(cts)
         cd = self.cd
         out["decryption share"] = median_time(
-            lambda: cd.gen_share(self.sks[0], total, 0, self.rngs[0]), reps
+            lambda: self.party(0).decryption_share(cd, total), reps
         )
-        shares = [cd.gen_share(self.sks[i], total, i, self.rngs[i]) for i in range(k)]
+        shares = [self.party(i).decryption_share(cd, total) for i in range(k)]
 
         def combine():
-            pt = cd.decrypt(total, cd.aggregate(shares), k)
+            pt = cd.decrypt(total, cd.aggregate(shares))
             return self.enc.decode(pt).reshape(-1)[: self.values] - k * self.offset
 
         out["combine"] = median_time(combine, reps)

@@ -5,8 +5,9 @@
 3. Each peer encodes its vector (several values per coefficient), encrypts under pk, and
    modulus-switches to the wire level Q' before sending.
 4. Anyone sums the K ciphertexts.
-5. Collective decryption: each peer sends a decryption share smudged with noise derived from the
-   ciphertext's noise bound; the combined shares reveal the sum, and only the sum.
+5. Collective decryption: each peer (a `Party`: key share, CSPRNG, journal, id) sends a decryption
+   share smudged with noise derived from the ciphertext's noise bound; the combined shares of all
+   K peers reveal the sum, and only the sum.
 
 Usage: python examples/02_multiparty_sum.py [--peers 4] [--values N]
 """
@@ -14,14 +15,25 @@ Usage: python examples/02_multiparty_sum.py [--peers 4] [--values N]
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import numpy as np
 
-from gpubfv import PRNG, CoefficientEncoder, Encryptor, Evaluator, KeyGenerator, Parameters
+from gpubfv import (
+    PRNG,
+    CoefficientEncoder,
+    Encryptor,
+    Evaluator,
+    KeyGenerator,
+    Parameters,
+    get_backend,
+)
+from gpubfv.context import Context
 from gpubfv.mhe import (
     CollectiveDecrypt,
     NoiseEstimate,
+    Party,
     PublicKeyGen,
     ShareJournal,
     choose_parameters,
@@ -47,17 +59,29 @@ def main() -> None:
     print("plan:", plan.describe())
     print("parameters:", params.describe())
 
-    # every peer: its own CSPRNG, secret share and share journal (never two shares for one input)
+    ctx = Context(params, get_backend("cpu"))
+
+    # every peer is a Party: its own CSPRNG, secret share and persistent share journal (an
+    # append-only file beside the key share: never two shares for one c1 row, even after a restart)
+    run_dir = tempfile.mkdtemp(prefix="gpubfv-example-02-")
     rngs = [PRNG() for _ in range(k)]
-    sks = [KeyGenerator(params, prng=rngs[i]).gen_secret_key() for i in range(k)]
-    journals = [ShareJournal(i) for i in range(k)]
+    parties = [
+        Party(
+            ctx,
+            KeyGenerator(params, prng=rngs[i]).gen_secret_key(),
+            peer_id=i,
+            journal=ShareJournal.open(f"{run_dir}/peer{i}.journal"),
+            prng=rngs[i],
+        )
+        for i in range(k)
+    ]
 
     # 2. CKG: the CRP seed is public (agreed by all peers); only shares travel
     t0 = time.perf_counter()
-    ckg = PublicKeyGen(params)
+    ckg = PublicKeyGen(ctx, peers=k)
     crp = ckg.sample_crp(b"example-02 public seed".ljust(32, b"\0"))
-    key_shares = [ckg.gen_share(sks[i], crp, i, rngs[i], journals[i]) for i in range(k)]
-    pk = ckg.finalize(ckg.aggregate(key_shares), crp, expected_peers=k)
+    key_shares = [party.public_key_share(ckg, crp) for party in parties]
+    pk = ckg.finalize(ckg.aggregate(key_shares), crp)  # refuses unless all k peers are in
     clock["collective key"] = time.perf_counter() - t0
 
     # 3. each peer encrypts signed 16-bit values, offset to [0, 2^16) and packed
@@ -85,14 +109,15 @@ def main() -> None:
 
     # 5. collective decryption: smudging width derived from the noise of the K-fold sum
     noise = NoiseEstimate.fresh(params, k).mod_switch(params, plan.level, k).summed(k)
-    cd = CollectiveDecrypt(params, noise, k, lam=plan.lam)
+    # the declared decryption budget D: each party refuses key-switch rows beyond it
+    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.lam, budget=batch)
     print(f"sigma_smudge = 2^{np.log2(cd.sigma_smudge):.1f} (2^(lambda/2) * sigma_ct)")
     t0 = time.perf_counter()
-    dec_shares = [cd.gen_share(sks[i], total, i, rngs[i], journals[i]) for i in range(k)]
+    dec_shares = [party.decryption_share(cd, total) for party in parties]
     clock["decryption shares (all peers)"] = time.perf_counter() - t0
     share_bytes = nbytes(dec_shares[0])
     t0 = time.perf_counter()
-    plain = cd.decrypt(total, cd.aggregate(dec_shares), expected_peers=k)
+    plain = cd.decrypt(total, cd.aggregate(dec_shares))  # all k peers, or it refuses
     got = encoder.decode(plain).reshape(-1)[:count] - k * offset
     clock["combine + decode"] = time.perf_counter() - t0
 
@@ -104,6 +129,9 @@ def main() -> None:
     )
     for step, sec in clock.items():
         print(f"  {step:32s} {sec * 1e3:8.1f} ms")
+    for party in parties:
+        party.journal.release()  # the round is over: keep only what the shares were for
+        party.journal.close()
 
 
 if __name__ == "__main__":

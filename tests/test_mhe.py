@@ -1,8 +1,8 @@
 """gpubfv.mhe: every collective protocol against the single-key scheme under sk_ideal = sum s_i.
 
 The table runs each protocol over K in {2, 3, 8} peers on the tiny sets (TOY6, TOY8) and over one
-realistic set, the one `choose_parameters(4, 16)` plans (N = 8192, 128-bit), with K = 3. The
-checks are:
+realistic set, the one `choose_parameters(4, 16)` plans (N = 8192, 128-bit), with K = 3. Every
+share is made by a `Party` (key share, CSPRNG, journal, id). The checks are:
 - structure: a collective key has the form of a single key for sk_ideal, with an error no larger
   than the worst case of its protocol (CKG, RKG, GKG);
 - function: encrypt under the collective key -> sum -> collective decryption equals the numpy sum
@@ -10,7 +10,8 @@ checks are:
   ones; PCKS reaches the receiver only; CKS to a new collective key decrypts under the new one;
 - threshold: every t-subset decrypts, t-1 is refused, and a forced t-1 combine is wrong;
 - noise: measured noise against `NoiseEstimate`, the smudging derivation and its refusals;
-- the share journal and the combine checks; the parameter planner.
+- the typed combine checks and the finalisers' expected peer sets; the parameter planner.
+The journal itself (replays, persistence, budget) is tested in tests/test_journal.py.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ from gpubfv.encryptor import invariant_noise_max, phase
 from gpubfv.keys import GaloisKeys, SecretKey, gadget_add, galois_element_rows
 from gpubfv.mhe import (
     CollectiveDecrypt,
+    DecryptionShare,
     GaloisKeyGen,
     KeySwitch,
     NoiseBudgetError,
     NoiseEstimate,
+    Party,
     PublicKeyGen,
     PublicKeySwitch,
     RelinKeyGen,
@@ -61,10 +64,10 @@ from gpubfv.mhe import (
 )
 from gpubfv.mhe.noise import tail_factor
 from gpubfv.params import PRESETS
-from gpubfv.serialization import to_bytes
 
 ETA = 21  # centered binomial errors: |e| <= 21 (gpubfv.params.ERROR_BOUND)
 REALISTIC = "agg-K4-b16-p3"  # choose_parameters(4, 16).literal: N = 8192, 128-bit secure
+BUDGET = 1 << 20  # declared decryptions: the tests never come near it
 
 
 @cache
@@ -74,8 +77,20 @@ def params_named(name: str) -> Parameters:
     return preset(name)
 
 
+def mem() -> ShareJournal:
+    return ShareJournal.in_memory(unsafe_not_persistent=True)
+
+
+def make_parties(ctx, sks, rngs=None, ids=None) -> list[Party]:
+    ids = range(len(sks)) if ids is None else ids
+    rngs = [None] * len(sks) if rngs is None else rngs
+    return [
+        Party(ctx, sk, peer_id=i, journal=mem(), prng=rng) for sk, i, rng in zip(sks, ids, rngs)
+    ]
+
+
 class World:
-    """K peers with secret shares s_i, the ideal key, a collective public key and a sum."""
+    """K parties with secret shares s_i, the ideal key, a collective public key and a sum."""
 
     def __init__(self, name: str, k: int) -> None:
         self.name, self.k = name, k
@@ -83,13 +98,12 @@ class World:
         self.ctx = ctx = get_context(p)
         self.rngs = [PRNG(bytes([i + 1, k]) * 16) for i in range(k)]
         self.sks = [KeyGenerator(p, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
+        self.parties = make_parties(ctx, self.sks, self.rngs)
         self.sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in self.sks])))
-        self.ckg = PublicKeyGen(p)
+        self.ckg = PublicKeyGen(ctx, peers=k)
         self.crp = self.ckg.sample_crp(b"\x07" * 32)
-        self.ckg_shares = [
-            self.ckg.gen_share(self.sks[i], self.crp, i, self.rngs[i]) for i in range(k)
-        ]
-        self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp, k)
+        self.ckg_shares = [pa.public_key_share(self.ckg, self.crp) for pa in self.parties]
+        self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp)
         self.batching = p.batching
         self.enc = BatchEncoder(p) if p.batching else CoefficientEncoder(p)
         self.ev = Evaluator(p)
@@ -101,17 +115,19 @@ class World:
         ]
         self.ct_sum = self.ev.sum(self.cts)
         self.noise_sum = NoiseEstimate.fresh(p, k).summed(k)
-        self.cd = CollectiveDecrypt(p, self.noise_sum, k)
+        self.cd = self.decryptor(peers=k)
         self.d_ideal = Decryptor(p, self.sk_ideal)
 
-    def collective_decrypt(self, ct, sks=None, peers=None, active=frozenset()):
-        sks = self.sks if sks is None else sks
-        peers = range(len(sks)) if peers is None else peers
-        shares = [
-            self.cd.gen_share(sk, ct, i, PRNG(bytes([i + 50]) * 32), active_set=active)
-            for sk, i in zip(sks, peers)
-        ]
-        return self.enc.decode(self.cd.decrypt(ct, self.cd.aggregate(shares)))
+    def decryptor(self, **kw) -> CollectiveDecrypt:
+        kw.setdefault("peers", self.k)
+        kw.setdefault("budget", BUDGET)
+        return CollectiveDecrypt(self.ctx, self.noise_sum, **kw)
+
+    def collective_decrypt(self, ct, parties=None, cd=None):
+        parties = self.parties if parties is None else parties
+        cd = self.cd if cd is None else cd
+        shares = [pa.decryption_share(cd, ct) for pa in parties]
+        return self.enc.decode(cd.decrypt(ct, cd.aggregate(shares)))
 
 
 @cache
@@ -220,12 +236,12 @@ def test_sum_then_collective_decrypt_equals_numpy(case):
 @cache
 def collective_rlk(name: str, k: int):
     w = world(name, k)
-    rkg = RelinKeyGen(w.p)
+    rkg = RelinKeyGen(w.ctx, peers=k)
     crp = rkg.sample_crp(b"\x08" * 32)
-    r1 = [rkg.gen_share_round1(w.sks[i], crp, i, w.rngs[i]) for i in range(k)]
+    r1 = [pa.relin_key_share_round1(rkg, crp) for pa in w.parties]
     agg1 = rkg.aggregate([sh for _, sh in r1])
-    r2 = [rkg.gen_share_round2(w.sks[i], r1[i][0], agg1, i, w.rngs[i]) for i in range(k)]
-    return rkg.finalize(agg1, rkg.aggregate(r2), k)
+    r2 = [pa.relin_key_share_round2(rkg, r1[i][0], agg1) for i, pa in enumerate(w.parties)]
+    return rkg.finalize(agg1, rkg.aggregate(r2))
 
 
 def switching_key_error(w: World, key, s_prime) -> np.ndarray:
@@ -267,10 +283,10 @@ def test_rkg_relinearizes_like_single_key(case):
 
 # ---- GKG ------------------------------------------------------------------------------------
 def collective_galois(w: World, g: int):
-    gkg = GaloisKeyGen(w.p)
+    gkg = GaloisKeyGen(w.ctx, peers=w.k)
     crp = gkg.sample_crp(b"\x09" * 32, g)
-    shares = [gkg.gen_share(w.sks[i], g, crp, i, w.rngs[i]) for i in range(w.k)]
-    return gkg.finalize(gkg.aggregate(shares), crp, g, w.k)
+    shares = [pa.galois_key_share(gkg, crp, g) for pa in w.parties]
+    return gkg.finalize(gkg.aggregate(shares), crp)
 
 
 @pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
@@ -279,6 +295,7 @@ def test_gkg_rotation_matches_single_key(case):
     n = w.p.n
     g = galois_element_rows(n, 1) if w.batching else 5
     gk = collective_galois(w, g)
+    assert gk.galois == g
     qp = w.ctx.qp
     s_g = qp.ntt(qp.automorphism(qp.intt(w.sk_ideal.data), g), inplace=True)
     err = switching_key_error(w, gk, s_g)
@@ -302,11 +319,14 @@ def test_pcks_reaches_the_receiver_only(case):
     kg = KeyGenerator(w.p, prng=PRNG(b"\x48" * 32))
     sk_r = kg.gen_secret_key()
     pk_r = kg.gen_public_key(sk_r)
-    pcks = PublicKeySwitch(w.p, w.noise_sum, w.k)
-    shares = [
-        pcks.gen_share(w.sks[i], pk_r, w.ct_sum, i, PRNG(bytes([i + 60]) * 32)) for i in range(w.k)
-    ]
-    out = pcks.finalize(w.ct_sum, pcks.aggregate(shares), w.k)
+    pcks = PublicKeySwitch(w.ctx, w.noise_sum, peers=w.k, budget=BUDGET)
+    # fresh journals: the world's parties already decrypted ct_sum, so their journals refuse
+    parties = make_parties(w.ctx, w.sks, [PRNG(bytes([i + 60]) * 32) for i in range(w.k)])
+    w.parties[0].decryption_share(w.cd, w.ct_sum)  # recorded (or made now)
+    with pytest.raises(ShareReplay):  # one c1 row, one share, whichever protocol asks
+        w.parties[0].public_key_switch_share(pcks, w.ct_sum, pk_r)
+    shares = [pa.public_key_switch_share(pcks, w.ct_sum, pk_r) for pa in parties]
+    out = pcks.finalize(w.ct_sum, pcks.aggregate(shares))
     want = w.x.sum(0)
     assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_r).decrypt(out)), want)
     assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
@@ -320,16 +340,14 @@ def test_keyswitch_to_another_collective_key(case):
     w = world(*case)
     new = [KeyGenerator(w.p, prng=PRNG(bytes([i + 70]) * 32)).gen_secret_key() for i in range(w.k)]
     sk_new = SecretKey(w.p, w.ctx.qp.sum(np.stack([s.data for s in new])))
-    ks = KeySwitch(w.p, w.noise_sum, w.k)
-    shares = [
-        ks.gen_share(w.sks[i], w.ct_sum, i, sk_out=new[i], prng=PRNG(bytes([i + 80]) * 32))
-        for i in range(w.k)
-    ]
-    out = ks.finalize(w.ct_sum, ks.aggregate(shares), w.k)
+    ks = KeySwitch(w.ctx, w.noise_sum, peers=w.k, budget=BUDGET)
+    parties = make_parties(w.ctx, w.sks, [PRNG(bytes([i + 80]) * 32) for i in range(w.k)])
+    shares = [pa.key_switch_share(ks, w.ct_sum, new[i]) for i, pa in enumerate(parties)]
+    out = ks.finalize(w.ct_sum, ks.aggregate(shares))
     want = w.x.sum(0)
     assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_new).decrypt(out)), want)
     assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
-    assert np.array_equal(w.collective_decrypt(out, sks=new), want)
+    assert np.array_equal(w.collective_decrypt(out, parties=make_parties(w.ctx, new)), want)
 
 
 # ---- threshold ------------------------------------------------------------------------------
@@ -349,10 +367,15 @@ THRESHOLD = threshold_cases()
 def threshold_shares(name: str, k: int, t: int):
     w = world(name, k)
     points = list(range(1, k + 1))
-    th = Thresholdizer(w.p, t, points)
+    th = Thresholdizer(w.ctx, t, points)
     sent = [th.gen_shares(w.sks[i], i, PRNG(bytes([i + 90, t]) * 16)) for i in range(k)]
     tsks = [th.aggregate([sent[i][j] for i in range(k)], points[j]) for j in range(k)]
     return th, tsks
+
+
+def threshold_parties(w, th, tsks, active, journals=None):
+    journals = journals or {a: mem() for a in active}
+    return [Party.threshold(w.ctx, tsks[a - 1], th, active, journal=journals[a]) for a in active]
 
 
 @pytest.mark.parametrize("case", THRESHOLD, ids=[f"{n}-K={k}-t={t}" for n, k, t in THRESHOLD])
@@ -365,8 +388,9 @@ def test_threshold_every_t_subset_decrypts(case):
         add = [th.additive_share(tsks[a - 1], active) for a in active]
         total = w.ctx.qp.sum(np.stack([s.data for s in add]))
         assert np.array_equal(total, w.sk_ideal.data), active  # Lagrange recombination is exact
-        got = w.collective_decrypt(w.ct_sum, sks=add, peers=active, active=frozenset(active))
-        assert np.array_equal(got, want), active
+        parties = threshold_parties(w, th, tsks, active)
+        assert all(pa.active_set == frozenset(active) for pa in parties)
+        assert np.array_equal(w.collective_decrypt(w.ct_sum, parties=parties), want), active
 
 
 @pytest.mark.parametrize("case", THRESHOLD, ids=[f"{n}-K={k}-t={t}" for n, k, t in THRESHOLD])
@@ -377,27 +401,44 @@ def test_threshold_t_minus_one_is_refused_and_forced_is_wrong(case):
     short = list(range(1, t))
     with pytest.raises(ThresholdError, match=f"exactly {t}"):
         th.additive_share(tsks[0], short)
+    with pytest.raises(ThresholdError, match=f"exactly {t}"):
+        Party.threshold(w.ctx, tsks[0], th, short, journal=mem())
     add = [th.additive_share(tsks[a - 1], short, force=True) for a in short]
-    got = w.collective_decrypt(w.ct_sum, sks=add, peers=short, active=frozenset(short))
-    assert not np.array_equal(got, w.x.sum(0))
-    # shares combined across two different active sets are refused, naming the field
+    forced = [
+        Party(w.ctx, s, peer_id=a, journal=mem(), active_set=frozenset(short))
+        for s, a in zip(add, short)
+    ]
+    assert not np.array_equal(w.collective_decrypt(w.ct_sum, parties=forced), w.x.sum(0))
     if k > t:
         a1, a2 = tuple(range(1, t + 1)), tuple(range(2, t + 2))
-        s1 = w.cd.gen_share(th.additive_share(tsks[1], a1), w.ct_sum, 2, active_set=frozenset(a1))
-        s2 = w.cd.gen_share(th.additive_share(tsks[2], a2), w.ct_sum, 3, active_set=frozenset(a2))
+        # shares combined across two different active sets are refused, naming the field
+        s1 = threshold_parties(w, th, tsks, a1)[1].decryption_share(w.cd, w.ct_sum)
+        s2 = threshold_parties(w, th, tsks, a2)[1].decryption_share(w.cd, w.ct_sum)
         with pytest.raises(ShareMismatch, match="active_set"):
             w.cd.aggregate([s1, s2])
+        # one long-term share, one journal: a second active set cannot re-share the same c1
+        journals = {a: mem() for a in range(1, k + 1)}
+        threshold_parties(w, th, tsks, a1, journals)[1].decryption_share(w.cd, w.ct_sum)
+        with pytest.raises(ShareReplay):
+            threshold_parties(w, th, tsks, a2, journals)[0].decryption_share(w.cd, w.ct_sum)
+        # the decryptor needs exactly the active set the shares carry
+        shares = [pa.decryption_share(w.cd, w.ct_sum) for pa in threshold_parties(w, th, tsks, a1)]
+        with pytest.raises(ShareMismatch, match=f"expected {t}"):
+            w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares[1:]))
 
 
 def test_thresholdizer_refuses_bad_points():
     p = preset("TOY8")
+    ctx = get_context(p)
     with pytest.raises(ThresholdError, match="distinct"):
-        Thresholdizer(p, 2, [1, 1, 2])
+        Thresholdizer(ctx, 2, [1, 1, 2])
     with pytest.raises(ThresholdError, match="must lie"):
-        Thresholdizer(p, 2, [0, 1, 2])
+        Thresholdizer(ctx, 2, [0, 1, 2])
     with pytest.raises(ThresholdError, match="threshold"):
-        Thresholdizer(p, 4, [1, 2, 3])
-    th = Thresholdizer(p, 2, [1, 2, 3])
+        Thresholdizer(ctx, 4, [1, 2, 3])
+    with pytest.raises(TypeError, match="Context"):
+        Thresholdizer(p, 2, [1, 2, 3])
+    th = Thresholdizer(ctx, 2, [1, 2, 3])
     _, tsks = threshold_shares("TOY8", 3, 2)
     with pytest.raises(ThresholdError, match="not in the active set"):
         th.additive_share(tsks[0], [2, 3])
@@ -447,27 +488,37 @@ def test_smudging_sigma_is_derived_from_the_noise():
 def test_check_decryptable_refuses_too_small_modulus():
     w = world("TOY8", 3)
     with pytest.raises(NoiseBudgetError, match=r"lambda=128.*log2 Q >= .*larger Q"):
-        CollectiveDecrypt(w.p, w.noise_sum, 3, lam=128)
+        w.decryptor(smudging=128)
     low = NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 1, 3).summed(3)
     with pytest.raises(
         NoiseBudgetError, match=r"level 1 has 30\.0.*keep the ciphertext at level 2"
     ):
-        CollectiveDecrypt(w.p, low, 3)
+        CollectiveDecrypt(w.ctx, low, peers=3, budget=1)
     with pytest.raises(NoiseBudgetError, match="level"):
-        PublicKeySwitch(w.p, low, 3)
+        PublicKeySwitch(w.ctx, low, peers=3, budget=1)
     # the level the message names is indeed enough
-    CollectiveDecrypt(w.p, NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 2, 3).summed(3), 3)
+    CollectiveDecrypt(
+        w.ctx, NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 2, 3).summed(3), peers=3, budget=1
+    )
     # and the estimate's level must match the ciphertext's
     with pytest.raises(ValueError, match="level"):
-        CollectiveDecrypt(w.p, low, 3, lam=8).gen_share(w.sks[0], w.ct_sum, 0)
+        cd = CollectiveDecrypt(w.ctx, low, peers=3, smudging=8, budget=1)
+        make_parties(w.ctx, w.sks[:1])[0].decryption_share(cd, w.ct_sum)
+
+
+@pytest.mark.parametrize("budget", [0, -1, 2.0, True, None])
+def test_decryption_budget_is_a_positive_int(budget):
+    w = world("TOY8", 3)
+    with pytest.raises(ValueError, match="budget"):
+        w.decryptor(budget=budget)
 
 
 def test_smudged_decryption_noise_has_the_derived_width():
     w = world("TOY8", 3)
     cts = zero_cts(w, 8)
     ct = w.ev.sum(cts)
-    shares = [w.cd.gen_share(w.sks[i], ct, i, PRNG(bytes([i + 110]) * 32)) for i in range(w.k)]
-    agg = w.cd.aggregate(shares)
+    parties = make_parties(w.ctx, w.sks, [PRNG(bytes([i + 110]) * 32) for i in range(w.k)])
+    agg = w.cd.aggregate([pa.decryption_share(w.cd, ct) for pa in parties])
     qb = w.ctx.q_basis(ct.level)
     ph = qb.add(ct.data[..., 0, :, :], agg.data)  # c0 + sum h_i = e_ct + sum e_smudge_i
     e = crt_centered(ph, w.p.q)
@@ -479,130 +530,83 @@ def test_smudged_decryption_noise_has_the_derived_width():
     assert not np.any(w.enc.decode(w.cd.decrypt(ct, agg)))
 
 
-# ---- the share journal ----------------------------------------------------------------------
-def test_journal_retry_returns_the_recorded_share():
-    w = world("TOY8", 3)
-    j = ShareJournal(0)
-    sk, rng = w.sks[0], PRNG(b"\x21" * 32)
-    a = w.ckg.gen_share(sk, w.crp, 0, rng, j)
-    b = w.ckg.gen_share(sk, w.crp, 0, PRNG(b"\x22" * 32), j)
-    assert a is b and to_bytes(a) == to_bytes(b)
-    c = w.cd.gen_share(sk, w.ct_sum, 0, rng, j)
-    d = w.cd.gen_share(sk, w.ct_sum, 0, PRNG(b"\x23" * 32), j)
-    assert c is d and to_bytes(c) == to_bytes(d)
-    rkg = RelinKeyGen(w.p)
-    crp = rkg.sample_crp(b"\x31" * 32)
-    e1, s1 = rkg.gen_share_round1(sk, crp, 0, rng, j)
-    e2, s2 = rkg.gen_share_round1(sk, crp, 0, PRNG(b"\x24" * 32), j)
-    assert e1 is e2 and s1 is s2  # the ephemeral u_i is kept with its share
-    agg1 = rkg.aggregate([s1])
-    assert rkg.gen_share_round2(sk, e1, agg1, 0, rng, j) is rkg.gen_share_round2(
-        sk, e1, agg1, 0, rng, j
-    )
-    gkg = GaloisKeyGen(w.p)
-    gcrp = gkg.sample_crp(b"\x32" * 32, 3)
-    assert gkg.gen_share(sk, 3, gcrp, 0, rng, j) is gkg.gen_share(sk, 3, gcrp, 0, rng, j)
-    pk_r = KeyGenerator(w.p, prng=PRNG(b"\x25" * 32)).gen_public_key(w.sks[1])
-    pcks = PublicKeySwitch(w.p, w.noise_sum, 3)
-    assert pcks.gen_share(sk, pk_r, w.ct_sum, 0, rng, j) is pcks.gen_share(
-        sk, pk_r, w.ct_sum, 0, rng, j
-    )
-    assert len(j) == 6
-    # another ciphertext is another entry, not a conflict
-    w.cd.gen_share(sk, w.ev.sum(w.cts[:2]), 0, rng, j)
-    assert len(j) == 7
-
-
-def test_journal_refuses_conflicting_requests():
-    w = world("TOY8", 3)
-    j = ShareJournal("peer-0")
-    sk, rng = w.sks[0], PRNG(b"\x26" * 32)
-    w.cd.gen_share(sk, w.ct_sum, 0, rng, j)
-    with pytest.raises(ShareReplay, match="peer-0"):  # other lambda
-        CollectiveDecrypt(w.p, w.noise_sum, 3, lam=30).gen_share(sk, w.ct_sum, 0, rng, j)
-    with pytest.raises(ShareReplay):  # other active set
-        w.cd.gen_share(sk, w.ct_sum, 0, rng, j, active_set=frozenset({1, 2}))
-    with pytest.raises(ShareReplay):  # other peer count
-        CollectiveDecrypt(w.p, w.noise_sum, 4).gen_share(sk, w.ct_sum, 0, rng, j)
-    with pytest.raises(ShareReplay):  # a key switch where a decryption share was given
-        new = KeyGenerator(w.p, prng=PRNG(b"\x27" * 32)).gen_secret_key()
-        KeySwitch(w.p, w.noise_sum, 3).gen_share(sk, w.ct_sum, 0, sk_out=new, prng=rng, journal=j)
-    pcks = PublicKeySwitch(w.p, w.noise_sum, 3)
-    pk1 = KeyGenerator(w.p, prng=PRNG(b"\x28" * 32)).gen_public_key(w.sks[1])
-    pk2 = KeyGenerator(w.p, prng=PRNG(b"\x29" * 32)).gen_public_key(w.sks[2])
-    pcks.gen_share(sk, pk1, w.ct_sum, 0, rng, j)
-    with pytest.raises(ShareReplay):  # other receiver
-        pcks.gen_share(sk, pk2, w.ct_sum, 0, rng, j)
-
-
-def test_journal_refuses_keyswitch_to_another_target_key():
-    w = world("TOY8", 3)
-    j = ShareJournal(0)
-    ks = KeySwitch(w.p, w.noise_sum, 3)
-    out1 = KeyGenerator(w.p, prng=PRNG(b"\x2a" * 32)).gen_secret_key()
-    out2 = KeyGenerator(w.p, prng=PRNG(b"\x2b" * 32)).gen_secret_key()
-    ks.gen_share(w.sks[0], w.ct_sum, 0, sk_out=out1, prng=PRNG(b"\x2c" * 32), journal=j)
-    with pytest.raises(ShareReplay):
-        ks.gen_share(w.sks[0], w.ct_sum, 0, sk_out=out2, prng=PRNG(b"\x2d" * 32), journal=j)
-
-
-# ---- combine checks -------------------------------------------------------------------------
+# ---- typed shares and combine checks ------------------------------------------------------------
 def test_aggregate_refuses_shares_that_do_not_belong_together():
     w = world("TOY8", 3)
     cd = w.cd
-    s0 = cd.gen_share(w.sks[0], w.ct_sum, 0)
-    s1 = cd.gen_share(w.sks[1], w.ct_sum, 1)
+    s0, s1 = (pa.decryption_share(cd, w.ct_sum) for pa in w.parties[:2])
     other_ct = w.ev.sum(w.cts[:2])
-    with pytest.raises(ShareMismatch, match="protocol"):
+    with pytest.raises(TypeError, match="PublicKeyShare"):
         cd.aggregate([w.ckg_shares[0], s1])
-    with pytest.raises(ShareMismatch, match="protocol"):
-        cd.aggregate([s0, dataclasses.replace(s1, protocol="pcks")])
+    with pytest.raises(TypeError):
+        cd.aggregate([s0, w.ckg_shares[1]])
+    with pytest.raises(TypeError, match="DecryptionShare"):
+        w.ckg.aggregate([s0, s1])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s0.level = 2  # type: ignore[misc]
     with pytest.raises(ShareMismatch, match="digest"):
-        cd.aggregate([s0, cd.gen_share(w.sks[1], other_ct, 1)])
+        cd.aggregate([s0, w.parties[1].decryption_share(cd, other_ct)])
     with pytest.raises(ShareMismatch, match="level"):
         cd.aggregate([s0, dataclasses.replace(s1, level=2)])
     with pytest.raises(ShareMismatch, match="counted twice"):
-        cd.aggregate([s0, s1, cd.gen_share(w.sks[0], w.ct_sum, 0, PRNG(b"\x30" * 32))])
+        cd.aggregate([s0, s1, dataclasses.replace(s0)])
     with pytest.raises(ShareMismatch, match="counted twice"):
         cd.aggregate([cd.aggregate([s0, s1]), s1])
     other = Parameters(dataclasses.replace(PRESETS["TOY8"], t_bits=18, name="TOY8-t18"))
     with pytest.raises(ShareMismatch, match="parameters"):
         cd.aggregate([s0, dataclasses.replace(s1, params=other)])
-    rkg = RelinKeyGen(w.p)
+    rkg = RelinKeyGen(w.ctx, peers=3)
     crp = rkg.sample_crp(b"\x33" * 32)
-    eph, r1 = rkg.gen_share_round1(w.sks[0], crp, 0, PRNG(b"\x34" * 32))
-    r2 = rkg.gen_share_round2(w.sks[1], eph, rkg.aggregate([r1]), 1, PRNG(b"\x35" * 32))
-    with pytest.raises(ShareMismatch, match="round"):
+    eph, r1 = w.parties[0].relin_key_share_round1(rkg, crp)
+    r2 = w.parties[0].relin_key_share_round2(rkg, eph, rkg.aggregate([r1]))
+    with pytest.raises(TypeError, match="RelinKeyShareRound2"):
         rkg.aggregate([r1, r2])
-    with pytest.raises(ShareMismatch, match="round 1"):
-        rkg.gen_share_round2(w.sks[0], eph, r2, 0)
+    with pytest.raises(TypeError, match="round 1"):
+        w.parties[1].relin_key_share_round2(rkg, eph, r2)
     with pytest.raises(ValueError, match="no shares"):
         cd.aggregate([])
 
 
 def test_finalizers_refuse_missing_peers_and_foreign_aggregates():
     w = world("TOY8", 3)
-    with pytest.raises(ShareMismatch, match="2 peers, expected 3"):
-        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares[:2]), w.crp, 3)
+    with pytest.raises(ShareMismatch, match=r"2 peers, expected 3; missing \[2\]"):
+        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares[:2]), w.crp)
     with pytest.raises(ShareMismatch, match="another CRP"):
-        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares), w.ckg.sample_crp(b"\x36" * 32), 3)
-    shares = [w.cd.gen_share(w.sks[i], w.ct_sum, i) for i in range(3)]
+        w.ckg.finalize(w.ckg.aggregate(w.ckg_shares), w.ckg.sample_crp(b"\x36" * 32))
+    shares = [pa.decryption_share(w.cd, w.ct_sum) for pa in w.parties]
+    # K-1 shares used to decrypt to wrong values silently: now every finaliser refuses
     with pytest.raises(ShareMismatch, match="expected 3"):
-        w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares[:2]), 3)
+        w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares[:2]))
+    with pytest.raises(ShareMismatch, match="unexpected"):
+        w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares), peers={0, 1})
     with pytest.raises(ShareMismatch, match="another ciphertext"):
-        w.cd.decrypt(w.ev.sum(w.cts[:2]), w.cd.aggregate(shares), 3)
-    with pytest.raises(ShareMismatch, match="expected 3"):
-        w.cd.finalize(w.ct_sum, w.cd.aggregate(shares[1:]), 3)
-    rkg = RelinKeyGen(w.p)
+        w.cd.decrypt(w.ev.sum(w.cts[:2]), w.cd.aggregate(shares))
+    ks = KeySwitch(w.ctx, w.noise_sum, peers=3, budget=BUDGET)
+    with pytest.raises(TypeError):
+        ks.finalize(w.ct_sum, w.cd.aggregate(shares))
+    rkg = RelinKeyGen(w.ctx, peers=3)
     crp = rkg.sample_crp(b"\x37" * 32)
-    r1 = [rkg.gen_share_round1(w.sks[i], crp, i, PRNG(bytes([i + 120]) * 32)) for i in range(3)]
+    r1 = [pa.relin_key_share_round1(rkg, crp) for pa in w.parties]
     agg1 = rkg.aggregate([s for _, s in r1])
-    r2 = [rkg.gen_share_round2(w.sks[i], r1[i][0], agg1, i) for i in range(3)]
-    with pytest.raises(ShareMismatch, match="different peers"):
-        rkg.finalize(agg1, rkg.aggregate(r2[:2]), 3)
-    gkg = GaloisKeyGen(w.p)
+    r2 = [pa.relin_key_share_round2(rkg, r1[i][0], agg1) for i, pa in enumerate(w.parties)]
+    with pytest.raises(ShareMismatch, match="expected 3"):
+        rkg.finalize(agg1, rkg.aggregate(r2[:2]))
+    gkg = GaloisKeyGen(w.ctx, peers=3)
     with pytest.raises(ShareMismatch, match="Galois element 5"):
-        gkg.gen_share(w.sks[0], 5, gkg.sample_crp(b"\x38" * 32, 3), 0)
+        w.parties[0].galois_key_share(gkg, gkg.sample_crp(b"\x38" * 32, 3), 5)
+
+
+def test_protocols_and_parties_take_a_context_and_a_journal():
+    w = world("TOY8", 3)
+    with pytest.raises(TypeError, match="Context"):
+        PublicKeyGen(w.p, peers=3)
+    with pytest.raises(TypeError, match="ShareJournal"):
+        Party(w.ctx, w.sks[0], peer_id=0, journal=None)
+    with pytest.raises(ValueError, match="peer_id"):
+        Party(w.ctx, w.sks[0], peer_id=-1, journal=mem())
+    with pytest.raises(ValueError, match="peers"):
+        PublicKeyGen(w.ctx, peers=0)
+    assert isinstance(w.parties[0].decryption_share(w.cd, w.ct_sum), DecryptionShare)
 
 
 # ---- the parameter planner --------------------------------------------------------------------
@@ -641,11 +645,10 @@ def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     ctx = get_context(p)
     rngs = [PRNG(bytes([i + 130]) * 32) for i in range(k)]
     sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
-    ckg = PublicKeyGen(p)
+    parties = make_parties(ctx, sks, rngs)
+    ckg = PublicKeyGen(ctx, peers=k)
     crp = ckg.sample_crp(b"\x39" * 32)
-    pk = ckg.finalize(
-        ckg.aggregate([ckg.gen_share(sks[i], crp, i, rngs[i]) for i in range(k)]), crp, k
-    )
+    pk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
     enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
     values = np.random.default_rng(5).integers(-(1 << 15), 1 << 15, (k, 2, enc.slots))
     values[0, 0, :8] = (1 << 15) - 1  # extremes: the K-fold sum must not carry
@@ -662,9 +665,9 @@ def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     assert cts[0].level == plan.level
     total = ev.sum(cts)
     noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
-    cd = CollectiveDecrypt(p, noise, k, lam=plan.lam)
-    shares = [cd.gen_share(sks[i], total, i, rngs[i]) for i in range(k)]
-    got = enc.decode(cd.decrypt(total, cd.aggregate(shares), k)) - k * offset
+    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.lam, budget=2)
+    shares = [pa.decryption_share(cd, total) for pa in parties]
+    got = enc.decode(cd.decrypt(total, cd.aggregate(shares))) - k * offset
     assert np.array_equal(got, values.sum(0))
     assert ctx.params.n == 8192
 
@@ -699,11 +702,13 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
         p = Parameters(lit)
     except ParameterError:
         assume(False)  # e.g. no t of that size = 1 mod 2N
+    ctx = get_context(p)
     rngs = [PRNG(bytes([i + 1]) * 32) for i in range(k)]
     sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
-    ckg = PublicKeyGen(p)
+    parties = make_parties(ctx, sks)
+    ckg = PublicKeyGen(ctx, peers=k)
     crp = ckg.sample_crp(bytes(32))
-    pk = ckg.finalize(ckg.aggregate([ckg.gen_share(s, crp, i) for i, s in enumerate(sks)]), crp, k)
+    pk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
     enc = BatchEncoder(p)
     bound = (p.t // 2) // k
     xs = np.array(
@@ -721,33 +726,15 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
     )
     noise = NoiseEstimate.fresh(p, k).summed(k)
     try:
-        cd = CollectiveDecrypt(p, noise, k, lam=lam)
+        cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=lam, budget=1)
     except NoiseBudgetError:
         assume(False)  # the derivation refuses: nothing to check here
-    shares = [cd.gen_share(s, total, i) for i, s in enumerate(sks)]
-    assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(shares), k)), xs.sum(0))
-    th = Thresholdizer(p, k - 1, list(range(1, k + 1)))
+    shares = [pa.decryption_share(cd, total) for pa in parties]
+    assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(shares))), xs.sum(0))
+    th = Thresholdizer(ctx, k - 1, list(range(1, k + 1)))
     dealt = [th.gen_shares(s, i) for i, s in enumerate(sks)]
     tsks = [th.aggregate([dealt[i][j] for i in range(k)], j + 1) for j in range(k)]
     active = list(range(2, k + 1))  # peer 1 is away
-    adds = [th.additive_share(tsks[a - 1], active) for a in active]
-    tshares = [
-        cd.gen_share(s, total, a, active_set=frozenset(active)) for s, a in zip(adds, active)
-    ]
+    tparties = [Party.threshold(ctx, tsks[a - 1], th, active, journal=mem()) for a in active]
+    tshares = [pa.decryption_share(cd, total) for pa in tparties]
     assert np.array_equal(enc.decode(cd.decrypt(total, cd.aggregate(tshares))), xs.sum(0))
-
-
-def test_journal_release_keeps_refusing_second_shares():
-    p = preset("TOY6")
-    sk = KeyGenerator(p, prng=PRNG(b"\x05" * 32)).gen_secret_key()
-    ckg = PublicKeyGen(p)
-    crp = ckg.sample_crp(b"\x06" * 32)
-    j = ShareJournal(0)
-    first = ckg.gen_share(sk, crp, 0, journal=j)
-    assert ckg.gen_share(sk, crp, 0, journal=j) is first
-    assert j.release() == 1
-    assert len(j) == 1  # what the share was for is kept
-    with pytest.raises(ShareReplay, match="released"):
-        ckg.gen_share(sk, crp, 0, journal=j)
-    other = ckg.sample_crp(b"\x07" * 32)
-    assert ckg.gen_share(sk, other, 0, journal=j).digest == other.digest

@@ -1,10 +1,13 @@
 """Multiparty BFV: collective keys, collective decryption, public-key switching, thresholds.
 
-See `gpubfv/mhe/README.md` for the map from protocol steps to API calls.
+A `Party` (key share, CSPRNG, mandatory `ShareJournal`, id) makes every share; protocol objects
+(`PublicKeyGen`, `RelinKeyGen`, `GaloisKeyGen`, `CollectiveDecrypt`, `KeySwitch`,
+`PublicKeySwitch`) take a `gpubfv.context.Context` and do `sample_crp`, `aggregate` and the
+finaliser. See `gpubfv/mhe/README.md` for the map from protocol steps to calls.
 """
 
 from gpubfv.mhe import wire as _wire  # noqa: F401  (registers the share wire types)
-from gpubfv.mhe.journal import ShareJournal
+from gpubfv.mhe.journal import DecryptionBudgetExceeded, JournalCorrupt, ShareJournal
 from gpubfv.mhe.noise import (
     AggregationPlan,
     NoiseBudgetError,
@@ -13,6 +16,7 @@ from gpubfv.mhe.noise import (
     choose_parameters,
     smudging_sigma,
 )
+from gpubfv.mhe.party import Party
 from gpubfv.mhe.protocols import (
     CRP,
     CollectiveDecrypt,
@@ -23,7 +27,20 @@ from gpubfv.mhe.protocols import (
     RelinKeyGen,
     RKGEphemeral,
 )
-from gpubfv.mhe.shares import Share, ShareMismatch, ShareReplay, c1_digest, ciphertext_digest
+from gpubfv.mhe.shares import (
+    DecryptionShare,
+    GaloisKeyShare,
+    KeySwitchShare,
+    ProtocolShare,
+    PublicKeyShare,
+    PublicKeySwitchShare,
+    RelinKeyShareRound1,
+    RelinKeyShareRound2,
+    ShareMismatch,
+    ShareReplay,
+    c1_digest,
+    c1_row_digests,
+)
 from gpubfv.mhe.threshold import (
     ShamirShare,
     ThresholdError,
@@ -35,25 +52,35 @@ __all__ = [
     "CRP",
     "AggregationPlan",
     "CollectiveDecrypt",
+    "DecryptionBudgetExceeded",
+    "DecryptionShare",
     "GaloisKeyGen",
+    "GaloisKeyShare",
+    "JournalCorrupt",
     "KeySwitch",
+    "KeySwitchShare",
     "NoiseBudgetError",
     "NoiseEstimate",
+    "Party",
+    "ProtocolShare",
     "PublicKeyGen",
+    "PublicKeyShare",
     "PublicKeySwitch",
+    "PublicKeySwitchShare",
     "RKGEphemeral",
     "RelinKeyGen",
+    "RelinKeyShareRound1",
+    "RelinKeyShareRound2",
     "ShamirShare",
-    "Share",
     "ShareJournal",
     "ShareMismatch",
     "ShareReplay",
     "ThresholdError",
     "ThresholdSecretShare",
     "Thresholdizer",
+    "c1_digest",
+    "c1_row_digests",
     "check_decryptable",
     "choose_parameters",
-    "c1_digest",
-    "ciphertext_digest",
     "smudging_sigma",
 ]

@@ -1,42 +1,52 @@
 """Multiparty BFV protocols (Mouchet et al., PETS'21): local steps only, no networking.
 
-Every protocol has the same shape: `sample_crp(seed)` -> `gen_share(key share, crp | ct, ...)`
--> `aggregate(shares)` -> a finaliser. Shares are `Share` objects bound to their CRP or
-ciphertext digest; a `ShareJournal` passed to `gen_share` enforces the never-a-second-share rule.
+A protocol object holds the public configuration (the `Context`, the expected peers, for key
+switching the noise estimate, smudging setting and decryption budget) and does `sample_crp`,
+`aggregate` and the finaliser. Shares are made by a `gpubfv.mhe.party.Party` (key share,
+CSPRNG, journal, id): `party.public_key_share(ckg, crp)`, `party.decryption_share(cd, ct)`, ...
+Every finaliser checks that the aggregate holds exactly the expected peers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
-from gpubfv.backend import Backend, get_backend
 from gpubfv.ciphertext import Ciphertext, Plaintext
-from gpubfv.context import get_context
+from gpubfv.context import Context
 from gpubfv.encryptor import check_ciphertext
 from gpubfv.keys import (
     PublicKey,
-    SecretKey,
     SwitchingKey,
     crp_public_key,
     crp_switching,
     gadget_add,
     switching_key_body,
 )
-from gpubfv.mhe.journal import ShareJournal
 from gpubfv.mhe.noise import NoiseEstimate, check_decryptable
-from gpubfv.mhe.shares import Share, ShareMismatch, c1_digest, seed_digest
-from gpubfv.params import Parameters
+from gpubfv.mhe.shares import (
+    DecryptionShare,
+    GaloisKeyShare,
+    KeySwitchShare,
+    ProtocolShare,
+    PublicKeyShare,
+    PublicKeySwitchShare,
+    RelinKeyShareRound1,
+    RelinKeyShareRound2,
+    ShareMismatch,
+    batch_digest,
+    c1_row_digests,
+    seed_digest,
+)
 from gpubfv.ring.sampling import PRNG
 
 
 @dataclass(frozen=True, eq=False)
 class CRP:
-    """A common reference polynomial (vector): public, expanded from `seed`."""
+    """A common reference polynomial (vector): public, expanded from `seed` under `label`."""
 
     seed: bytes
     label: str
@@ -44,405 +54,360 @@ class CRP:
 
     @property
     def digest(self) -> bytes:
+        """The seed digest every share for this CRP is bound to."""
         return seed_digest(self.seed, self.label)
+
+    def digit_keys(self, digits: int) -> list[bytes]:
+        """Journal keys: one per gadget digit of this CRP."""
+        return [hashlib.sha256(self.digest + struct.pack("<I", j)).digest() for j in range(digits)]
+
+
+def peer_set(peers: int | Iterable[int]) -> frozenset[int]:
+    """`K` means peers 0..K-1; an iterable names the ids. Empty or negative ids raise."""
+    ids = frozenset(range(peers)) if isinstance(peers, int) else frozenset(int(p) for p in peers)
+    if not ids or min(ids) < 0:
+        raise ValueError(f"peers must be a positive count or non-negative ids, not {peers!r}")
+    return ids
 
 
 class _Protocol:
-    name = ""
+    """Shared shape: ctx, the expected peers, `aggregate` of this protocol's share types."""
 
-    def __init__(self, params: Parameters, backend: Backend | None = None) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
+    share_types: tuple[type[ProtocolShare], ...] = ()
 
-    def _basis(self, share: Share) -> Any:
-        return self.ctx.qp if share.basis == "qp" else self.ctx.q_basis(share.level)
+    def __init__(self, ctx: Context, *, peers: int | Iterable[int]) -> None:
+        if not isinstance(ctx, Context):
+            raise TypeError(f"expected a gpubfv.context.Context, got {type(ctx).__name__}")
+        self.ctx = ctx
+        self.params = ctx.params
+        self.backend = ctx.backend
+        self.peers = peer_set(peers)
 
-    def aggregate(self, shares: list[Share]) -> Share:
-        """Sum shares from distinct peers (all checked to belong together)."""
+    def _basis(self, share: ProtocolShare) -> Any:
+        if share.over_qp:
+            return self.ctx.qp
+        return self.ctx.q_basis(getattr(share, "level", None))
+
+    def aggregate(self, shares: Sequence[ProtocolShare]) -> ProtocolShare:
+        """Sum shares of distinct peers (all checked to belong together) into one share."""
         if not shares:
             raise ValueError("no shares to aggregate")
         first = shares[0]
-        if first.protocol != self.name:
-            raise ShareMismatch(f"share of protocol {first.protocol!r} given to {self.name!r}")
+        if type(first) not in self.share_types:
+            raise TypeError(f"{type(self).__name__} does not combine a {type(first).__name__}")
         basis = self._basis(first)
         acc = first.data.copy()
         senders = set(first.senders)
-        seen = first
         for sh in shares[1:]:
-            probe = Share(
-                seen.protocol,
-                seen.params,
-                seen.digest,
-                frozenset(senders),
-                acc,
-                seen.level,
-                seen.basis,
-                seen.active_set,
-                seen.round,
-            )
-            probe.check_compatible(sh)
+            replace(first, senders=frozenset(senders)).check_compatible(sh)
             basis.add(acc, sh.data, out=acc)
             senders |= sh.senders
-        return Share(
-            first.protocol,
-            first.params,
-            first.digest,
-            frozenset(senders),
-            acc,
-            first.level,
-            first.basis,
-            first.active_set,
-            first.round,
-        )
+        return replace(first, senders=frozenset(senders), data=acc)
 
-    def _journal(
-        self,
-        journal: ShareJournal | None,
-        digest: bytes,
-        request: bytes,
-        make: Any,
-        round_: int = 1,
-    ) -> Any:
-        if journal is None:
-            return make()
-        return journal.record(f"{self.name}/r{round_}", digest, request, make)
-
-    @staticmethod
-    def _check_complete(agg: Share, expected: int | None) -> None:
-        if expected is not None and len(agg.senders) != expected:
+    def _check_complete(
+        self, agg: ProtocolShare, kind: type | tuple[type, ...], peers: Iterable[int] | None
+    ) -> None:
+        if not isinstance(agg, kind) or type(agg) not in self.share_types:
+            raise TypeError(f"{type(self).__name__} cannot finalise a {type(agg).__name__}")
+        if agg.params.fingerprint != self.params.fingerprint:
+            raise ShareMismatch("aggregate belongs to other parameters")
+        want = frozenset(peers) if peers is not None else (agg.active_set or self.peers)
+        if agg.senders != want:
+            missing, extra = sorted(want - agg.senders), sorted(agg.senders - want)
             raise ShareMismatch(
-                f"aggregate holds shares of {len(agg.senders)} peers, expected {expected}"
+                f"aggregate holds shares of {len(agg.senders)} peers, expected {len(want)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unexpected {extra}" if extra else "")
             )
+
+
+def _same_crp(agg: ProtocolShare, crp: CRP) -> None:
+    if agg.digest != crp.digest:
+        raise ShareMismatch("aggregate belongs to another CRP")
 
 
 # ---- collective public key (CKG) -------------------------------------------------------------
 class PublicKeyGen(_Protocol):
-    name = "ckg"
+    """CKG: p_i = -a*s_i + e_i; pk = (sum p_i, a) encrypts under s = sum s_i."""
+
+    share_types = (PublicKeyShare,)
 
     def sample_crp(self, seed: bytes) -> CRP:
+        """The CRS polynomial a from a public 32-byte seed."""
         return CRP(bytes(seed), "pk", crp_public_key(self.ctx, seed))
 
-    def gen_share(
-        self,
-        sk: SecretKey,
-        crp: CRP,
-        peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-    ) -> Share:
-        def make() -> Share:
-            rng = prng or PRNG(backend=self.backend)
-            qb = self.ctx.q_basis()
-            e = qb.ntt(qb.from_signed(rng.cbd((self.ctx.n,))), inplace=True)
-            h = qb.sub(e, qb.mul(crp.data, sk.q_part(self.ctx.L)))
-            return Share(self.name, self.params, crp.digest, frozenset({peer}), h, self.ctx.L)
+    def _make(self, sk: Any, crp: CRP, rng: PRNG, peer: int, active: frozenset[int]) -> Any:
+        if crp.label != "pk":
+            raise ShareMismatch(f"CRP {crp.label!r} is not a public-key CRP")
+        qb = self.ctx.q_basis()
+        e = qb.ntt(qb.from_signed(rng.cbd((self.ctx.n,))), inplace=True)
+        h = qb.sub(e, qb.mul(crp.data, sk.q_part(self.ctx.L)))
+        return PublicKeyShare(
+            params=self.params, digest=crp.digest, senders=frozenset({peer}), data=h,
+            active_set=active,
+        )  # fmt: skip
 
-        return self._journal(journal, crp.digest, b"", make)
-
-    def finalize(self, agg: Share, crp: CRP, expected_peers: int | None = None) -> PublicKey:
-        if agg.digest != crp.digest:
-            raise ShareMismatch("aggregate belongs to another CRP")
-        self._check_complete(agg, expected_peers)
+    def finalize(
+        self, agg: PublicKeyShare, crp: CRP, *, peers: Iterable[int] | None = None
+    ) -> PublicKey:
+        """The collective public key from the aggregate of every expected peer's share."""
+        self._check_complete(agg, PublicKeyShare, peers)
+        _same_crp(agg, crp)
         return PublicKey(self.params, self.backend.xp.stack([agg.data, crp.data]), crp.seed)
 
 
 # ---- collective Galois keys (GKG) --------------------------------------------------------------
 class GaloisKeyGen(_Protocol):
-    name = "gkg"
+    """GKG: -a_j*s_i + e + gadget_j(sigma_g(s_i)) per digit, for one Galois element g."""
+
+    share_types = (GaloisKeyShare,)
 
     def sample_crp(self, seed: bytes, galois: int) -> CRP:
+        """The a_j of the Galois key for `galois` from a public seed."""
         label = f"galois/{galois}"
         return CRP(bytes(seed), label, crp_switching(self.ctx, seed, label))
 
-    def gen_share(
-        self,
-        sk: SecretKey,
-        galois: int,
-        crp: CRP,
-        peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-    ) -> Share:
+    def _make(
+        self, sk: Any, crp: CRP, galois: int, rng: PRNG, peer: int, active: frozenset[int]
+    ) -> GaloisKeyShare:
         if crp.label != f"galois/{galois}":
             raise ShareMismatch(f"CRP {crp.label!r} is not for Galois element {galois}")
-
-        def make() -> Share:
-            rng = prng or PRNG(backend=self.backend)
-            qp = self.ctx.qp
-            s_g = qp.ntt(qp.automorphism(qp.intt(sk.data), galois), inplace=True)
-            body = switching_key_body(self.ctx, sk.data, s_g, crp.data, rng)
-            return Share(self.name, self.params, crp.digest, frozenset({peer}), body, 0, "qp")
-
-        return self._journal(journal, crp.digest, struct.pack("<q", galois), make)
+        qp = self.ctx.qp
+        s_g = qp.ntt(qp.automorphism(qp.intt(sk.data), galois), inplace=True)
+        body = switching_key_body(self.ctx, sk.data, s_g, crp.data, rng)
+        return GaloisKeyShare(
+            params=self.params, digest=crp.digest, senders=frozenset({peer}), data=body,
+            active_set=active, galois=int(galois),
+        )  # fmt: skip
 
     def finalize(
-        self, agg: Share, crp: CRP, galois: int, expected_peers: int | None = None
+        self, agg: GaloisKeyShare, crp: CRP, *, peers: Iterable[int] | None = None
     ) -> SwitchingKey:
-        if agg.digest != crp.digest:
-            raise ShareMismatch("aggregate belongs to another CRP")
-        self._check_complete(agg, expected_peers)
+        """The collective Galois key for `agg.galois`."""
+        self._check_complete(agg, GaloisKeyShare, peers)
+        _same_crp(agg, crp)
         data = self.backend.xp.stack([agg.data, crp.data], axis=1)
-        return SwitchingKey(self.params, data, crp.seed, galois, crp.label)
+        return SwitchingKey(self.params, data, crp.seed, agg.galois, crp.label)
 
 
 # ---- collective relinearization key (RKG, two rounds) -----------------------------------------
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class RKGEphemeral:
-    """A peer's ephemeral u_i between the two RKG rounds: secret, never sent."""
+    """A peer's ephemeral u_i between the two RKG rounds: secret, never sent, never stored."""
 
     u: Any  # NTT domain over QP
+    digest: bytes  # the round-1 CRP it belongs to
 
 
 class RelinKeyGen(_Protocol):
-    name = "rkg"
+    """RKG in two rounds; the result relinearizes degree-2 ciphertexts under s = sum s_i."""
+
+    share_types = (RelinKeyShareRound1, RelinKeyShareRound2)
 
     def sample_crp(self, seed: bytes) -> CRP:
+        """The a_j of the relinearization key from a public seed."""
         return CRP(bytes(seed), "rkg", crp_switching(self.ctx, seed, "rkg"))
 
-    def gen_share_round1(
-        self,
-        sk: SecretKey,
-        crp: CRP,
-        peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-    ) -> tuple[RKGEphemeral, Share]:
+    def _make_round1(
+        self, sk: Any, crp: CRP, rng: PRNG, peer: int, active: frozenset[int]
+    ) -> tuple[RKGEphemeral, RelinKeyShareRound1]:
         """(-u_i a_j + s_i w_j + e, s_i a_j + e) per digit j."""
-        rng = prng or PRNG(backend=self.backend)
+        if crp.label != "rkg":
+            raise ShareMismatch(f"CRP {crp.label!r} is not a relinearization-key CRP")
         ctx, qp = self.ctx, self.ctx.qp
+        u = qp.ntt(qp.from_signed(rng.ternary((ctx.n,))), inplace=True)
+        h0 = switching_key_body(ctx, u, None, crp.data, rng, with_gadget=False)
+        gadget_add(ctx, h0, sk.data)
+        # h1 = a*s - e: the sign of the error is irrelevant (symmetric distribution)
+        h1 = qp.neg(switching_key_body(ctx, sk.data, None, crp.data, rng, with_gadget=False))
+        data = self.backend.xp.stack([h0, h1], axis=1)
+        share = RelinKeyShareRound1(
+            params=self.params, digest=crp.digest, senders=frozenset({peer}), data=data,
+            active_set=active,
+        )  # fmt: skip
+        return RKGEphemeral(u, crp.digest), share
 
-        def make() -> tuple[RKGEphemeral, Share]:
-            u = qp.ntt(qp.from_signed(rng.ternary((ctx.n,))), inplace=True)
-            h0 = switching_key_body(ctx, u, None, crp.data, rng, with_gadget=False)
-            gadget_add(ctx, h0, sk.data)
-            # h1 = a*s - e: the sign of the error is irrelevant (symmetric distribution)
-            h1 = qp.neg(switching_key_body(ctx, sk.data, None, crp.data, rng, with_gadget=False))
-            data = self.backend.xp.stack([h0, h1], axis=1)
-            share = Share(self.name, self.params, crp.digest, frozenset({peer}), data, 0, "qp")
-            return RKGEphemeral(u), share
-
-        # the journal keeps the ephemeral with the share, so a retry resumes the same run
-        return self._journal(journal, crp.digest, b"", make, 1)
-
-    def gen_share_round2(
+    def _make_round2(
         self,
-        sk: SecretKey,
+        sk: Any,
         eph: RKGEphemeral,
-        agg1: Share,
+        agg1: RelinKeyShareRound1,
+        rng: PRNG,
         peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-    ) -> Share:
+        active: frozenset[int],
+    ) -> RelinKeyShareRound2:
         """(s_i * h0_j + e, (u_i - s_i) * h1_j + e) per digit j, from the round-1 aggregate."""
-        if agg1.protocol != self.name or agg1.round != 1:
-            raise ShareMismatch("round 2 needs the aggregate of RKG round 1")
-
-        def make() -> Share:
-            rng = prng or PRNG(backend=self.backend)
-            ctx, qp = self.ctx, self.ctx.qp
-            D = len(ctx.digits)
-            h0 = agg1.data[:, 0]
-            h1 = agg1.data[:, 1]
-            e = qp.ntt(qp.from_signed(rng.cbd((2, D, ctx.n))), inplace=True)
-            r0 = qp.add(qp.mul(h0, sk.data), e[0])
-            r1 = qp.add(qp.mul(h1, qp.sub(eph.u, sk.data)), e[1])
-            data = self.backend.xp.stack([r0, r1], axis=1)
-            return Share(
-                self.name, self.params, agg1.digest, frozenset({peer}), data, 0, "qp", round=2
+        if type(agg1) is not RelinKeyShareRound1:
+            raise TypeError(
+                f"round 2 needs the aggregate of RKG round 1, not {type(agg1).__name__}"
             )
+        if eph.digest != agg1.digest:
+            raise ShareMismatch("ephemeral and round-1 aggregate belong to different CRPs")
+        ctx, qp = self.ctx, self.ctx.qp
+        h0, h1 = agg1.data[:, 0], agg1.data[:, 1]
+        e = qp.ntt(qp.from_signed(rng.cbd((2, len(ctx.digits), ctx.n))), inplace=True)
+        r0 = qp.add(qp.mul(h0, sk.data), e[0])
+        r1 = qp.add(qp.mul(h1, qp.sub(eph.u, sk.data)), e[1])
+        return RelinKeyShareRound2(
+            params=self.params, digest=agg1.digest, senders=frozenset({peer}),
+            data=self.backend.xp.stack([r0, r1], axis=1), active_set=active,
+        )  # fmt: skip
 
-        return self._journal(journal, agg1.digest, b"", make, 2)
-
-    def finalize(self, agg1: Share, agg2: Share, expected_peers: int | None = None) -> SwitchingKey:
-        if agg1.digest != agg2.digest or agg2.round != 2:
+    def finalize(
+        self,
+        agg1: RelinKeyShareRound1,
+        agg2: RelinKeyShareRound2,
+        *,
+        peers: Iterable[int] | None = None,
+    ) -> SwitchingKey:
+        """The relinearization key from both rounds' aggregates (same peers in both)."""
+        self._check_complete(agg1, RelinKeyShareRound1, peers)
+        self._check_complete(agg2, RelinKeyShareRound2, peers)
+        if agg1.digest != agg2.digest:
             raise ShareMismatch("round-2 aggregate does not belong to this round-1 aggregate")
         if agg1.senders != agg2.senders:
             raise ShareMismatch("rounds 1 and 2 were produced by different peers")
-        self._check_complete(agg2, expected_peers)
         qp = self.ctx.qp
         b = qp.add(agg2.data[:, 0], agg2.data[:, 1])
         data = self.backend.xp.stack([b, agg1.data[:, 1]], axis=1)
         return SwitchingKey(self.params, data, None, 0, "rkg")
 
 
-# ---- collective key switching / decryption (CKS) ----------------------------------------------
+# ---- key switching family: CKS to 0, CKS to a key, PCKS ----------------------------------------
+def _check_budget(budget: int) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget (declared decryptions D) must be a positive int, not {budget!r}")
+    return budget
+
+
 class _SmudgedSwitch(_Protocol):
-    """Shared constructor of CKS and PCKS: the smudging width is derived from the noise estimate
-    of the ciphertext and lambda; parameters that cannot decrypt the smudged result raise."""
+    """Shared constructor: smudging width from the ciphertext's noise estimate and the smudging
+    setting (the ONE place it is used), the declared decryption budget D; parameters that
+    cannot decrypt the smudged result raise `NoiseBudgetError`."""
+
+    kind = ""
 
     def __init__(
         self,
-        params: Parameters,
+        ctx: Context,
         noise: NoiseEstimate,
-        peers: int,
-        lam: int = 40,
-        backend: Backend | None = None,
+        *,
+        peers: int | Iterable[int],
+        smudging: Any = 40,
+        budget: int,
     ) -> None:
-        super().__init__(params, backend)
-        self.noise, self.peers, self.lam = noise, peers, lam
-        self.sigma_smudge = check_decryptable(params, noise, peers, lam)
+        super().__init__(ctx, peers=peers)
+        self.noise, self.smudging = noise, smudging
+        self.budget = _check_budget(budget)
+        self.sigma_smudge = check_decryptable(ctx.params, noise, len(self.peers), smudging)
 
-
-class KeySwitch(_SmudgedSwitch):
-    """CKS: switch a ciphertext from s = sum s_i to s' = sum s'_i (s' = 0: decryption).
-
-    The smudging width is derived from the ciphertext's noise estimate and lambda, and the
-    constructor refuses parameters that cannot decrypt the smudged result.
-    """
-
-    name = "cks"
-
-    def _request(self, extra: bytes = b"") -> bytes:
-        return hashlib.sha256(
-            struct.pack("<dqq", self.sigma_smudge, self.peers, self.lam) + extra
-        ).digest()
-
-    def gen_share(
-        self,
-        sk_in: SecretKey,
-        ct: Ciphertext,
-        peer: int,
-        sk_out: SecretKey | None = None,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-        active_set: frozenset[int] = frozenset(),
-    ) -> Share:
+    def _check_ct(self, ct: Ciphertext) -> None:
         check_ciphertext(self.params, ct, size=2)
         if ct.level != self.noise.level:
             raise ValueError(
                 f"ciphertext at level {ct.level}, noise estimate for level {self.noise.level}"
             )
-        digest = c1_digest(ct, self.backend)
 
-        def make() -> Share:
-            rng = prng or PRNG(backend=self.backend)
-            level = ct.level
-            qb = self.ctx.q_basis(level)
-            key = sk_in.q_part(level)
-            if sk_out is not None:
-                key = qb.sub(key, sk_out.q_part(level))
-            h = qb.intt(qb.mul(qb.ntt(ct.data[..., 1, :, :]), key), inplace=True)
-            sm = rng.gaussian(ct.batch_shape + (self.ctx.n,), self.sigma_smudge)
-            qb.add(h, qb.from_signed(sm), out=h)
-            return Share(
-                self.name,
-                self.params,
-                digest,
-                frozenset({peer}),
-                h,
-                level,
-                active_set=frozenset(active_set),
-            )
+    def _tag(self, target: bytes, active: frozenset[int]) -> bytes:
+        """Everything besides c1 a key-switch share row depends on (hashed, never sent)."""
+        h = hashlib.sha256(b"gpubfv-ks-request/" + self.kind.encode())
+        h.update(struct.pack("<dq", self.sigma_smudge, len(self.peers)))
+        h.update(repr(self.smudging).encode() + repr(sorted(active)).encode() + target)
+        return h.digest()
 
-        # the target key share is part of the request (hashed locally, never sent)
-        target = (
-            b""
-            if sk_out is None
-            else hashlib.sha256(
-                np.ascontiguousarray(self.backend.to_numpy(sk_out.data)).tobytes()
-            ).digest()
-        )
-        tag = target + repr(sorted(active_set)).encode()
-        if ct.data.size == 0:  # an empty batch (e.g. an empty ring chunk): nothing to protect
-            return make()
-        return self._journal(journal, digest, self._request(tag), make)
-
-    def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
-        if agg.digest != c1_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
-        self._check_complete(agg, expected_peers)
+    def _rows(self, ct: Ciphertext, idx: list[int]) -> Any:
+        """c1 of the selected rows, NTT domain: (len(idx), level, N)."""
+        c1 = ct.data[..., 1, :, :].reshape(-1, ct.level, self.ctx.n)
         qb = self.ctx.q_basis(ct.level)
+        return qb.ntt(c1[self.backend.xp.asarray(idx, dtype="int64")])
+
+    def _assemble(self, ct: Ciphertext, rows: list[Any], tail: tuple[int, ...]) -> Any:
+        xp = self.backend.xp
+        if not rows:
+            return xp.zeros(tuple(ct.batch_shape) + tail, dtype=xp.uint32)
+        return xp.stack(rows).reshape(tuple(ct.batch_shape) + tail)
+
+    def _smudged(self, h: Any, level: int, rng: PRNG) -> Any:
+        qb = self.ctx.q_basis(level)
+        qb.intt(h, inplace=True)
+        sm = rng.gaussian(h.shape[:-2] + (self.ctx.n,), self.sigma_smudge)
+        return qb.add(h, qb.from_signed(sm), out=h)
+
+    def _opened(self, ct: Ciphertext, agg: ProtocolShare, kind: type, peers: Any) -> Any:
+        self._check_complete(agg, kind, peers)
+        if agg.digest != batch_digest(c1_row_digests(ct), tuple(ct.batch_shape)):
+            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
+        return self.ctx.q_basis(ct.level)
+
+
+class CollectiveDecrypt(_SmudgedSwitch):
+    """CKS to the zero key: the combined shares of every expected peer give the plaintext."""
+
+    kind = "cks"
+    share_types = (DecryptionShare,)
+
+    def _make_rows(self, key: Any, ct: Ciphertext, idx: list[int], rng: PRNG) -> list[Any]:
+        qb = self.ctx.q_basis(ct.level)
+        h = qb.mul(self._rows(ct, idx), key.q_part(ct.level))
+        return list(self._smudged(h, ct.level, rng))
+
+    def decrypt(
+        self, ct: Ciphertext, agg: DecryptionShare, *, peers: Iterable[int] | None = None
+    ) -> Plaintext:
+        """The plaintext of `ct` from the aggregate of every expected peer's share."""
+        qb = self._opened(ct, agg, DecryptionShare, peers)
+        phase = qb.add(ct.data[..., 0, :, :], agg.data)
+        return Plaintext(self.params, self.ctx.decrypt_scaler(ct.level)(phase))
+
+
+class KeySwitch(_SmudgedSwitch):
+    """CKS from s = sum s_i to s' = sum s'_i; each peer holds s_i and s'_i."""
+
+    kind = "cks-to-key"
+    share_types = (KeySwitchShare,)
+
+    def _make_rows(
+        self, key: Any, target: Any, ct: Ciphertext, idx: list[int], rng: PRNG
+    ) -> list[Any]:
+        qb = self.ctx.q_basis(ct.level)
+        diff = qb.sub(key.q_part(ct.level), target.q_part(ct.level))
+        return list(self._smudged(qb.mul(self._rows(ct, idx), diff), ct.level, rng))
+
+    def finalize(
+        self, ct: Ciphertext, agg: KeySwitchShare, *, peers: Iterable[int] | None = None
+    ) -> Ciphertext:
+        """`ct` under the target key s'."""
+        qb = self._opened(ct, agg, KeySwitchShare, peers)
         out = ct.data.copy()
         out[..., 0, :, :] = qb.add(ct.data[..., 0, :, :], agg.data)
         return Ciphertext(self.params, out)
 
 
-class CollectiveDecrypt(KeySwitch):
-    """CKS to the zero key: the combined shares give the plaintext."""
-
-    name = "cks"
-
-    def gen_share(  # type: ignore[override]
-        self,
-        sk: SecretKey,
-        ct: Ciphertext,
-        peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-        active_set: frozenset[int] = frozenset(),
-    ) -> Share:
-        return super().gen_share(sk, ct, peer, None, prng, journal, active_set)
-
-    def decrypt(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Plaintext:
-        if agg.digest != c1_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
-        self._check_complete(agg, expected_peers)
-        qb = self.ctx.q_basis(ct.level)
-        phase = qb.add(ct.data[..., 0, :, :], agg.data)
-        return Plaintext(self.params, self.ctx.decrypt_scaler(ct.level)(phase))
-
-
-# ---- public-key switching (PCKS) ---------------------------------------------------------------
 class PublicKeySwitch(_SmudgedSwitch):
-    """Re-encrypt a ciphertext under a receiver's public key; only the receiver can decrypt."""
+    """PCKS: re-encrypt under a receiver's public key; only the receiver can decrypt."""
 
-    name = "pcks"
+    kind = "pcks"
+    share_types = (PublicKeySwitchShare,)
 
-    def gen_share(
-        self,
-        sk: SecretKey,
-        pk_out: PublicKey,
-        ct: Ciphertext,
-        peer: int,
-        prng: PRNG | None = None,
-        journal: ShareJournal | None = None,
-        active_set: frozenset[int] = frozenset(),
-    ) -> Share:
-        check_ciphertext(self.params, ct, size=2)
-        digest = c1_digest(ct, self.backend)
-        pk_digest = hashlib.sha256(
-            np.ascontiguousarray(self.backend.to_numpy(pk_out.data))
-        ).digest()
+    def _make_rows(
+        self, key: Any, pk_out: PublicKey, ct: Ciphertext, idx: list[int], rng: PRNG
+    ) -> list[Any]:
+        level, n, m = ct.level, self.ctx.n, len(idx)
+        qb = self.ctx.q_basis(level)
+        u = qb.ntt(qb.from_signed(rng.ternary((m, n))), inplace=True)
+        h0 = qb.mul(self._rows(ct, idx), key.q_part(level))
+        qb.mul_add(u, pk_out.data[0][:level], h0)
+        h1 = qb.mul(u, pk_out.data[1][:level])
+        h0 = self._smudged(h0, level, rng)
+        qb.intt(h1, inplace=True)
+        qb.add(h1, qb.from_signed(rng.cbd((m, n))), out=h1)
+        return list(self.backend.xp.stack([h0, h1], axis=1))
 
-        def make() -> Share:
-            rng = prng or PRNG(backend=self.backend)
-            level = ct.level
-            qb = self.ctx.q_basis(level)
-            n = self.ctx.n
-            batch = ct.batch_shape
-            u = qb.ntt(qb.from_signed(rng.ternary(batch + (n,))), inplace=True)
-            c1 = qb.ntt(ct.data[..., 1, :, :])
-            h0 = qb.mul(c1, sk.q_part(level))
-            qb.mul_add(u, pk_out.data[0][:level], h0)
-            h1 = qb.mul(u, pk_out.data[1][:level])
-            qb.intt(h0, inplace=True)
-            qb.intt(h1, inplace=True)
-            qb.add(h0, qb.from_signed(rng.gaussian(batch + (n,), self.sigma_smudge)), out=h0)
-            qb.add(h1, qb.from_signed(rng.cbd(batch + (n,))), out=h1)
-            data = self.backend.xp.stack([h0, h1], axis=-3)
-            return Share(
-                self.name,
-                self.params,
-                digest,
-                frozenset({peer}),
-                data,
-                level,
-                active_set=frozenset(active_set),
-            )
-
-        request = hashlib.sha256(
-            pk_digest + struct.pack("<d", self.sigma_smudge) + repr(sorted(active_set)).encode()
-        ).digest()
-        if ct.data.size == 0:
-            return make()
-        return self._journal(journal, digest, request, make)
-
-    def finalize(self, ct: Ciphertext, agg: Share, expected_peers: int | None = None) -> Ciphertext:
-        if agg.digest != c1_digest(ct, self.backend):
-            raise ShareMismatch("aggregate belongs to another ciphertext (c1 differs)")
-        self._check_complete(agg, expected_peers)
-        qb = self.ctx.q_basis(ct.level)
+    def finalize(
+        self, ct: Ciphertext, agg: PublicKeySwitchShare, *, peers: Iterable[int] | None = None
+    ) -> Ciphertext:
+        """`ct` re-encrypted under the receiver's public key."""
+        qb = self._opened(ct, agg, PublicKeySwitchShare, peers)
         out = self.backend.xp.empty_like(ct.data)
         out[..., 0, :, :] = qb.add(ct.data[..., 0, :, :], agg.data[..., 0, :, :])
         out[..., 1, :, :] = agg.data[..., 1, :, :]

@@ -14,15 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpubfv.backend import Backend, get_backend
-from gpubfv.context import get_context
+from gpubfv.context import Context
 from gpubfv.keys import SecretKey
 from gpubfv.params import Parameters
 from gpubfv.ring.sampling import PRNG
 
 
 class ThresholdError(ValueError):
-    pass
+    """Bad threshold set-up: points, threshold, active set, or mixed-up Shamir shares."""
 
 
 @dataclass(eq=False)
@@ -46,16 +45,14 @@ class ThresholdSecretShare:
 
 
 class Thresholdizer:
-    def __init__(
-        self,
-        params: Parameters,
-        threshold: int,
-        points: Sequence[int],
-        backend: Backend | None = None,
-    ) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
+    """t-out-of-K set-up over `points` (one distinct evaluation point per peer)."""
+
+    def __init__(self, ctx: Context, threshold: int, points: Sequence[int]) -> None:
+        if not isinstance(ctx, Context):
+            raise TypeError(f"expected a gpubfv.context.Context, got {type(ctx).__name__}")
+        self.ctx = ctx
+        self.params = params = ctx.params
+        self.backend = ctx.backend
         self.points = [int(x) for x in points]
         self.threshold = threshold
         k = len(self.points)
@@ -86,6 +83,7 @@ class Thresholdizer:
         return out
 
     def aggregate(self, shares: Iterable[ShamirShare], point: int) -> ThresholdSecretShare:
+        """Peer `point`'s long-term share F(x_j) from the Shamir shares every peer sent it."""
         qp = self.ctx.qp
         acc = qp.zeros()
         senders: set[int] = set()

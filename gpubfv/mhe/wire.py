@@ -1,21 +1,45 @@
 """Byte encodings of the multiparty share types (registered with gpubfv.serialization).
 
-Share (type 32) body: u8-length protocol name, u8 round, u8 level, u8 basis (0: Q at level,
-1: QP), 32-byte digest, sender set and active set as runs (u32 count, then u32 start, u32 length
-per run: a ring partial aggregate is one or two runs, so the header does not grow with K),
-batch shape, then the residues R[(*batch, rows, N)] bit-packed over the basis.
-ShamirShare (type 33): u32 sender, u32 point, R[(L+K, N) over QP].
-ThresholdSecretShare (type 34): u32 point, sender runs, R[(L+K, N) over QP].
+One type id per share type (the type is the protocol; nothing is named by a string):
+35 PublicKeyShare, 36 GaloisKeyShare, 37 RelinKeyShareRound1, 38 RelinKeyShareRound2,
+39 DecryptionShare, 40 KeySwitchShare, 41 PublicKeySwitchShare. Body::
+
+    [u8 level]          ciphertext shares (39-41) only
+    [u32 galois]        GaloisKeyShare only
+    digest    32 bytes  CRP seed digest, or the digest of the c1 rows of the batch
+    u32 peers           declared peer-id bound: every sender / active id is < peers <= MAX_PEERS
+    senders, active set as runs: u32 count, then count * (u32 start, u32 length), increasing,
+                        disjoint and non-adjacent (canonical); count is checked against peers
+                        and the remaining bytes before anything is read, and the sets are only
+                        expanded after the residue payload has been checked to have its size
+    [batch shape]       ciphertext shares only (PCKS: without its trailing axis of 2)
+    residues            R[shape over basis]: (L, N) over Q; (D, L+K, N) or (D, 2, L+K, N) over
+                        QP; (*batch, level, N) or (*batch, 2, level, N) over q_1..q_level
+
+Type 32 (the untyped `Share` with a protocol-name string, before the Party API) is refused with
+a message saying so. ShamirShare (33): u32 sender, u32 point, R[(L+K, N) over QP].
+ThresholdSecretShare (34): u32 point, sender runs (as above, bound = MAX_PEERS), R[QP].
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
 from gpubfv.backend import Backend
-from gpubfv.mhe.shares import Share
+from gpubfv.mhe.shares import (
+    DecryptionShare,
+    GaloisKeyShare,
+    KeySwitchShare,
+    ProtocolShare,
+    PublicKeyShare,
+    PublicKeySwitchShare,
+    RelinKeyShareRound1,
+    RelinKeyShareRound2,
+    _CiphertextShare,
+)
 from gpubfv.mhe.threshold import ShamirShare, ThresholdSecretShare
 from gpubfv.params import Parameters
 from gpubfv.serialization import (
@@ -23,88 +47,138 @@ from gpubfv.serialization import (
     SerializationError,
     _any_host,
     _batch_field,
-    _text_field,
     pack_residues,
     packed_size,
     register,
     unpack_residues,
 )
 
-PROTOCOLS = ("ckg", "rkg", "gkg", "cks", "pcks")
-MAX_RUNS = 1 << 16
+MAX_PEERS = 1 << 16
+TYPE_IDS: dict[type[ProtocolShare], int] = {
+    PublicKeyShare: 35,
+    GaloisKeyShare: 36,
+    RelinKeyShareRound1: 37,
+    RelinKeyShareRound2: 38,
+    DecryptionShare: 39,
+    KeySwitchShare: 40,
+    PublicKeySwitchShare: 41,
+}
 
 
 def _runs(ids: frozenset[int]) -> bytes:
-    vals = sorted(ids)
-    runs: list[tuple[int, int]] = []
-    for v in vals:
+    runs: list[list[int]] = []
+    for v in sorted(ids):
         if runs and runs[-1][0] + runs[-1][1] == v:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            runs[-1][1] += 1
         else:
-            runs.append((v, 1))
-    out = struct.pack("<I", len(runs))
-    for start, length in runs:
-        out += struct.pack("<II", start, length)
-    return out
+            runs.append([v, 1])
+    return struct.pack("<I", len(runs)) + b"".join(struct.pack("<II", *r) for r in runs)
 
 
-def _read_runs(r: Reader) -> frozenset[int]:
+def _read_runs(r: Reader, bound: int) -> list[tuple[int, int]]:
+    """Raw runs, bounded by the peer bound and by the bytes left; not yet expanded."""
     count = r.u32()
-    if count > MAX_RUNS:
-        raise SerializationError(f"{count} runs in a peer set")
+    if count > bound or 8 * count > r.remaining():
+        raise SerializationError(f"{count} runs in a peer set of at most {bound} ids")
+    return [(r.u32(), r.u32()) for _ in range(count)]
+
+
+def _expand(runs: list[tuple[int, int]], bound: int) -> frozenset[int]:
+    end = -1  # exclusive end of the previous run; -1 allows a run starting at 0
     out: set[int] = set()
-    for _ in range(count):
-        start, length = r.u32(), r.u32()
-        if length == 0 or length > MAX_RUNS * 16 or start + length > 1 << 32:
-            raise SerializationError("malformed peer-set run")
+    for start, length in runs:
+        if length == 0 or start <= end or start + length > bound:
+            raise SerializationError(
+                f"peer-set run ({start}, {length}) is empty, out of order, adjacent or beyond "
+                f"the declared {bound} peers"
+            )
         out.update(range(start, start + length))
+        end = start + length
     return frozenset(out)
 
 
-def _moduli(params: Parameters, basis: str, level: int) -> tuple[int, ...]:
-    return params.q + params.p if basis == "qp" else params.q[:level]
+def _layout(cls: type, params: Parameters, level: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(moduli, fixed leading shape) of the residues of a share type."""
+    d = len(_digits(params))
+    if cls is PublicKeyShare:
+        return params.q, ()
+    if cls is GaloisKeyShare:
+        return params.q + params.p, (d,)
+    if cls in (RelinKeyShareRound1, RelinKeyShareRound2):
+        return params.q + params.p, (d, 2)
+    return params.q[:level], ((2,) if cls is PublicKeySwitchShare else ())
 
 
-def _enc_share(s: Share) -> bytes:
-    if s.protocol not in PROTOCOLS or s.basis not in ("q", "qp"):
-        raise SerializationError(f"unknown share protocol/basis {s.protocol}/{s.basis}")
-    data = np.ascontiguousarray(_any_host(s.data))
-    moduli = _moduli(s.params, s.basis, s.level)
-    head = _text_field(s.protocol, "protocol") + bytes(
-        [s.round, s.level, 1 if s.basis == "qp" else 0]
-    )
-    if len(s.digest) != 32:
-        raise SerializationError("share digest must be 32 bytes")
-    return (
-        head
-        + bytes(s.digest)
-        + _runs(s.senders)
-        + _runs(s.active_set)
-        + _batch_field(data.shape[:-2])
-        + pack_residues(data, moduli)
-    )
+def _digits(params: Parameters) -> range:
+    alpha = max(1, len(params.p))
+    return range(0, len(params.q), alpha)
 
 
-def _dec_share(params: Parameters, body: bytes, backend: Backend) -> Share:
-    r = Reader(body)
-    protocol = r.text()
-    if protocol not in PROTOCOLS:
-        raise SerializationError(f"unknown share protocol {protocol!r}")
-    round_, level, basis_id = r.u8(), r.u8(), r.u8()
-    if basis_id not in (0, 1) or round_ not in (1, 2):
-        raise SerializationError("malformed share header")
-    basis = "qp" if basis_id else "q"
-    if basis == "q" and not 1 <= level <= len(params.q):
-        raise SerializationError(f"share level {level} outside 1..{len(params.q)}")
-    digest = bytes(r.take(32))
-    senders = _read_runs(r)
-    active = _read_runs(r)
-    batch = r.batch_shape()
-    moduli = _moduli(params, basis, level)
-    need = packed_size(moduli, params.n, batch)
-    data = unpack_residues(r.rest(need, "share"), moduli, params.n, batch)
-    return Share(
-        protocol, params, digest, senders, backend.asarray(data), level, basis, active, round_
+def _encoder(cls: type) -> Any:
+    def enc(s: ProtocolShare) -> bytes:
+        data = np.ascontiguousarray(_any_host(s.data))
+        level = s.level if isinstance(s, _CiphertextShare) else 0
+        moduli, fixed = _layout(cls, s.params, level)
+        out = bytes([level]) if level else b""
+        if isinstance(s, GaloisKeyShare):
+            out += struct.pack("<I", s.galois)
+        if len(s.digest) != 32:
+            raise SerializationError("share digest must be 32 bytes")
+        ids = s.senders | s.active_set
+        bound = max(ids) + 1 if ids else 0
+        if bound > MAX_PEERS:
+            raise SerializationError(f"peer id {bound - 1} beyond MAX_PEERS {MAX_PEERS}")
+        out += bytes(s.digest) + struct.pack("<I", bound) + _runs(s.senders) + _runs(s.active_set)
+        if isinstance(s, _CiphertextShare):
+            out += _batch_field(data.shape[: data.ndim - 2 - len(fixed)])
+        return out + pack_residues(data, moduli)
+
+    return enc
+
+
+def _decoder(cls: type) -> Any:
+    def dec(params: Parameters, body: bytes, backend: Backend) -> ProtocolShare:
+        r = Reader(body)
+        extra: dict[str, Any] = {}
+        level = 0
+        if issubclass(cls, _CiphertextShare):
+            level = r.u8()
+            if not 1 <= level <= len(params.q):
+                raise SerializationError(f"share level {level} outside 1..{len(params.q)}")
+            extra["level"] = level
+        if cls is GaloisKeyShare:
+            extra["galois"] = r.u32()
+        digest = bytes(r.take(32))
+        bound = r.u32()
+        if bound > MAX_PEERS:
+            raise SerializationError(f"{bound} declared peers (at most {MAX_PEERS})")
+        senders, active = _read_runs(r, bound), _read_runs(r, bound)
+        moduli, fixed = _layout(cls, params, level)
+        batch = r.batch_shape() if issubclass(cls, _CiphertextShare) else ()
+        need = packed_size(moduli, params.n, batch + fixed)
+        data = unpack_residues(r.rest(need, cls.__name__), moduli, params.n, batch + fixed)
+        return cls(
+            params=params,
+            digest=digest,
+            senders=_expand(senders, bound),
+            active_set=_expand(active, bound),
+            data=backend.asarray(data),
+            **extra,
+        )
+
+    return dec
+
+
+class RetiredShare:
+    """Placeholder for wire type 32 (the untyped `Share` before the Party API): never decoded."""
+
+    params: Parameters
+
+
+def _refuse_retired(params: Parameters, body: bytes, backend: Backend) -> RetiredShare:
+    raise SerializationError(
+        "type 32 is the retired untyped Share (protocol named by a string); this library "
+        "reads only the typed share frames 35..41: re-create the share with gpubfv.mhe.Party"
     )
 
 
@@ -117,8 +191,7 @@ def _dec_shamir(params: Parameters, body: bytes, backend: Backend) -> ShamirShar
     r = Reader(body)
     sender, point = r.u32(), r.u32()
     moduli = params.q + params.p
-    need = packed_size(moduli, params.n)
-    data = unpack_residues(r.rest(need, "Shamir share"), moduli, params.n)
+    data = unpack_residues(r.rest(packed_size(moduli, params.n), "Shamir share"), moduli, params.n)
     return ShamirShare(params, sender, point, backend.asarray(data))
 
 
@@ -132,13 +205,15 @@ def _enc_tsk(s: ThresholdSecretShare) -> bytes:
 def _dec_tsk(params: Parameters, body: bytes, backend: Backend) -> ThresholdSecretShare:
     r = Reader(body)
     point = r.u32()
-    senders = _read_runs(r)
+    runs = _read_runs(r, MAX_PEERS)
     moduli = params.q + params.p
-    need = packed_size(moduli, params.n)
-    data = unpack_residues(r.rest(need, "threshold share"), moduli, params.n)
-    return ThresholdSecretShare(params, point, senders, backend.asarray(data))
+    raw = r.rest(packed_size(moduli, params.n), "threshold share")
+    data = unpack_residues(raw, moduli, params.n)
+    return ThresholdSecretShare(params, point, _expand(runs, MAX_PEERS), backend.asarray(data))
 
 
-register(32, Share, _enc_share, _dec_share)
+register(32, RetiredShare, lambda s: b"", _refuse_retired)
 register(33, ShamirShare, _enc_shamir, _dec_shamir)
 register(34, ThresholdSecretShare, _enc_tsk, _dec_tsk)
+for _cls, _id in TYPE_IDS.items():
+    register(_id, _cls, _encoder(_cls), _decoder(_cls))
