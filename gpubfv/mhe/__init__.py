@@ -9,14 +9,13 @@ finaliser. See `gpubfv/mhe/README.md` for the map from protocol steps to calls.
 from gpubfv.mhe import wire as _wire  # noqa: F401  (registers the share wire types)
 from gpubfv.mhe.journal import DecryptionBudgetExceeded, JournalCorrupt, ShareJournal
 from gpubfv.mhe.noise import (
-    AggregationPlan,
     NoiseBudgetError,
     NoiseEstimate,
     check_decryptable,
-    choose_parameters,
     smudging_sigma,
 )
 from gpubfv.mhe.party import Party
+from gpubfv.mhe.planner import AggregationPlan, choose_parameters, choose_parameters_for_updates
 from gpubfv.mhe.protocols import (
     CRP,
     CollectiveDecrypt,
@@ -41,6 +40,7 @@ from gpubfv.mhe.shares import (
     c1_digest,
     c1_row_digests,
 )
+from gpubfv.mhe.smudging import NOTIONS, Smudging
 from gpubfv.mhe.threshold import (
     ShamirShare,
     ThresholdError,
@@ -49,6 +49,9 @@ from gpubfv.mhe.threshold import (
 )
 
 __all__ = [
+    "NOTIONS",
+    "Smudging",
+    "choose_parameters_for_updates",
     "CRP",
     "AggregationPlan",
     "CollectiveDecrypt",

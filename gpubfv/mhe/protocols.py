@@ -41,6 +41,7 @@ from gpubfv.mhe.shares import (
     c1_row_digests,
     seed_digest,
 )
+from gpubfv.mhe.smudging import Smudging
 from gpubfv.ring.sampling import PRNG
 
 
@@ -274,12 +275,6 @@ class RelinKeyGen(_Protocol):
 
 
 # ---- key switching family: CKS to 0, CKS to a key, PCKS ----------------------------------------
-def _check_budget(budget: int) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget (declared decryptions D) must be a positive int, not {budget!r}")
-    return budget
-
-
 class _SmudgedSwitch(_Protocol):
     """Shared constructor: smudging width from the ciphertext's noise estimate and the smudging
     setting (the ONE place it is used), the declared decryption budget D; parameters that
@@ -293,13 +288,21 @@ class _SmudgedSwitch(_Protocol):
         noise: NoiseEstimate,
         *,
         peers: int | Iterable[int],
-        smudging: Any = 40,
-        budget: int,
+        smudging: Smudging,
     ) -> None:
         super().__init__(ctx, peers=peers)
+        if not isinstance(smudging, Smudging):
+            raise TypeError(
+                "smudging must be a gpubfv.mhe.Smudging (notion, lam and the decryption budget D), "
+                f"not {smudging!r}"
+            )
         self.noise, self.smudging = noise, smudging
-        self.budget = _check_budget(budget)
         self.sigma_smudge = check_decryptable(ctx.params, noise, len(self.peers), smudging)
+
+    @property
+    def budget(self) -> int:
+        """The declared decryption budget D (ciphertext rows per key share) of the smudging."""
+        return self.smudging.budget
 
     def _check_ct(self, ct: Ciphertext) -> None:
         check_ciphertext(self.params, ct, size=2)
@@ -312,7 +315,7 @@ class _SmudgedSwitch(_Protocol):
         """Everything besides c1 a key-switch share row depends on (hashed, never sent)."""
         h = hashlib.sha256(b"gpubfv-ks-request/" + self.kind.encode())
         h.update(struct.pack("<dq", self.sigma_smudge, len(self.peers)))
-        h.update(repr(self.smudging).encode() + repr(sorted(active)).encode() + target)
+        h.update(self.smudging.tag() + repr(sorted(active)).encode() + target)
         return h.digest()
 
     def _rows(self, ct: Ciphertext, idx: list[int]) -> Any:
@@ -330,8 +333,8 @@ class _SmudgedSwitch(_Protocol):
     def _smudged(self, h: Any, level: int, rng: PRNG) -> Any:
         qb = self.ctx.q_basis(level)
         qb.intt(h, inplace=True)
-        sm = rng.gaussian(h.shape[:-2] + (self.ctx.n,), self.sigma_smudge)
-        return qb.add(h, qb.from_signed(sm), out=h)
+        sm = self.smudging.sample(rng, qb, tuple(h.shape[:-2]), self.sigma_smudge)
+        return qb.add(h, sm, out=h)
 
     def _opened(self, ct: Ciphertext, agg: ProtocolShare, kind: type, peers: Any) -> Any:
         self._check_complete(agg, kind, peers)
