@@ -327,8 +327,11 @@ class TorchDistributedTransport(Transport):
         self._group = group
         super().__init__(dist.get_rank(group), dist.get_world_size(group))
         if device is None:
-            device = "cuda" if dist.get_backend(group) == "nccl" else "cpu"
-        self.device = torch.device(device)
+            # NCCL moves only GPU tensors: use this process's current GPU
+            on_gpu = dist.get_backend(group) == "nccl"
+            self.device = torch.device(torch.cuda.current_device() if on_gpu else "cpu")
+        else:
+            self.device = torch.device(device)
         self._pending: list[tuple[Any, Any]] = []
 
     def send(self, dst: int, payload: bytes) -> None:
