@@ -186,8 +186,6 @@ class SecureAggregationEngine:
             raise ConfigError("data_loader must be iterable")
         try:
             aggregator = make_aggregator(MODES[self.mode].aggregator, self.peers, **self.options)
-        except ConfigError:
-            raise
         except (ImportError, ValueError) as exc:
             raise ConfigError(f"aggregator {MODES[self.mode].aggregator!r}: {exc}") from None
         self.pipeline.check(aggregator, sum(p.numel() for p in params))

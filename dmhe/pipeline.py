@@ -19,7 +19,14 @@ import torch
 from dmhe import dp as dp_mod
 from dmhe.aggregators.base import Aggregator
 from dmhe.config import MODES, ConfigError, Mode, UpdateRefused
-from dmhe.quantize import check_no_wrap, clip_coordinates, clip_l2, dequantize, quantize
+from dmhe.quantize import (
+    INT64_LIMIT,
+    check_no_wrap,
+    clip_coordinates,
+    clip_l2,
+    dequantize,
+    quantize,
+)
 from dmhe.transport import Transport
 
 __all__ = ["UpdatePipeline", "no_wrap_bound"]
@@ -103,13 +110,11 @@ class UpdatePipeline:
     ) -> Any:
         """Clip, add this peer's DP noise share, quantize: what the peer hands the aggregator.
 
-        Raises :class:`UpdateRefused` (naming the peer and the round) for NaN/inf values or
-        values beyond the quantizer's range. ``generator`` seeds the DP noise (DP modes).
+        Raises :class:`UpdateRefused` (naming the peer and the round) for NaN/inf values or,
+        in quantized modes, raw values beyond the quantizer's int64 range. ``generator`` seeds
+        the DP noise (DP modes).
         """
-        where = f"round {round_index}, peer {peer}"
-        if not bool(torch.isfinite(update).all()):
-            bad = int((~torch.isfinite(update)).sum())
-            raise UpdateRefused(f"{where}: update has {bad} NaN/inf values; round refused")
+        self._refuse_unfit(update, f"round {round_index}, peer {peer}")
         x = self._clip_fn(update, self.clip)
         if self.sigma:
             if generator is None:
@@ -119,13 +124,26 @@ class UpdatePipeline:
             )
         if not self.quantized:
             return x.double().cpu().numpy()
-        try:
-            q = quantize(x, self.scale_bits)
-        except ValueError as exc:
-            raise UpdateRefused(f"{where}: {exc}; round refused") from None
+        q = quantize(x, self.scale_bits)  # clipped and finite: cannot overflow
         if aggregator.accepts_tensors:
             return q  # stays on its device: the aggregator takes it by DLPack
         return q.cpu().numpy()
+
+    def _refuse_unfit(self, update: torch.Tensor, where: str) -> None:
+        """NaN/inf anywhere, or (quantized modes) a raw value whose quantized form would not
+        fit int64: a diverged peer, which clipping would silently hide."""
+        if not update.numel():
+            return
+        peak = float(update.detach().abs().max())  # NaN propagates: one reduction checks all
+        limit = INT64_LIMIT / 2**self.scale_bits if self.quantized else math.inf
+        if peak < limit:
+            return
+        bad = int((~torch.isfinite(update)).sum())
+        if bad:
+            why = f"{bad} NaN/inf values"
+        else:
+            why = f"|value| {peak:.3g} overflows the quantizer (2^{self.scale_bits} scale, int64)"
+        raise UpdateRefused(f"{where}: update has {why}; round refused, nothing kept")
 
     def aggregate(self, aggregator: Aggregator, transport: Transport, prepared: Any) -> np.ndarray:
         """The exact sum over all peers (collective: every peer calls it)."""

@@ -118,8 +118,6 @@ class Trainer:
             self.aggregators: dict[int, Aggregator] = {
                 r: make_aggregator(self.agg_name, cfg.peers, **options) for r in self.local_peers
             }
-        except ConfigError:
-            raise
         except (ImportError, ValueError) as exc:  # incl. NoiseBudgetError
             raise ConfigError(f"aggregator {self.agg_name!r}: {exc}") from None
         self.sum_bound = self.pipeline.check(self.aggregators[self.local_peers[0]], self.num_values)
