@@ -38,6 +38,7 @@ def _shape(s: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dmhe`` argument parser (``train`` and ``report`` sub-commands)."""
     from dmhe.config import MODES, TrainConfig
     from dmhe.data import DATASETS
 
@@ -177,6 +178,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad flags or impossible settings)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
