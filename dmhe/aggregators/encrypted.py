@@ -301,7 +301,7 @@ class EncryptedAggregator(AggregatorBase):
             with self._phase("decrypt"):
                 mine = self.open_chunk(own_ct, agg, self.k)
             with self._phase("communicate"):
-                sums = all_gather(transport, own_idx, mine, self.sums_codec(sizes))
+                sums = self.gather_plaintext(transport, own_idx, mine, sizes)
         total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
         total -= np.int64(self.k * self.offset)
         self._journal.release()  # the round is done: keep only what the shares were for
@@ -360,3 +360,9 @@ class EncryptedAggregator(AggregatorBase):
         """Decrypt one aggregated chunk with the sum of ``peers`` shares: packed sub-slots."""
         pt = self.decryptor.decrypt(ct, agg, expected_peers=peers)
         return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
+
+    def gather_plaintext(
+        self, transport: Transport, index: int, opened: np.ndarray, sizes: list[int]
+    ) -> list[np.ndarray]:
+        """Every opened chunk (packed sub-slots, at the sub-slot width on the wire)."""
+        return all_gather(transport, index, opened, self.sums_codec(sizes))
