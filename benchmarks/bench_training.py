@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_lines, markdown_table, text_table, write_section  # noqa: E402
 
-from dmhe.aggregation import PairwiseMaskAggregator, PlaintextAggregator  # noqa: E402
-from dmhe.encrypted import EncryptedAggregator  # noqa: E402
+from dmhe.aggregators.encrypted import EncryptedAggregator  # noqa: E402
+from dmhe.aggregators.plaintext import PlaintextAggregator  # noqa: E402
+from dmhe.aggregators.secagg import PairwiseMaskAggregator  # noqa: E402
 from dmhe.transport import run_peers  # noqa: E402
 
 SECTION = "bench_training"
@@ -186,7 +187,8 @@ def run_aggregation(ks: list[int], n: int, log) -> tuple[list[dict], list[str]]:
 
 
 def run_training(ks: list[int], rounds: int, log) -> list[dict]:
-    from dmhe.trainer import TrainConfig, Trainer
+    from dmhe.config import TrainConfig
+    from dmhe.trainer import Trainer
 
     rows = []
     for k in ks:

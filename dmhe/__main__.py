@@ -1,3 +1,5 @@
+"""``python -m dmhe``: the CLI."""
+
 import sys
 
 from dmhe.cli import main

@@ -38,8 +38,9 @@ def _shape(s: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dmhe`` argument parser (``train`` and ``report`` sub-commands)."""
+    from dmhe.config import MODES, TrainConfig
     from dmhe.data import DATASETS
-    from dmhe.trainer import MODES, TrainConfig
 
     d = TrainConfig()
     p = _Parser(prog="dmhe", description="Decentralized training with exact secure aggregation.")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from dmhe.trainer import ConfigError, TrainConfig
+    from dmhe.config import ConfigError, TrainConfig
 
     options: dict[str, Any] = {}
     for item in args.aggregator_option:
@@ -138,7 +139,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dmhe.trainer import ConfigError, Trainer
+    from dmhe.config import ConfigError, UpdateRefused
+    from dmhe.trainer import Trainer
 
     transport = None
     try:
@@ -149,10 +151,11 @@ def _train(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             from dmhe.transport import TorchDistributedTransport
+            from gpubfv.backend import Backend
 
             if not dist.is_initialized():
-                backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
-                dist.init_process_group(backend=backend)
+                on_gpu = Backend.device_kind(cfg.device) != "cpu"
+                dist.init_process_group(backend="nccl" if on_gpu else "gloo")
             transport = TorchDistributedTransport()
         trainer = Trainer(cfg, transport=transport)
         metrics = trainer.train(resume=args.resume, progress=not args.no_progress)
@@ -160,7 +163,8 @@ def _train(args: argparse.Namespace) -> int:
             # complete the last pending sends before any process leaves the group
             transport.barrier()
             dist.destroy_process_group()
-    except ConfigError as exc:
+    except (ConfigError, UpdateRefused) as exc:
+        # a refused round is not checkpointed: the run folder holds the last good round
         print(f"dmhe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if metrics and trainer.is_writer:
@@ -174,6 +178,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad flags or impossible settings)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

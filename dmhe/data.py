@@ -39,6 +39,8 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class DatasetBundle:
+    """A loaded dataset: train/test splits, targets, input shape and class count."""
+
     name: str
     train: Dataset
     test: Dataset

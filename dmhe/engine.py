@@ -3,7 +3,8 @@
 Every peer (one process per peer with torch.distributed, or one thread per peer in a simulation)
 runs its usual loop; the optimizer returned by :meth:`SecureAggregationEngine.make_secure`
 replaces each ``step()``'s local gradient by the exact average of all peers' clipped, quantized
-gradients, obtained through the chosen aggregator::
+gradients, obtained through the update pipeline (:mod:`dmhe.pipeline`) and the chosen
+aggregator::
 
     engine = SecureAggregationEngine(mode="encrypted", peers=4, clip=1.0, scale_bits=16)
     model, optimizer, loader = engine.make_secure(
@@ -14,12 +15,13 @@ gradients, obtained through the chosen aggregator::
         loss_fn(model(x), y).backward()
         optimizer.step()  # collective: every peer must call it the same number of times
 
-Validation happens in ``make_secure``, before any training step.
+The returned optimizer is a real ``torch.optim.Optimizer`` sharing the wrapped one's
+``param_groups`` and ``state``: LR schedulers drive it and ``state_dict`` round-trips.
+Validation happens in the constructor and in ``make_secure``, before any training step.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,24 +29,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmhe.aggregation import Aggregator, make_aggregator
-from dmhe.quantize import check_no_wrap, clip_coordinates, clip_l2, dequantize, quantize
-from dmhe.trainer import ConfigError, flatten_state, load_flat_state
+from dmhe.aggregators.base import Aggregator, make_aggregator
+from dmhe.config import MODES, ConfigError
+from dmhe.pipeline import UpdatePipeline, no_wrap_bound
+from dmhe.state import flatten_state, load_flat_state
 from dmhe.transport import Transport
 
-__all__ = ["SecureAggregationEngine", "SecureOptimizer"]
+__all__ = ["ENGINE_MODES", "SecureAggregationEngine", "SecureOptimizer"]
 
-_ENGINE_MODES = {
-    "plaintext": "plaintext",
-    "plaintext-quantized": "plaintext",
-    "secagg": "secagg",
-    "encrypted": "encrypted",
-}
+#: the modes of :data:`dmhe.config.MODES` the engine serves (no DP: its noise needs the
+#: trainer's per-round accounting)
+ENGINE_MODES = tuple(name for name, mode in MODES.items() if not mode.dp)
 
 
-class SecureOptimizer:
-    """Wraps a ``torch.optim.Optimizer``; ``step()`` first replaces the gradients by the exact
-    average over all peers. Other attributes are the wrapped optimizer's."""
+class SecureOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose ``step()`` first replaces the gradients by the exact
+    average over all peers, then runs the wrapped optimizer's step.
+
+    ``param_groups``, ``state`` and ``defaults`` are the wrapped optimizer's own objects, so a
+    learning-rate scheduler on this optimizer changes the wrapped one, and ``state_dict`` /
+    ``load_state_dict`` are the wrapped optimizer's. Other attributes are looked up on it.
+    """
 
     def __init__(
         self,
@@ -53,41 +58,51 @@ class SecureOptimizer:
         params: list[nn.Parameter],
         aggregator: Aggregator,
         transport: Transport,
-        clip: float,
-        clip_kind: str,
-        scale_bits: int,
+        pipeline: UpdatePipeline,
     ) -> None:
         self.original_optimizer = optimizer
+        # the base initialiser sets up hooks and step bookkeeping; its groups are replaced below
+        super().__init__(params, dict(optimizer.defaults))
+        self._share()
         self._params = params
         self.aggregator = aggregator
         self.transport = transport
-        self.clip = clip
-        self._clip_fn = clip_l2 if clip_kind == "l2" else clip_coordinates
-        self.scale_bits = scale_bits
+        self.pipeline = pipeline
+        self.steps = 0
         self.last_timings: dict[str, float] = {}
 
+    def _share(self) -> None:
+        opt = self.original_optimizer
+        self.defaults, self.param_groups, self.state = opt.defaults, opt.param_groups, opt.state
+
     def __getattr__(self, name: str) -> Any:
+        if name == "original_optimizer":
+            raise AttributeError(name)
         return getattr(self.original_optimizer, name)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state dict."""
+        return self.original_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load into the wrapped optimizer, then share its (new) groups and state again."""
+        self.original_optimizer.load_state_dict(state_dict)
+        self._share()
+
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """The wrapped optimizer's ``zero_grad``."""
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
     def aggregate_gradients(self) -> None:
-        t0 = time.perf_counter()
+        """Collective: every parameter's gradient becomes the average over all peers."""
         grads = [
             (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
             for p in self._params
         ]
-        flat = torch.cat(grads)
-        q = quantize(self._clip_fn(flat, self.clip), self.scale_bits)
-        if not getattr(self.aggregator, "accepts_tensors", False):
-            q = q.cpu().numpy()  # else it stays on its device (DLPack hand-off)
-        t1 = time.perf_counter()
-        total = self.aggregator.allreduce_sum(self.transport, q)
-        t2 = time.perf_counter()
-        avg = dequantize(
-            torch.from_numpy(np.asarray(total)), self.scale_bits, self.transport.world_size
+        self.steps += 1
+        avg, self.last_timings = self.pipeline.average(
+            self.aggregator, self.transport, torch.cat(grads), round_index=self.steps
         )
         offset = 0
         for p in self._params:
@@ -98,13 +113,9 @@ class SecureOptimizer:
             else:
                 p.grad.copy_(g)
             offset += n
-        self.last_timings = {
-            "quantize": t1 - t0,
-            "aggregate": t2 - t1,
-            **self.aggregator.timings,
-        }
 
     def step(self, closure: Any = None) -> Any:
+        """Average the gradients over all peers, then the wrapped optimizer's step."""
         if closure is not None:
             raise NotImplementedError("closures would re-run a collective step")
         self.aggregate_gradients()
@@ -125,26 +136,23 @@ class SecureAggregationEngine:
         threshold: int | None = None,
         aggregator_options: dict[str, Any] | None = None,
     ) -> None:
-        if mode not in _ENGINE_MODES:
-            raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(_ENGINE_MODES)}")
-        if peers < 2:
+        if mode not in ENGINE_MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(ENGINE_MODES)}")
+        if not isinstance(peers, int) or peers < 2:
             raise ConfigError(f"secure averaging needs at least 2 peers, got {peers}")
-        if clip_kind not in ("l2", "coordinate"):
-            raise ConfigError(f"clip_kind must be 'l2' or 'coordinate', got {clip_kind!r}")
-        if threshold is not None and _ENGINE_MODES[mode] != "encrypted":
+        if threshold is not None and MODES[mode].aggregator != "encrypted":
             raise ConfigError("threshold only applies to the encrypted mode")
         self.mode = mode
         self.peers = peers
-        self.clip = clip
-        self.scale_bits = scale_bits
-        self.clip_kind = clip_kind
+        self.pipeline = UpdatePipeline(
+            mode=mode, peers=peers, clip=clip, clip_kind=clip_kind, scale_bits=scale_bits
+        )
+        self.clip, self.scale_bits, self.clip_kind = clip, scale_bits, clip_kind
         self.options = dict(aggregator_options or {})
         if threshold is not None:
             self.options["threshold"] = threshold
-        try:  # int64 headroom first; the aggregator's modulus is checked in make_secure
-            check_no_wrap(peers, clip, scale_bits, 1 << 64)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        if self.pipeline.quantized:  # int64 headroom now; the aggregator's modulus in make_secure
+            no_wrap_bound(peers, clip, scale_bits, 1 << 64)
 
     def make_secure(
         self,
@@ -176,16 +184,11 @@ class SecureAggregationEngine:
                     raise ConfigError("the optimizer holds a parameter that is not in the module")
         if not isinstance(data_loader, Iterable):
             raise ConfigError("data_loader must be iterable")
-        aggregator: Aggregator = make_aggregator(
-            _ENGINE_MODES[self.mode], self.peers, **self.options
-        )
         try:
-            bound = check_no_wrap(self.peers, self.clip, self.scale_bits, aggregator.modulus)
-            if hasattr(aggregator, "check"):
-                n = sum(p.numel() for p in params)
-                aggregator.check(num_values=n, sum_bound=bound)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            aggregator = make_aggregator(MODES[self.mode].aggregator, self.peers, **self.options)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"aggregator {MODES[self.mode].aggregator!r}: {exc}") from None
+        self.pipeline.check(aggregator, sum(p.numel() for p in params))
         aggregator.setup(transport)
         _ring_broadcast_state(transport, module)
         wrapped = SecureOptimizer(
@@ -193,9 +196,7 @@ class SecureAggregationEngine:
             params=params,
             aggregator=aggregator,
             transport=transport,
-            clip=self.clip,
-            clip_kind=self.clip_kind,
-            scale_bits=self.scale_bits,
+            pipeline=self.pipeline,
         )
         return module, wrapped, data_loader
 

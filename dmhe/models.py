@@ -20,6 +20,7 @@ def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
+    """A two-layer perceptron over the flattened input."""
     d = 1
     for s in input_shape:
         d *= s

@@ -19,6 +19,7 @@ import math
 import torch
 
 __all__ = [
+    "INT64_LIMIT",
     "check_no_wrap",
     "clip_coordinates",
     "clip_l2",
@@ -48,10 +49,26 @@ def clip_coordinates(x: torch.Tensor, clip: float) -> torch.Tensor:
     return x.clamp(-clip, clip)
 
 
+#: |round(x * 2**f)| must stay below this to be an int64 (2**63 itself does not fit)
+INT64_LIMIT = float(2**63)
+
+
 def quantize(x: torch.Tensor, scale_bits: int) -> torch.Tensor:
-    """``round(x * 2**scale_bits)`` as int64 (round half to even), on ``x``'s device."""
+    """``round(x * 2**scale_bits)`` as int64 (round half to even), on ``x``'s device.
+
+    Raises ``ValueError`` when a value is NaN or infinite, or when ``|x| * 2**f`` reaches 2**63:
+    the cast would give INT64_MIN or wrap, and such sums are silently wrong (two NaN peers sum
+    to 0 modulo 2**64).
+    """
     _check_scale(scale_bits)
-    return torch.round(x.double() * float(2**scale_bits)).to(torch.int64)
+    scaled = torch.round(x.double() * float(2**scale_bits))
+    if scaled.numel():
+        peak = float(scaled.abs().max())  # NaN propagates through max: one reduction checks all
+        if not peak < INT64_LIMIT:
+            bad = int((~torch.isfinite(x)).sum())
+            what = f"{bad} NaN/inf values" if bad else f"|x| * 2^{scale_bits} = {peak:.3g}"
+            raise ValueError(f"cannot quantize: {what} (int64 holds below 2^63)")
+    return scaled.to(torch.int64)
 
 
 def dequantize(q: torch.Tensor, scale_bits: int, divisor: int = 1) -> torch.Tensor:

@@ -20,29 +20,36 @@ class ReportError(ValueError):
 
 @dataclass
 class Run:
+    """One run folder: its run.json and its per-round metrics."""
+
     path: Path
     info: dict[str, Any]
     rounds: list[dict[str, Any]]
 
     @property
     def config(self) -> dict[str, Any]:
+        """The run's training configuration (from run.json)."""
         return self.info.get("config", {})
 
     @property
     def label(self) -> str:
+        """A short legend label: mode, K and folder name."""
         c = self.config
         return f"{c.get('mode', '?')} K={c.get('peers', '?')} ({self.path.name})"
 
     def mean(self, key: str) -> float:
+        """Mean of a per-round metric (NaN without rounds)."""
         return float(np.mean([r[key] for r in self.rounds])) if self.rounds else float("nan")
 
     def mean_time(self, phase: str) -> float:
+        """Mean seconds of one round phase (NaN without rounds)."""
         if not self.rounds:
             return float("nan")
         return float(np.mean([r["time"].get(phase, 0.0) for r in self.rounds]))
 
 
 def load_run(path: Path) -> Run:
+    """Read a run folder; ``ReportError`` if it is not one."""
     info_path, metrics_path = path / "run.json", path / "metrics.jsonl"
     if not metrics_path.exists():
         raise ReportError(f"{path}: no metrics.jsonl (not a dmhe run folder?)")

@@ -63,23 +63,29 @@ class Transport(ABC):
         self.bytes_received: dict[int, int] = defaultdict(int)
 
     @abstractmethod
-    def send(self, dst: int, payload: bytes) -> None: ...
+    def send(self, dst: int, payload: bytes) -> None:
+        """Queue ``payload`` for peer ``dst`` (ordered per pair)."""
 
     @abstractmethod
-    def recv(self, src: int) -> bytes: ...
+    def recv(self, src: int) -> bytes:
+        """The next payload from peer ``src`` (blocks)."""
 
     @abstractmethod
-    def barrier(self) -> None: ...
+    def barrier(self) -> None:
+        """Wait until every peer reaches the barrier."""
 
     @property
     def total_bytes_sent(self) -> int:
+        """Bytes sent to all peers so far."""
         return sum(self.bytes_sent.values())
 
     @property
     def total_bytes_received(self) -> int:
+        """Bytes received from all peers so far."""
         return sum(self.bytes_received.values())
 
     def reset_counters(self) -> None:
+        """Zero the byte counters."""
         self.bytes_sent.clear()
         self.bytes_received.clear()
 
@@ -164,10 +170,12 @@ class InProcessNetwork:
 
     @property
     def dropped(self) -> frozenset[int]:
+        """The ranks that dropped out (until ``revive_all``)."""
         with self._lock:
             return frozenset(self._dropped)
 
     def drop(self, rank: int) -> None:
+        """Mark ``rank`` as dropped out now (and break the barrier)."""
         with self._lock:
             self._dropped.add(rank)
         # Peers waiting in a barrier would wait forever for the dropped one.
@@ -250,6 +258,7 @@ class InProcessTransport(Transport):
         self.network = network
 
     def send(self, dst: int, payload: bytes) -> None:
+        """Queue ``payload`` for peer ``dst`` (ordered per pair)."""
         self._check_peer(dst)
         self.network._maybe_drop(self.rank)
         data = bytes(payload)
@@ -257,6 +266,7 @@ class InProcessTransport(Transport):
         self.network._queue(self.rank, dst).put(data)
 
     def send_control(self, dst: int, payload: bytes) -> None:
+        """A control message: dropouts never strike here."""
         self._check_peer(dst)
         if self.rank in self.network.dropped:
             raise PeerDropped(self.rank)
@@ -265,10 +275,12 @@ class InProcessTransport(Transport):
         self.network._queue(self.rank, dst).put(data)
 
     def leave(self) -> None:
+        """This peer drops out now."""
         self.network.drop(self.rank)
         raise PeerDropped(self.rank)
 
     def recv(self, src: int) -> bytes:
+        """The next payload from peer ``src`` (blocks)."""
         self._check_peer(src)
         net = self.network
         q = net._queue(src, self.rank)
@@ -285,6 +297,7 @@ class InProcessTransport(Transport):
             return data
 
     def barrier(self) -> None:
+        """Wait until every peer reaches the barrier."""
         try:
             self.network._barrier.wait()
         except threading.BrokenBarrierError:
@@ -327,11 +340,15 @@ class TorchDistributedTransport(Transport):
         self._group = group
         super().__init__(dist.get_rank(group), dist.get_world_size(group))
         if device is None:
-            device = "cuda" if dist.get_backend(group) == "nccl" else "cpu"
-        self.device = torch.device(device)
+            # NCCL moves only GPU tensors: use this process's current GPU
+            on_gpu = dist.get_backend(group) == "nccl"
+            self.device = torch.device(torch.cuda.current_device() if on_gpu else "cpu")
+        else:
+            self.device = torch.device(device)
         self._pending: list[tuple[Any, Any]] = []
 
     def send(self, dst: int, payload: bytes) -> None:
+        """Queue ``payload`` for peer ``dst`` (ordered per pair)."""
         self._check_peer(dst)
         torch = self._torch
         data = bytes(payload)
@@ -345,6 +362,7 @@ class TorchDistributedTransport(Transport):
         self._reap()
 
     def recv(self, src: int) -> bytes:
+        """The next payload from peer ``src`` (blocks)."""
         self._check_peer(src)
         torch = self._torch
         header = torch.empty(1, dtype=torch.int64, device=self.device)
@@ -361,10 +379,12 @@ class TorchDistributedTransport(Transport):
         self._pending = [(w, t) for (w, t) in self._pending if not w.is_completed()]
 
     def flush(self) -> None:
+        """Wait for every pending send to complete."""
         for work, _ in self._pending:
             work.wait()
         self._pending.clear()
 
     def barrier(self) -> None:
+        """Wait until every peer reaches the barrier."""
         self.flush()
         self._dist.barrier(group=self._group)

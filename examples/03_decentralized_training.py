@@ -11,8 +11,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from dmhe.config import ConfigError, TrainConfig
 from dmhe.report import write_report
-from dmhe.trainer import ConfigError, TrainConfig, Trainer
+from dmhe.trainer import Trainer
 
 
 def main(rounds: int = 3, peers: int = 4, out: str | None = None) -> dict[str, float]:

@@ -1,0 +1,368 @@
+"""Encrypted aggregation: multiparty BFV under a collective key, summed with the collectives.
+
+One round, per peer (DESIGN §5), as the named steps of :meth:`EncryptedAggregator.allreduce_sum`:
+
+1. ``encrypt``: offset the quantized update to non-negative sub-values, pack ``pack`` of them
+   per coefficient (each with room for the K-fold sum), batch-encrypt under the collective
+   public key and modulus-switch to the wire level Q' derived from the noise bound;
+2. ``reduce_scatter_ciphertexts``: homomorphic addition along the topology;
+3. ``gather_c1``: all-gather of the aggregated c1 parts (a decryption share depends on c1 only;
+   a threshold round sends c0 too, so that any surviving peer can finish any chunk);
+4. ``decryption_shares`` + ``reduce_scatter_shares``: every peer's smudged share of every
+   chunk, summed so that each chunk's owner holds the sum of all K shares;
+5. ``open_chunk`` + ``gather_plaintext``: the owner decrypts its chunk, the plaintext chunks
+   are all-gathered, and the offset is removed.
+
+Per-peer traffic is about (K-1)/K * (|ct| + |c1| + |share| + |plain|): linear in the model size
+and flat in K. Set-up (once): a common CRP seed from all peers' contributions, then the
+collective public key (CKG) summed with an all-reduce over coefficient chunks. With t < K
+Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
+
+This file and ``encrypted_threshold.py`` are the only places in dmhe that call gpubfv.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from dmhe.aggregators.base import AggregatorBase, Option
+from dmhe.collectives import Codec, all_gather, all_gather_bytes, all_reduce, reduce_scatter
+from dmhe.transport import Transport
+from gpubfv import (
+    PRNG,
+    Backend,
+    Ciphertext,
+    CoefficientEncoder,
+    Encryptor,
+    Evaluator,
+    KeyGenerator,
+    Parameters,
+    get_backend,
+)
+from gpubfv.mhe import (
+    CollectiveDecrypt,
+    NoiseEstimate,
+    PublicKeyGen,
+    Share,
+    ShareJournal,
+    choose_parameters,
+)
+from gpubfv.serialization import from_bytes, pack_residues, to_bytes, unpack_residues
+
+__all__ = ["EncryptedAggregator"]
+
+
+@functools.cache
+def _plan(peers: int, value_bits: int, lam: int) -> tuple[Any, Parameters]:
+    """One plan and one Parameters object per setting, shared by the peers of a process (so
+    that an in-process simulation of K peers builds the tables once, not K times)."""
+    plan = choose_parameters(peers, value_bits, lam=lam)
+    return plan, Parameters(plan.literal)
+
+
+class EncryptedAggregator(AggregatorBase):
+    """`Aggregator` over multiparty BFV: exact sums, no peer or coalition of K-1 learns more.
+
+    Options (see ``OPTIONS``): ``value_bits`` (bits of the offset per-peer value range; 18 is
+    enough for the trainer's default clip 1 at 16 fractional bits), ``lam`` (smudging
+    statistical parameter), ``device``/``backend`` (the gpubfv backend: by default the kind of
+    ``device``), ``threshold`` t < K (Shamir-shared keys: the first t live peers decrypt, so
+    peers lost before decryption do not stop the round), ``drop_before_decrypt`` (simulation:
+    ranks lost after the ciphertext phase of every round).
+    """
+
+    name = "encrypted"
+    accepts_tensors = True  # torch tensors are taken by DLPack, on their device
+    OPTIONS = (
+        Option("value_bits", (int,), 18, "bits of one peer's offset value range", 1, 52),
+        Option("lam", (int,), 40, "smudging statistical security parameter", 32, 256),
+        Option("threshold", (int, type(None)), None, "t-out-of-K keys (None: all K)", 1),
+        Option("device", (str,), "cpu", "torch device of the updates: picks the backend"),
+        Option("backend", (str, type(None)), None, "gpubfv backend name, overrides device"),
+        Option("drop_before_decrypt", (list, tuple), (), "simulated losses (ranks)", item=int),
+    )
+
+    def __init__(self, world_size: int, **options: Any) -> None:
+        if not isinstance(world_size, int) or world_size < 1:
+            raise ValueError("world_size must be positive")
+        super().__init__(world_size, **options)
+        opts = self.options
+        threshold = opts["threshold"]
+        if threshold is not None and not 1 <= threshold <= world_size:
+            raise ValueError(f"threshold {threshold} outside 1..{world_size}")
+        self.plan, self.params = _plan(world_size, opts["value_bits"], opts["lam"])
+        self.backend: Backend = get_backend(opts["backend"] or Backend.device_kind(opts["device"]))
+        self.width = self.plan.width
+        self.modulus = 1 << self.width  # the sum of K offset values must stay below 2^width
+        # offset so that K offset values sum to at most 2^width - 1 (no carry between sub-slots)
+        self.offset = (self.modulus - 1) // (2 * world_size)
+        self.encoder = CoefficientEncoder(
+            self.params, self.backend, pack=self.plan.pack, width=self.width
+        )
+        self.level = self.plan.level
+        self.threshold = threshold
+        self.drop_before_decrypt = frozenset(opts["drop_before_decrypt"])
+        noise = NoiseEstimate.fresh(self.params, world_size).mod_switch(
+            self.params, self.level, world_size
+        )
+        self.decryptor = CollectiveDecrypt(
+            self.params, noise.summed(world_size), world_size, opts["lam"], self.backend
+        )
+        self.evaluator = Evaluator(self.params, backend=self.backend)
+        self.bytes_per_value = self.plan.bytes_per_value
+        self._sk: Any = None
+        self._pk: Any = None
+        self._prng: PRNG | None = None
+        self._journal: ShareJournal | None = None
+        self._threshold: Any = None  # ThresholdDecryption when t < K
+
+    @property
+    def uses_threshold(self) -> bool:
+        """Whether rounds decrypt with t < K Shamir-shared keys."""
+        return self.threshold is not None and self.threshold < self.k
+
+    # -- validation -------------------------------------------------------------------------------
+    def check(self, *, num_values: int, sum_bound: int, value_bound: int | None = None) -> None:
+        """Refuse, before training, what would not fit: the K-fold sum and each peer's value."""
+        if 2 * sum_bound >= self.modulus:
+            raise ValueError(
+                f"a sum bounded by {sum_bound} does not fit {self.width}-bit sub-slots; raise "
+                "value_bits or lower clip/scale_bits"
+            )
+        if value_bound is not None and value_bound > self.offset:
+            raise ValueError(
+                f"one peer's value may reach {value_bound} but {self.width}-bit sub-slots for "
+                f"{self.k} peers hold |value| <= {self.offset}; raise value_bits (aggregator "
+                "option) or lower clip/scale_bits/noise"
+            )
+        super().check(num_values=num_values, sum_bound=sum_bound, value_bound=value_bound)
+
+    def describe(self) -> str:
+        """The parameter plan and the parameters."""
+        return f"{self.plan.describe()}; {self.params.describe()}"
+
+    # -- set-up: collective public key ----------------------------------------------------------
+    def setup(self, transport: Transport) -> None:
+        """Secret key share, common CRP seed, collective public key; Shamir shares if t < K."""
+        if transport.world_size != self.k:
+            raise ValueError(
+                f"aggregator built for {self.k} peers, transport has {transport.world_size}"
+            )
+        self._prng = PRNG(backend=self.backend)
+        self._journal = ShareJournal(transport.rank)
+        self._sk = KeyGenerator(self.params, self.backend, self._prng).gen_secret_key()
+        seed = self._common_seed(transport)
+        ckg = PublicKeyGen(self.params, self.backend)
+        crp = ckg.sample_crp(seed)
+        share = ckg.gen_share(self._sk, crp, transport.rank, self._prng, self._journal)
+        total = self._sum_residues(transport, self.backend.to_numpy(share.data))
+        agg = Share(
+            share.protocol,
+            self.params,
+            share.digest,
+            frozenset(range(self.k)),
+            self.backend.asarray(total),
+            share.level,
+        )
+        self._pk = ckg.finalize(agg, crp, expected_peers=self.k)
+        if self.uses_threshold:
+            from dmhe.aggregators.encrypted_threshold import ThresholdDecryption
+
+            self._threshold = ThresholdDecryption(self, transport)
+
+    @staticmethod
+    def _common_seed(transport: Transport) -> bytes:
+        """Hash of every peer's random contribution: no peer alone chooses the CRP."""
+        contributions = all_gather_bytes(transport, os.urandom(32))
+        return hashlib.sha256(b"dmhe-crp" + b"".join(contributions)).digest()
+
+    def _sum_residues(self, transport: Transport, a: np.ndarray) -> np.ndarray:
+        """Sum an (L, N) residue array over all peers, mod each prime, by coefficient chunks."""
+        k, moduli = self.k, self.params.q
+        q = np.array(moduli, dtype=np.uint64)[:, None]
+        cols = np.array_split(np.arange(a.shape[-1]), k)
+        widths = [len(c) for c in cols]
+        codec: Codec[np.ndarray] = Codec(
+            encode=lambda x: np.ascontiguousarray(x).astype("<u4").tobytes(),
+            decode=lambda b, i: np.frombuffer(b, "<u4").reshape(len(moduli), widths[i]).copy(),
+            combine=lambda x, y: ((x.astype(np.uint64) + y) % q).astype(np.uint32),
+        )
+        chunks = [np.ascontiguousarray(a[:, c]) for c in cols]
+        return np.concatenate(all_reduce(transport, chunks, codec), axis=-1)
+
+    # -- codecs -----------------------------------------------------------------------------------
+    def _chunk_sizes(self, n_values: int) -> list[int]:
+        """Ciphertexts per chunk: as even as possible, empty chunks when K > count."""
+        count = max(1, math.ceil(n_values / self.encoder.slots))
+        return [len(c) for c in np.array_split(np.arange(count), self.k)]
+
+    def ct_codec(self, sizes: list[int], c1_only: bool) -> Codec[Ciphertext]:
+        """Ciphertext chunks at the wire level (``c1_only``: only c1 travels, c0 is zero)."""
+        moduli = self.params.q[: self.level]
+        n, level = self.params.n, self.level
+        comps = [1] if c1_only else [0, 1]
+
+        def encode(c: Ciphertext) -> bytes:
+            host = self.backend.to_numpy(c.data)
+            return pack_residues(np.ascontiguousarray(host[:, comps]), moduli)
+
+        def decode(b: bytes, i: int) -> Ciphertext:
+            part = unpack_residues(b, moduli, n, (sizes[i], len(comps)))
+            data = np.zeros((sizes[i], 2, level, n), dtype=np.uint32)
+            data[:, comps] = part
+            return Ciphertext(self.params, self.backend.asarray(data))
+
+        return Codec(encode=encode, decode=decode, combine=self.evaluator.add)
+
+    def share_codec(self) -> Codec[Share]:
+        """Decryption shares; combining two sums them."""
+        return Codec(
+            encode=to_bytes,
+            decode=lambda b, _i: from_bytes(self.params, b, Share, self.backend),
+            combine=lambda a, b: self.decryptor.aggregate([a, b]),
+        )
+
+    def sums_codec(self, sizes: list[int]) -> Codec[np.ndarray]:
+        """Decrypted packed chunks travel at the sub-slot width, not as int64."""
+        wmod = (self.modulus,)
+
+        def encode(a: np.ndarray) -> bytes:
+            return pack_residues(a, wmod, dtype=np.uint64) if a.size else b""
+
+        def decode(b: bytes, i: int) -> np.ndarray:
+            width = sizes[i] * self.encoder.slots
+            if not width:
+                return np.zeros((1, 0), dtype=np.uint64)
+            return unpack_residues(b, wmod, width, (), np.uint64)
+
+        return Codec(encode=encode, decode=decode)
+
+    # -- one round --------------------------------------------------------------------------------
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _as_backend_array(self, values: Any) -> Any:
+        """numpy/CuPy array of the backend from an array or a torch tensor, without host copies
+        where the device matches (a CUDA tensor goes to CuPy by DLPack)."""
+        if hasattr(values, "__dlpack__") and not isinstance(values, np.ndarray):
+            values = values.detach()
+            if not self.backend.holds(values):
+                if self.backend.is_gpu:
+                    return self.backend.asarray(values.cpu().numpy())
+                values = values.cpu()
+            return self.backend.from_dlpack(values.contiguous())
+        return self.backend.xp.asarray(values)
+
+    def _validated(self, values: Any) -> Any:
+        values = self._as_backend_array(values)
+        if values.dtype != np.int64 or values.ndim != 1:
+            raise TypeError(f"values must be 1-D int64, got {values.dtype} {values.shape}")
+        if values.size and int(np.abs(values).max()) > self.offset:
+            raise ValueError(
+                f"|value| {int(np.abs(values).max())} exceeds the offset {self.offset} "
+                f"of {self.width}-bit sub-slots for {self.k} peers"
+            )
+        return values
+
+    def allreduce_sum(self, transport: Transport, values: Any) -> np.ndarray:
+        """The exact int64 sum of every peer's ``values`` (see the module docstring)."""
+        if self._pk is None:
+            raise RuntimeError("setup() must run before allreduce_sum()")
+        values = self._validated(values)
+        self.timings = {"encrypt": 0.0, "communicate": 0.0, "decrypt": 0.0}
+        self.contributors = self.k
+        sizes = self._chunk_sizes(values.size)
+        with self._phase("encrypt"):
+            chunks = self.encrypt(values, sizes)
+        with self._phase("communicate"):
+            own_idx, own_ct = self.reduce_scatter_ciphertexts(transport, chunks, sizes)
+            aggs = self.gather_c1(transport, own_idx, own_ct, sizes)
+        if self._threshold is not None:
+            sums = self._threshold.decrypt(transport, aggs, sizes)
+        else:
+            with self._phase("decrypt"):
+                shares = self.decryption_shares(aggs, transport.rank)
+            with self._phase("communicate"):
+                agg = self.reduce_scatter_shares(transport, shares, own_idx)
+            with self._phase("decrypt"):
+                mine = self.open_chunk(own_ct, agg, self.k)
+            with self._phase("communicate"):
+                sums = self.gather_plaintext(transport, own_idx, mine, sizes)
+        total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
+        total -= np.int64(self.k * self.offset)
+        self._journal.release()  # the round is done: keep only what the shares were for
+        return total
+
+    def encrypt(self, values: Any, sizes: list[int]) -> list[Ciphertext]:
+        """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk."""
+        n_ct = sum(sizes)
+        slots = self.encoder.slots
+        padded = self.backend.xp.zeros(n_ct * slots, dtype=np.int64)
+        padded[: values.size] = values
+        padded += np.int64(self.offset)
+        pts = self.encoder.encode(padded.reshape(n_ct, slots))
+        enc = Encryptor(self.params, self._pk, backend=self.backend, prng=self._prng)
+        ct = self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        return [Ciphertext(self.params, ct.data[starts[i] : starts[i + 1]]) for i in range(self.k)]
+
+    def reduce_scatter_ciphertexts(
+        self, transport: Transport, chunks: list[Ciphertext], sizes: list[int]
+    ) -> tuple[int, Ciphertext]:
+        """``(index, chunk summed over all peers)``: every peer's update is in the sum."""
+        return reduce_scatter(transport, chunks, self.ct_codec(sizes, c1_only=False))
+
+    def gather_c1(
+        self, transport: Transport, index: int, chunk: Ciphertext, sizes: list[int]
+    ) -> list[Ciphertext]:
+        """Every aggregated chunk (c1 only, unless a threshold round needs c0 too)."""
+        codec = self.ct_codec(sizes, c1_only=not self.uses_threshold)
+        return all_gather(transport, index, chunk, codec)
+
+    def decryption_shares(
+        self,
+        aggs: list[Ciphertext],
+        rank: int,
+        key: Any = None,
+        active_set: frozenset[int] | None = None,
+    ) -> list[Share]:
+        """This peer's smudged decryption share of every chunk (journaled: never twice)."""
+        key = self._sk if key is None else key
+        extra = {} if active_set is None else {"active_set": active_set}
+        return [
+            self.decryptor.gen_share(key, c, rank, self._prng, self._journal, **extra) for c in aggs
+        ]
+
+    def reduce_scatter_shares(
+        self, transport: Transport, shares: list[Share], own_idx: int
+    ) -> Share:
+        """The sum of every peer's share of this peer's own chunk."""
+        idx, agg = reduce_scatter(transport, shares, self.share_codec())
+        if idx != own_idx:
+            raise RuntimeError("ownership of shares and ciphertexts differs")
+        return agg
+
+    def open_chunk(self, ct: Ciphertext, agg: Share, peers: int) -> np.ndarray:
+        """Decrypt one aggregated chunk with the sum of ``peers`` shares: packed sub-slots."""
+        pt = self.decryptor.decrypt(ct, agg, expected_peers=peers)
+        return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
+
+    def gather_plaintext(
+        self, transport: Transport, index: int, opened: np.ndarray, sizes: list[int]
+    ) -> list[np.ndarray]:
+        """Every opened chunk (packed sub-slots, at the sub-slot width on the wire)."""
+        return all_gather(transport, index, opened, self.sums_codec(sizes))

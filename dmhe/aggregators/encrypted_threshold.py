@@ -1,0 +1,152 @@
+"""Threshold decryption for :class:`~dmhe.aggregators.encrypted.EncryptedAggregator` (t < K).
+
+At set-up every peer Shamir-shares its key share s_i to every other (point = rank + 1) and
+keeps F(x_rank) = sum_i f_i(x_rank). In a round, after the ciphertext phase, the live set is
+agreed by a liveness exchange (a peer lost before decryption is noticed by all alike), the
+active set A (the first t live peers) is fixed before any share, members of A make one share
+per chunk with their Lagrange-weighted key share, the shares are summed along a sub-ring over
+A, each member opens its chunks, and the plaintexts are all-gathered over A and forwarded to the
+live peers outside A. A member of A lost after that point aborts the round (``PeerDropped``):
+the trainer retries with fresh ciphertexts, so no peer ever makes a second share for the same c1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dmhe.collectives import Codec, all_gather, reduce_scatter
+from dmhe.framing import frame, unframe
+from dmhe.transport import PeerDropped, Transport
+from gpubfv.mhe import ShamirShare, Thresholdizer
+from gpubfv.serialization import from_bytes, to_bytes
+
+if TYPE_CHECKING:
+    from dmhe.aggregators.encrypted import EncryptedAggregator
+    from gpubfv import Ciphertext
+
+__all__ = ["SubRing", "ThresholdDecryption"]
+
+
+class SubRing(Transport):
+    """A transport over a subset of peers, relabelled 0..len(members)-1, on top of another."""
+
+    def __init__(self, base: Transport, members: list[int]) -> None:
+        super().__init__(members.index(base.rank), len(members))
+        self.base, self.members = base, members
+
+    def send(self, dst: int, payload: bytes) -> None:
+        """Send to member ``dst``."""
+        self.base.send(self.members[dst], payload)
+
+    def recv(self, src: int) -> bytes:
+        """Receive from member ``src``."""
+        return self.base.recv(self.members[src])
+
+    def barrier(self) -> None:
+        """The base transport's barrier."""
+        self.base.barrier()
+
+
+def _list_codec(item: Codec[Any], members: list[list[int]]) -> Codec[list[Any]]:
+    """A list of items per group as one framed message; ``members[g]`` are group g's indices."""
+
+    def combine(a: list[Any], b: list[Any]) -> list[Any]:
+        assert item.combine is not None
+        return [item.combine(x, y) for x, y in zip(a, b, strict=True)]
+
+    return Codec(
+        encode=lambda items: frame([item.encode(x) for x in items]),
+        decode=lambda buf, g: [
+            item.decode(b, i)
+            for i, b in zip(members[g], unframe(buf, len(members[g])), strict=True)
+        ],
+        combine=combine if item.combine is not None else None,
+    )
+
+
+class ThresholdDecryption:
+    """The t-of-K key material of one peer and the round's decryption over the active set."""
+
+    def __init__(self, agg: EncryptedAggregator, transport: Transport) -> None:
+        """Shamir-share this peer's key share: point-to-point, once per run, (K-1) ring
+        elements over QP per peer. The shares are secret: a deployment sends them over
+        authenticated, encrypted channels (TLS)."""
+        assert agg.threshold is not None
+        self.agg = agg
+        k, rank = agg.k, transport.rank
+        th = Thresholdizer(agg.params, agg.threshold, [p + 1 for p in range(k)], agg.backend)
+        mine = th.gen_shares(agg._sk, rank, agg._prng)
+        for p in range(k):
+            if p != rank:
+                transport.send(p, to_bytes(mine[p]))
+        received = [mine[rank]]
+        for p in range(k):
+            if p != rank:
+                sh = from_bytes(agg.params, transport.recv(p), ShamirShare, agg.backend)
+                if sh.sender != p or sh.point != rank + 1:
+                    raise ValueError(f"peer {p} sent a Shamir share for the wrong point")
+                received.append(sh)
+        self.thresholdizer = th
+        self.key = th.aggregate(received, rank + 1)
+
+    def active_set(self, transport: Transport) -> tuple[list[int], list[int]]:
+        """``(live peers, active set A)``, agreed by every live peer alike."""
+        agg = self.agg
+        if transport.rank in agg.drop_before_decrypt:
+            transport.leave()  # simulated loss of this peer before decryption
+        with agg._phase("communicate"):
+            live = transport.live_peers()
+        t = agg.threshold
+        assert t is not None
+        if len(live) < t:
+            raise PeerDropped(
+                min(set(range(agg.k)) - set(live)),
+                f"only {len(live)} live peers, threshold {t}: round discarded",
+            )
+        return live, live[:t]
+
+    def decrypt(
+        self, transport: Transport, aggs: list[Ciphertext], sizes: list[int]
+    ) -> list[np.ndarray]:
+        """The K opened chunks (packed sub-slots), on every live peer."""
+        agg, rank = self.agg, transport.rank
+        live, active = self.active_set(transport)
+        t = len(active)
+        groups = [[int(i) for i in g] for g in np.array_split(np.arange(agg.k), t)]
+        sums_codec = _list_codec(agg.sums_codec(sizes), groups)
+        outside = [p for p in live if p not in active]
+        if rank not in active:
+            server = active[outside.index(rank) % t]
+            with agg._phase("communicate"):
+                buf = transport.recv(server)
+            everything = _list_codec(agg.sums_codec(sizes), [list(range(agg.k))])
+            return everything.decode(buf, 0)
+        points = [p + 1 for p in active]
+        with agg._phase("decrypt"):
+            key = self.thresholdizer.additive_share(self.key, points)
+            shares = agg.decryption_shares(aggs, rank, key, active_set=frozenset(points))
+        sub = SubRing(transport, active)
+        with agg._phase("communicate"):
+            share_codec = _list_codec(agg.share_codec(), groups)
+            g_idx, g_agg = reduce_scatter(
+                sub, [[shares[i] for i in g] for g in groups], share_codec
+            )
+        with agg._phase("decrypt"):
+            opened = [
+                agg.open_chunk(aggs[i], a, t) for i, a in zip(groups[g_idx], g_agg, strict=True)
+            ]
+        with agg._phase("communicate"):
+            gathered = all_gather(sub, g_idx, opened, sums_codec)
+            sums: list[Any] = [None] * agg.k
+            for g, items in zip(groups, gathered, strict=True):
+                for i, arr in zip(g, items, strict=True):
+                    sums[i] = arr
+            # forward the result to the live peers outside A (each member serves a share of them)
+            payload = frame([agg.sums_codec(sizes).encode(s) for s in sums])
+            pos = active.index(rank)
+            for j, p in enumerate(outside):
+                if j % t == pos:
+                    transport.send(p, payload)
+        return sums

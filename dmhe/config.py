@@ -1,0 +1,175 @@
+"""The training configuration: schema, the mode table, validation, and the error types.
+
+Importing this module imports neither torch nor gpubfv (``validate`` imports what it needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+__all__ = [
+    "MODES",
+    "SECURE_MODES",
+    "ConfigError",
+    "Mode",
+    "TrainConfig",
+    "UpdateRefused",
+]
+
+
+class Mode(NamedTuple):
+    """What a training mode does: which aggregator, whether updates are quantized, whether
+    each peer adds a DP noise share."""
+
+    aggregator: str
+    quantized: bool
+    dp: bool
+
+
+#: training mode -> what it does (the one mode table, used by the trainer and the engine)
+MODES: dict[str, Mode] = {
+    "plaintext": Mode("plaintext", False, False),
+    "plaintext-quantized": Mode("plaintext", True, False),
+    "dp": Mode("dp", True, True),
+    "secagg": Mode("secagg", True, False),
+    "encrypted": Mode("encrypted", True, False),
+    "encrypted-dp": Mode("encrypted", True, True),
+}
+SECURE_MODES = ("secagg", "encrypted", "encrypted-dp")
+
+
+class ConfigError(ValueError):
+    """An impossible or unsafe training configuration, refused before training starts."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run (plain data: ``to_dict``/``from_dict`` round-trip).
+
+    ``validate`` refuses impossible or unsafe settings with a :class:`ConfigError`; the
+    aggregator's own options (``aggregator_options``) are checked against its schema when the
+    aggregator is built (``dmhe.aggregators.make_aggregator``).
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    peers: int = 4
+    rounds: int = 5
+    local_steps: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    mode: str = "plaintext-quantized"
+    clip: float = 1.0
+    clip_kind: str = "l2"  # "l2" (global norm) or "coordinate"
+    scale_bits: int = 16
+    threshold: int | None = None  # t-out-of-K (encrypted modes); None: all K needed
+    device: str = "cpu"
+    seed: int = 0
+    out_dir: str | None = None
+    alpha: float | None = None  # Dirichlet non-IID concentration; None: IID
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_sigma: float | None = None  # noise multiplier, instead of a target epsilon
+    data_dir: str | None = None
+    download: bool = False
+    drop_prob: float = 0.0
+    max_retries: int = 3  # a round whose aggregation loses a needed peer is retried
+    synthetic_shape: tuple[int, ...] = (1, 28, 28)
+    synthetic_size: tuple[int, int] = (600, 200)
+    aggregator_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain data (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        d["synthetic_shape"] = list(self.synthetic_shape)
+        d["synthetic_size"] = list(self.synthetic_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError`."""
+        d = dict(d)
+        for key in ("synthetic_shape", "synthetic_size"):
+            if key in d:
+                d[key] = tuple(d[key])
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` with the reason if the configuration cannot run."""
+
+        from dmhe.data import DATASETS
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(self.mode in MODES, f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose from {DATASETS}")
+        need(isinstance(self.peers, int) and self.peers >= 1, f"peers must be >= 1: {self.peers}")
+        if self.mode in SECURE_MODES:
+            need(self.peers >= 2, f"mode {self.mode!r} needs at least 2 peers")
+        need(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
+        need(self.local_steps >= 1, f"local_steps must be >= 1, got {self.local_steps}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
+        need(self.clip > 0 and math.isfinite(self.clip), f"clip must be positive: {self.clip}")
+        need(self.clip_kind in ("l2", "coordinate"), f"clip_kind: l2|coordinate: {self.clip_kind}")
+        need(
+            isinstance(self.scale_bits, int) and 0 <= self.scale_bits <= 52,
+            f"scale_bits must be in [0, 52], got {self.scale_bits}",
+        )
+        if self.threshold is not None:
+            need(
+                MODES[self.mode].aggregator == "encrypted",
+                f"threshold only applies to encrypted modes, not {self.mode!r}",
+            )
+            need(
+                1 <= self.threshold <= self.peers,
+                f"threshold must be in [1, peers={self.peers}], got {self.threshold}",
+            )
+        need(0.0 <= self.drop_prob < 1.0, f"drop_prob must be in [0, 1), got {self.drop_prob}")
+        need(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        if self.alpha is not None:
+            need(self.alpha > 0, f"alpha (Dirichlet) must be positive, got {self.alpha}")
+        from gpubfv.backend import Backend  # the one place that knows device names
+
+        on_gpu = isinstance(self.device, str) and Backend.device_kind(self.device) != "cpu"
+        need(self.device == "cpu" or on_gpu, f"bad device {self.device!r}")
+        if on_gpu:
+            import torch
+
+            need(torch.cuda.is_available(), f"device {self.device!r} asked but CUDA is unavailable")
+        is_dp = MODES[self.mode].dp
+        if is_dp:
+            need(
+                (self.dp_epsilon is None) != (self.dp_sigma is None),
+                f"mode {self.mode!r} needs exactly one of dp_epsilon or dp_sigma",
+            )
+            if self.dp_epsilon is not None:
+                need(self.dp_epsilon > 0, f"dp_epsilon must be positive: {self.dp_epsilon}")
+            if self.dp_sigma is not None:
+                need(self.dp_sigma > 0, f"dp_sigma must be positive: {self.dp_sigma}")
+            need(0 < self.dp_delta < 1, f"dp_delta must be in (0, 1), got {self.dp_delta}")
+        else:
+            need(
+                self.dp_epsilon is None and self.dp_sigma is None,
+                f"dp_epsilon/dp_sigma given but mode {self.mode!r} adds no noise",
+            )
+        if MODES[self.mode].quantized:
+            from dmhe.pipeline import no_wrap_bound
+
+            # int64 headroom now, before any peer is built; the aggregator's own modulus (and
+            # the DP noise) when the pipeline is built.
+            no_wrap_bound(self.peers, self.clip, self.scale_bits, 1 << 64)
+
+
+class UpdateRefused(ValueError):
+    """A peer's update cannot be aggregated (NaN/inf, or beyond the quantizer's range): the
+    round is refused, naming the peer and the round, and nothing of it is kept."""
