@@ -184,8 +184,11 @@ class SecureAggregationEngine:
                     raise ConfigError("the optimizer holds a parameter that is not in the module")
         if not isinstance(data_loader, Iterable):
             raise ConfigError("data_loader must be iterable")
+        options = dict(self.options)
+        if MODES[self.mode].aggregator == "encrypted":  # the plan's budget D is per update size
+            options.setdefault("values", sum(p.numel() for p in params))
         try:
-            aggregator = make_aggregator(MODES[self.mode].aggregator, self.peers, **self.options)
+            aggregator = make_aggregator(MODES[self.mode].aggregator, self.peers, **options)
         except (ImportError, ValueError) as exc:
             raise ConfigError(f"aggregator {MODES[self.mode].aggregator!r}: {exc}") from None
         self.pipeline.check(aggregator, sum(p.numel() for p in params))

@@ -114,6 +114,11 @@ class Trainer:
         if self.agg_name == "encrypted":
             options.setdefault("threshold", cfg.threshold)
             options.setdefault("device", cfg.device)
+            # the smudging's decryption budget D = rounds x ciphertexts for this model
+            options.setdefault("rounds", cfg.rounds)
+            options.setdefault("values", self.num_values)
+            if self.run_dir is not None:
+                options.setdefault("journal_dir", str(self.run_dir.path / "journals"))
         try:
             self.aggregators: dict[int, Aggregator] = {
                 r: make_aggregator(self.agg_name, cfg.peers, **options) for r in self.local_peers

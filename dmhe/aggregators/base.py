@@ -51,6 +51,7 @@ class Option:
     low: int | float | None = None
     high: int | float | None = None
     item: type | None = None
+    choices: tuple[str, ...] | None = None
 
     def check(self, owner: str, value: Any) -> Any:
         """``value`` if it fits this option, else :class:`ConfigError` naming the rule."""
@@ -63,6 +64,10 @@ class Option:
                 raise ConfigError(f"{owner} option {self.name}={value!r} below {self.low}")
             if self.high is not None and value > self.high:
                 raise ConfigError(f"{owner} option {self.name}={value!r} above {self.high}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(
+                f"{owner} option {self.name}={value!r}: choose one of {', '.join(self.choices)}"
+            )
         if self.item is not None and isinstance(value, (list, tuple)):
             bad = [v for v in value if not isinstance(v, self.item) or isinstance(v, bool)]
             if bad:

@@ -23,13 +23,17 @@ This file and ``encrypted_threshold.py`` are the only places in dmhe that call g
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
 import os
+import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,31 +46,58 @@ from gpubfv import (
     Backend,
     Ciphertext,
     CoefficientEncoder,
+    Context,
     Encryptor,
     Evaluator,
     KeyGenerator,
-    Parameters,
     get_backend,
 )
 from gpubfv.mhe import (
+    NOTIONS,
+    AggregationPlan,
     CollectiveDecrypt,
+    DecryptionShare,
     NoiseEstimate,
+    Party,
     PublicKeyGen,
-    Share,
     ShareJournal,
-    choose_parameters,
+    choose_parameters_for_updates,
 )
 from gpubfv.serialization import from_bytes, pack_residues, to_bytes, unpack_residues
 
 __all__ = ["EncryptedAggregator"]
 
+#: update size assumed when the aggregator is used before ``check(num_values=...)``
+DEFAULT_VALUES = 1 << 20
+
 
 @functools.cache
-def _plan(peers: int, value_bits: int, lam: int) -> tuple[Any, Parameters]:
-    """One plan and one Parameters object per setting, shared by the peers of a process (so
-    that an in-process simulation of K peers builds the tables once, not K times)."""
-    plan = choose_parameters(peers, value_bits, lam=lam)
-    return plan, Parameters(plan.literal)
+def _plan(
+    peers: int, value_bits: int, notion: str, lam: int, rounds: int, values: int, backend: str
+) -> tuple[AggregationPlan, Context]:
+    """One plan and one Context per setting, shared by the peers of a process (so that an
+    in-process simulation of K peers builds the tables once, not K times). The decryption budget
+    D of the smudging is ``rounds`` x the plan's ciphertexts for ``values`` values."""
+    plan = choose_parameters_for_updates(
+        peers, value_bits, values_per_round=values, rounds=rounds, notion=notion, lam=lam
+    )
+    return plan, Context(plan.params, get_backend(backend))
+
+
+@functools.cache
+def _private_dir() -> str:
+    """This process's private directory for the journals of ephemeral key shares."""
+    holder = tempfile.TemporaryDirectory(prefix="dmhe-journals-")
+    _TEMP_DIRS.append(holder)  # kept alive (and removed) with the process
+    return holder.name
+
+
+_TEMP_DIRS: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def sub_slot_width(peers: int, value_bits: int) -> int:
+    """Bits per packed sub-value: one peer's offset range plus room for the K-fold sum."""
+    return value_bits + max(1, math.ceil(math.log2(peers)))
 
 
 class EncryptedAggregator(AggregatorBase):
@@ -84,7 +115,11 @@ class EncryptedAggregator(AggregatorBase):
     accepts_tensors = True  # torch tensors are taken by DLPack, on their device
     OPTIONS = (
         Option("value_bits", (int,), 18, "bits of one peer's offset value range", 1, 52),
-        Option("lam", (int,), 40, "smudging statistical security parameter", 32, 256),
+        Option("smudging", (str,), "statistical", "smudging notion", choices=tuple(NOTIONS)),
+        Option("lam", (int,), 40, "smudging security parameter lambda", 32, 256),
+        Option("rounds", (int,), 1000, "rounds the keys may decrypt (budget D)", 1, 10**7),
+        Option("values", (int,), DEFAULT_VALUES, "values per update (sizes D)", 1, 2**40),
+        Option("journal_dir", (str, type(None)), None, "where the share journals are kept"),
         Option("threshold", (int, type(None)), None, "t-out-of-K keys (None: all K)", 1),
         Option("device", (str,), "cpu", "torch device of the updates: picks the backend"),
         Option("backend", (str, type(None)), None, "gpubfv backend name, overrides device"),
@@ -99,27 +134,36 @@ class EncryptedAggregator(AggregatorBase):
         threshold = opts["threshold"]
         if threshold is not None and not 1 <= threshold <= world_size:
             raise ValueError(f"threshold {threshold} outside 1..{world_size}")
-        self.plan, self.params = _plan(world_size, opts["value_bits"], opts["lam"])
         self.backend: Backend = get_backend(opts["backend"] or Backend.device_kind(opts["device"]))
-        self.width = self.plan.width
+        self.width = sub_slot_width(world_size, opts["value_bits"])
         self.modulus = 1 << self.width  # the sum of K offset values must stay below 2^width
         # offset so that K offset values sum to at most 2^width - 1 (no carry between sub-slots)
         self.offset = (self.modulus - 1) // (2 * world_size)
-        self.encoder = CoefficientEncoder(
-            self.params, self.backend, pack=self.plan.pack, width=self.width
-        )
-        self.level = self.plan.level
         self.threshold = threshold
         self.drop_before_decrypt = frozenset(opts["drop_before_decrypt"])
-        noise = NoiseEstimate.fresh(self.params, world_size).mod_switch(
-            self.params, self.level, world_size
+        self.rounds, self.values = opts["rounds"], opts["values"]
+        self.plan, self.ctx = _plan(
+            world_size,
+            opts["value_bits"],
+            opts["smudging"],
+            opts["lam"],
+            self.rounds,
+            self.values,
+            self.backend.name,
         )
+        self.params = self.plan.params
+        if self.plan.width != self.width:
+            raise AssertionError("planner and aggregator disagree on the sub-slot width")
+        self.encoder = CoefficientEncoder(self.ctx, pack=self.plan.pack, width=self.width)
+        self.level = self.plan.level
+        k = self.k
+        noise = NoiseEstimate.fresh(self.params, k).mod_switch(self.params, self.level, k)
         self.decryptor = CollectiveDecrypt(
-            self.params, noise.summed(world_size), world_size, opts["lam"], self.backend
+            self.ctx, noise.summed(k), peers=k, smudging=self.plan.smudging
         )
-        self.evaluator = Evaluator(self.params, backend=self.backend)
+        self.evaluator = Evaluator(self.ctx)
         self.bytes_per_value = self.plan.bytes_per_value
-        self._sk: Any = None
+        self._party: Party | None = None
         self._pk: Any = None
         self._prng: PRNG | None = None
         self._journal: ShareJournal | None = None
@@ -144,6 +188,13 @@ class EncryptedAggregator(AggregatorBase):
                 f"{self.k} peers hold |value| <= {self.offset}; raise value_bits (aggregator "
                 "option) or lower clip/scale_bits/noise"
             )
+        rows = self.rounds * sum(self._chunk_sizes(num_values))
+        if rows > self.plan.smudging.budget:
+            raise ValueError(
+                f"{self.rounds} rounds of {num_values} values need {rows} decryptions, the "
+                f"smudging was planned for D={self.plan.smudging.budget} (values="
+                f"{self.values}); pass the aggregator option values={num_values}"
+            )
         super().check(num_values=num_values, sum_bound=sum_bound, value_bound=value_bound)
 
     def describe(self) -> str:
@@ -158,26 +209,40 @@ class EncryptedAggregator(AggregatorBase):
                 f"aggregator built for {self.k} peers, transport has {transport.world_size}"
             )
         self._prng = PRNG(backend=self.backend)
-        self._journal = ShareJournal(transport.rank)
-        self._sk = KeyGenerator(self.params, self.backend, self._prng).gen_secret_key()
-        seed = self._common_seed(transport)
-        ckg = PublicKeyGen(self.params, self.backend)
-        crp = ckg.sample_crp(seed)
-        share = ckg.gen_share(self._sk, crp, transport.rank, self._prng, self._journal)
-        total = self._sum_residues(transport, self.backend.to_numpy(share.data))
-        agg = Share(
-            share.protocol,
-            self.params,
-            share.digest,
-            frozenset(range(self.k)),
-            self.backend.asarray(total),
-            share.level,
+        sk = KeyGenerator(self.ctx, self._prng).gen_secret_key()
+        self._journal = self.open_journal(transport.rank, "additive")
+        self._party = Party(
+            self.ctx, sk, peer_id=transport.rank, journal=self._journal, prng=self._prng
         )
-        self._pk = ckg.finalize(agg, crp, expected_peers=self.k)
+        seed = self._common_seed(transport)
+        ckg = PublicKeyGen(self.ctx, peers=self.k)
+        crp = ckg.sample_crp(seed)
+        share = self._party.public_key_share(ckg, crp)
+        total = self._sum_residues(transport, self.backend.to_numpy(share.data))
+        agg = dataclasses.replace(
+            share, senders=frozenset(range(self.k)), data=self.backend.asarray(total)
+        )
+        self._pk = ckg.finalize(agg, crp)
         if self.uses_threshold:
             from dmhe.aggregators.encrypted_threshold import ThresholdDecryption
 
             self._threshold = ThresholdDecryption(self, transport)
+
+    def open_journal(self, rank: int, key: str) -> ShareJournal:
+        """A fresh persistent share journal for one new key share of peer ``rank``.
+
+        Key shares are generated at every set-up and never written to disk, so each gets its own
+        journal file: in ``journal_dir`` when given (the trainer uses the run directory), else in
+        a private temporary directory of this process (mode 0700, removed at exit).
+        """
+        folder = self.options["journal_dir"]
+        if folder is None:
+            path = Path(_private_dir())
+        else:
+            path = Path(folder)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = f"peer{rank}-{key}-{secrets.token_hex(8)}.journal"
+        return ShareJournal.open(path / name)
 
     @staticmethod
     def _common_seed(transport: Transport) -> bytes:
@@ -223,11 +288,11 @@ class EncryptedAggregator(AggregatorBase):
 
         return Codec(encode=encode, decode=decode, combine=self.evaluator.add)
 
-    def share_codec(self) -> Codec[Share]:
+    def share_codec(self) -> Codec[DecryptionShare]:
         """Decryption shares; combining two sums them."""
         return Codec(
             encode=to_bytes,
-            decode=lambda b, _i: from_bytes(self.params, b, Share, self.backend),
+            decode=lambda b, _i: from_bytes(self.ctx, b, DecryptionShare),
             combine=lambda a, b: self.decryptor.aggregate([a, b]),
         )
 
@@ -295,16 +360,19 @@ class EncryptedAggregator(AggregatorBase):
             sums = self._threshold.decrypt(transport, aggs, sizes)
         else:
             with self._phase("decrypt"):
-                shares = self.decryption_shares(aggs, transport.rank)
+                shares = self.decryption_shares(aggs)
             with self._phase("communicate"):
                 agg = self.reduce_scatter_shares(transport, shares, own_idx)
             with self._phase("decrypt"):
-                mine = self.open_chunk(own_ct, agg, self.k)
+                mine = self.open_chunk(own_ct, agg)
             with self._phase("communicate"):
                 sums = self.gather_plaintext(transport, own_idx, mine, sizes)
         total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
         total -= np.int64(self.k * self.offset)
-        self._journal.release()  # the round is done: keep only what the shares were for
+        # the round is done: keep only what the shares were for
+        self._journal.release()
+        if self._threshold is not None:
+            self._threshold.journal.release()
         return total
 
     def encrypt(self, values: Any, sizes: list[int]) -> list[Ciphertext]:
@@ -315,7 +383,7 @@ class EncryptedAggregator(AggregatorBase):
         padded[: values.size] = values
         padded += np.int64(self.offset)
         pts = self.encoder.encode(padded.reshape(n_ct, slots))
-        enc = Encryptor(self.params, self._pk, backend=self.backend, prng=self._prng)
+        enc = Encryptor(self.ctx, self._pk, prng=self._prng)
         ct = self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         return [Ciphertext(self.params, ct.data[starts[i] : starts[i + 1]]) for i in range(self.k)]
@@ -334,31 +402,27 @@ class EncryptedAggregator(AggregatorBase):
         return all_gather(transport, index, chunk, codec)
 
     def decryption_shares(
-        self,
-        aggs: list[Ciphertext],
-        rank: int,
-        key: Any = None,
-        active_set: frozenset[int] | None = None,
-    ) -> list[Share]:
-        """This peer's smudged decryption share of every chunk (journaled: never twice)."""
-        key = self._sk if key is None else key
-        extra = {} if active_set is None else {"active_set": active_set}
-        return [
-            self.decryptor.gen_share(key, c, rank, self._prng, self._journal, **extra) for c in aggs
-        ]
+        self, aggs: list[Ciphertext], party: Party | None = None
+    ) -> list[DecryptionShare]:
+        """``party``'s (default: this peer's) smudged decryption share of every chunk; the
+        party's journal makes sure no c1 row ever gets a second share."""
+        party = self._party if party is None else party
+        assert party is not None
+        return [party.decryption_share(self.decryptor, c) for c in aggs]
 
     def reduce_scatter_shares(
-        self, transport: Transport, shares: list[Share], own_idx: int
-    ) -> Share:
+        self, transport: Transport, shares: list[DecryptionShare], own_idx: int
+    ) -> DecryptionShare:
         """The sum of every peer's share of this peer's own chunk."""
         idx, agg = reduce_scatter(transport, shares, self.share_codec())
         if idx != own_idx:
             raise RuntimeError("ownership of shares and ciphertexts differs")
         return agg
 
-    def open_chunk(self, ct: Ciphertext, agg: Share, peers: int) -> np.ndarray:
-        """Decrypt one aggregated chunk with the sum of ``peers`` shares: packed sub-slots."""
-        pt = self.decryptor.decrypt(ct, agg, expected_peers=peers)
+    def open_chunk(self, ct: Ciphertext, agg: DecryptionShare) -> np.ndarray:
+        """Decrypt one aggregated chunk with the sum of every expected peer's share (all K, or
+        the active set carried by threshold shares): packed sub-slots."""
+        pt = self.decryptor.decrypt(ct, agg)
         return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
 
     def gather_plaintext(

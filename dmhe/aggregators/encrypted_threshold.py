@@ -19,7 +19,7 @@ import numpy as np
 from dmhe.collectives import Codec, all_gather, reduce_scatter
 from dmhe.framing import frame, unframe
 from dmhe.transport import PeerDropped, Transport
-from gpubfv.mhe import ShamirShare, Thresholdizer
+from gpubfv.mhe import Party, ShamirShare, Thresholdizer
 from gpubfv.serialization import from_bytes, to_bytes
 
 if TYPE_CHECKING:
@@ -76,20 +76,23 @@ class ThresholdDecryption:
         assert agg.threshold is not None
         self.agg = agg
         k, rank = agg.k, transport.rank
-        th = Thresholdizer(agg.params, agg.threshold, [p + 1 for p in range(k)], agg.backend)
-        mine = th.gen_shares(agg._sk, rank, agg._prng)
+        th = Thresholdizer(agg.ctx, agg.threshold, [p + 1 for p in range(k)])
+        assert agg._party is not None
+        mine = th.gen_shares(agg._party.key_share, rank, agg._prng)
         for p in range(k):
             if p != rank:
                 transport.send(p, to_bytes(mine[p]))
         received = [mine[rank]]
         for p in range(k):
             if p != rank:
-                sh = from_bytes(agg.params, transport.recv(p), ShamirShare, agg.backend)
+                sh = from_bytes(agg.ctx, transport.recv(p), ShamirShare)
                 if sh.sender != p or sh.point != rank + 1:
                     raise ValueError(f"peer {p} sent a Shamir share for the wrong point")
                 received.append(sh)
         self.thresholdizer = th
         self.key = th.aggregate(received, rank + 1)
+        # the threshold share is another key share: its own journal, bound to it on first use
+        self.journal = agg.open_journal(rank, "threshold")
 
     def active_set(self, transport: Transport) -> tuple[list[int], list[int]]:
         """``(live peers, active set A)``, agreed by every live peer alike."""
@@ -125,8 +128,10 @@ class ThresholdDecryption:
             return everything.decode(buf, 0)
         points = [p + 1 for p in active]
         with agg._phase("decrypt"):
-            key = self.thresholdizer.additive_share(self.key, points)
-            shares = agg.decryption_shares(aggs, rank, key, active_set=frozenset(points))
+            party = Party.threshold(
+                agg.ctx, self.key, self.thresholdizer, points, journal=self.journal, prng=agg._prng
+            )
+            shares = agg.decryption_shares(aggs, party)
         sub = SubRing(transport, active)
         with agg._phase("communicate"):
             share_codec = _list_codec(agg.share_codec(), groups)
@@ -134,9 +139,7 @@ class ThresholdDecryption:
                 sub, [[shares[i] for i in g] for g in groups], share_codec
             )
         with agg._phase("decrypt"):
-            opened = [
-                agg.open_chunk(aggs[i], a, t) for i, a in zip(groups[g_idx], g_agg, strict=True)
-            ]
+            opened = [agg.open_chunk(aggs[i], a) for i, a in zip(groups[g_idx], g_agg, strict=True)]
         with agg._phase("communicate"):
             gathered = all_gather(sub, g_idx, opened, sums_codec)
             sums: list[Any] = [None] * agg.k
