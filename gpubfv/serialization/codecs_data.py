@@ -144,7 +144,8 @@ def ciphertext_body(ct: Ciphertext, c1_only: bool = False) -> bytes:
     """The headerless chunk form of a size-2 ciphertext, for peers that already agree on the
     parameters, level and batch: R[(*batch, c, level, N) over q_1..q_level] with c = 2 (c0, c1)
     or 1 (c1 only, enough for decryption shares), then an 8-byte BLAKE2b-64 checksum (corruption
-    only, no MAC). Bit-packed at residue width, like every frame body."""
+    only, no MAC). Bit-packed at residue width, like every frame body; a seed is not
+    carried (c1 travels itself), so the decoded ciphertext is seedless."""
     p = ct.params
     batch, size, level = _ct_shape(ct)
     if size != 2:
