@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 
 import numpy as np
@@ -28,6 +29,9 @@ from gpubfv import (
     SwitchingKey,
 )
 from gpubfv import serialization as ser
+from gpubfv.backend import get_backend
+from gpubfv.context import get_context
+from gpubfv.params import PRESETS
 from gpubfv.serialization import SerializationError, from_bytes, nbytes, to_bytes
 
 SMALL_T = ParametersLiteral(
@@ -110,9 +114,9 @@ def assert_same(a, b):
 def roundtrip(obj, params):
     """bytes -> object -> equal content; nbytes matches; re-encoding is byte-identical."""
     blob = to_bytes(obj)
-    assert blob[:4] == b"GBFV" and blob[4] == 1
+    assert blob[:4] == b"GBFV" and blob[4] == 2
     assert len(blob) == nbytes(obj)
-    back = from_bytes(params, blob, type(obj))
+    back = from_bytes(params, blob, type(obj), allow_insecure=True)
     assert type(back) is type(obj)
     assert_same(obj, back)
     assert to_bytes(back) == blob
@@ -166,7 +170,7 @@ def test_keys_still_work_after_roundtrip(world):
 
 def test_params_roundtrip_without_params():
     p = Parameters(LARGE_T)
-    back = from_bytes(None, to_bytes(p))
+    back = from_bytes(None, to_bytes(p), allow_insecure=True)
     assert back.fingerprint == p.fingerprint and (back.q, back.p, back.t) == (p.q, p.p, p.t)
     with pytest.raises(SerializationError, match="differ"):
         from_bytes(Parameters(SMALL_T), to_bytes(p))
@@ -175,7 +179,8 @@ def test_params_roundtrip_without_params():
 def test_sizes(world):
     p = world.params
     n, q, qp = p.n, p.q, p.q + p.p
-    h = ser.HEADER_BYTES
+    h = ser.FRAME_OVERHEAD
+    assert h == ser.HEADER_BYTES + 8
     ct, _ = world.cts["batched"]
     assert nbytes(ct) == h + 3 + 4 + packed_bits_size(q, n, 3 * 2)
     seeded, _ = world.cts["seeded-batched"]
@@ -204,12 +209,14 @@ def test_foreign_parameters_refused(world):
 def test_params_body_is_canonical():
     p = Parameters(SMALL_T)
     blob = to_bytes(p)
-    body = blob[ser.HEADER_BYTES :]
+    body = _body(blob)
     for bad in (body.replace(b'"t_bits":0', b'"t_bits":17'), body.replace(b",", b", ")):
         with pytest.raises(SerializationError, match="canonical"):
-            from_bytes(None, _with_body(blob, bad))
+            from_bytes(None, _with_body(blob, bad), allow_insecure=True)
     with pytest.raises(SerializationError, match="fingerprint"):
-        from_bytes(None, _with_body(blob, to_bytes(Parameters(LARGE_T))[ser.HEADER_BYTES :]))
+        from_bytes(
+            None, _with_body(blob, _body(to_bytes(Parameters(LARGE_T)))), allow_insecure=True
+        )
 
 
 def test_backend_by_name(world):
@@ -228,7 +235,7 @@ def test_header_errors(world):
     blob = bytearray(to_bytes(world.cts["single"][0]))
     cases = {
         "magic": (0, ord("X")),
-        "version": (4, 2),
+        "version": (4, 3),
         "type id": (5, 99),
         "flags": (6, 0x80),
     }
@@ -245,15 +252,22 @@ def test_header_errors(world):
         from_bytes(p, b"GBFV")
 
 
+def _body(blob: bytes) -> bytes:
+    return blob[ser.HEADER_BYTES : -ser.CHECKSUM_BYTES]
+
+
 def _with_body(blob: bytes, body: bytes) -> bytes:
-    return blob[:24] + struct.pack("<I", len(body)) + body
+    """The frame with another body, length and checksum made consistent: what a sender that
+    lies on purpose sends (the checksum is no MAC), so the field checks themselves are hit."""
+    head = blob[: ser.LENGTH_OFFSET] + struct.pack("<I", len(body))
+    return ser.reseal(head + body + bytes(ser.CHECKSUM_BYTES))
 
 
 def test_shape_fields_checked(world):
     p = world.params
     ct, _ = world.cts["batched"]
     blob = to_bytes(ct)
-    body = blob[ser.HEADER_BYTES :]
+    body = _body(blob)
     for field, value, msg in [(0, 4, "size"), (1, 9, "level"), (1, 0, "level"), (2, 9, "dim")]:
         bad = bytearray(body)
         bad[field] = value
@@ -333,7 +347,7 @@ def test_register_extension_type(world):
     back = from_bytes(world.params, blob, Share)
     np.testing.assert_array_equal(back.data, share.data)
     with pytest.raises(SerializationError, match="packed array"):
-        from_bytes(world.params, _with_body(blob, blob[ser.HEADER_BYTES : -1]))
+        from_bytes(world.params, _with_body(blob, _body(blob)[:-1]))
 
 
 def test_unserializable():
@@ -363,7 +377,7 @@ def test_header_corruption_always_raises(small, data):
     blob[i] = v
     params = None if name == "params" else small.params
     with pytest.raises(SerializationError):
-        from_bytes(params, bytes(blob))
+        from_bytes(params, bytes(blob), allow_insecure=True)
 
 
 @FAST
@@ -376,35 +390,200 @@ def test_truncation_always_raises(small, data):
     cut = data.draw(st.integers(0, len(blob) - 1))
     params = None if name == "params" else small.params
     with pytest.raises(SerializationError):
-        from_bytes(params, blob[:cut])
-
-
-def _reduced(obj, params) -> bool:
-    if isinstance(obj, Ciphertext):
-        q = np.array(params.q[: obj.level], dtype=np.uint32)[:, None]
-    elif isinstance(obj, Plaintext):
-        return bool((np.asarray(obj.data) < params.t).all())
-    elif isinstance(obj, PublicKey):
-        q = np.array(params.q, dtype=np.uint32)[:, None]
-    else:
-        q = np.array(params.q + params.p, dtype=np.uint32)[:, None]
-    return bool((np.asarray(obj.data) < q).all())
+        from_bytes(params, blob[:cut], allow_insecure=True)
 
 
 @FAST
 @given(data=st.data())
-def test_body_bit_flips_raise_or_stay_reduced(small, data):
+def test_any_bit_flip_raises(small, data):
+    """The checksum covers header and body: no single flipped bit decodes, anywhere."""
     blobs = _blobs(small)
     name = data.draw(st.sampled_from(sorted(blobs)))
     blob = bytearray(blobs[name])
-    bit = data.draw(st.integers(ser.HEADER_BYTES * 8, len(blob) * 8 - 1))
+    bit = data.draw(st.integers(0, len(blob) * 8 - 1))
     blob[bit // 8] ^= 1 << (bit % 8)
     params = None if name == "params" else small.params
-    try:
-        obj = from_bytes(params, bytes(blob))
-    except SerializationError:
-        return
-    if isinstance(obj, Parameters):
-        assert to_bytes(obj) == bytes(blob)  # only the cosmetic name may differ
-    else:
-        assert _reduced(obj, small.params)
+    with pytest.raises(SerializationError):
+        from_bytes(params, bytes(blob), allow_insecure=True)
+
+
+# ---- format version 2: checksum, receiver-side security, handles, the chunk form -----------------
+def _v1_frame(blob: bytes) -> bytes:
+    """The same object as format version 1 wrote it: version byte 1, no checksum trailer."""
+    return blob[:4] + b"\x01" + blob[5 : -ser.CHECKSUM_BYTES]
+
+
+def test_version1_frame_refused_naming_both_versions(world):
+    ct, _ = world.cts["single"]
+    with pytest.raises(SerializationError, match=r"version 1 .*version 2"):
+        from_bytes(world.params, _v1_frame(to_bytes(ct)))
+
+
+def test_checksum_catches_body_corruption(world):
+    blob = bytearray(to_bytes(world.cts["batched"][0]))
+    blob[len(blob) // 2] ^= 0x10
+    with pytest.raises(SerializationError, match="checksum"):
+        from_bytes(world.params, bytes(blob))
+    blob = bytearray(to_bytes(world.sk))
+    blob[-1] ^= 1  # the checksum itself
+    with pytest.raises(SerializationError, match="checksum"):
+        from_bytes(world.params, bytes(blob))
+
+
+def test_checksum_is_blake2b64_over_header_and_body(world):
+    import hashlib
+
+    blob = to_bytes(world.pk)
+    want = hashlib.blake2b(blob[:-8], digest_size=8, person=b"gpubfv-frame-v2").digest()
+    assert blob[-8:] == want
+    assert ser.reseal(blob) == blob
+
+
+def test_insecure_parameters_need_the_receivers_opt_in():
+    p = Parameters(SMALL_T)
+    blob = to_bytes(p)
+    with pytest.raises(SerializationError, match="insecure"):
+        from_bytes(None, blob)
+    assert from_bytes(None, blob, allow_insecure=True).fingerprint == p.fingerprint
+    assert from_bytes(p, blob) is p  # the receiver's own set: it opted in when it built it
+    # N=1024 with a modulus chain past the 128-bit bound, flagged insecure by its sender
+    big = ParametersLiteral(
+        log_n=10, q_bits=(30,) * 4, p_bits=(30,), t_bits=17, allow_insecure=True
+    )
+    with pytest.raises(SerializationError, match="insecure"):
+        from_bytes(None, to_bytes(Parameters(big)))
+
+
+def test_secure_preset_decodes_without_opt_in():
+    p = Parameters(PRESETS["PN12"])
+    back = from_bytes(None, to_bytes(p))
+    assert back.fingerprint == p.fingerprint and not back.insecure
+
+
+def test_preset_name_with_other_values_refused():
+    # a tiny set that calls itself PN13: the name promises a 128-bit set, the values do not
+    fake = Parameters(
+        dataclasses.replace(SMALL_T, log_n=2, q_bits=(28, 28), p_bits=(28,), name="PN13")
+    )
+    with pytest.raises(SerializationError, match="insecure"):
+        from_bytes(None, to_bytes(fake))
+    with pytest.raises(SerializationError, match="not the preset"):
+        from_bytes(None, to_bytes(fake), allow_insecure=True)
+    # a secure set under a preset's name, but another t: refused as well
+    other_t = Parameters(dataclasses.replace(PRESETS["PN12"], t_bits=21))
+    with pytest.raises(SerializationError, match="not the preset"):
+        from_bytes(None, to_bytes(other_t))
+
+
+def test_parameter_bit_sizes_are_not_canonical():
+    p = Parameters(PRESETS["PN12"])
+    blob = to_bytes(p)
+    lit = json.loads(_body(blob))
+    lit.update(q=[], q_bits=[27, 27, 27])
+    bad = json.dumps(lit, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(SerializationError, match="canonical"):
+        from_bytes(None, _with_body(blob, bad))
+
+
+def test_too_many_moduli_refused_before_primality_tests():
+    p = Parameters(PRESETS["PN12"])
+    blob = to_bytes(p)
+    lit = json.loads(_body(blob))
+    lit["q"] = [3] * (ser.MAX_MODULI + 1)
+    bad = json.dumps(lit, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(SerializationError, match="list of"):
+        from_bytes(None, _with_body(blob, bad))
+
+
+def test_context_as_first_argument(world):
+    ctx = get_context(world.params, get_backend("cpu"))
+    for name in ("ct-seeded", "pk", "relin", "galois"):
+        obj = all_objects(world).get(name)
+        if obj is None:
+            continue
+        assert_same(from_bytes(ctx, to_bytes(obj)), obj)
+    assert from_bytes(ctx, to_bytes(world.sk), SecretKey, "cpu").params is world.params
+    with pytest.raises(ValueError, match="conflicts"):
+        from_bytes(ctx, to_bytes(world.sk), backend="cuda")
+    with pytest.raises(TypeError, match="Context"):
+        from_bytes(object(), to_bytes(world.sk))
+
+
+def test_galois_keys_must_be_in_increasing_order(world):
+    if world.gks is None:
+        pytest.skip("no Galois keys without batching")
+    blob = to_bytes(world.gks)
+    body = _body(blob)
+    count = struct.unpack_from("<I", body)[0]
+    entries, pos = [], 4
+    for _ in range(count):
+        size = struct.unpack_from("<I", body, pos)[0]
+        entries.append(body[pos : pos + 4 + size])
+        pos += 4 + size
+    swapped = body[:4] + b"".join(reversed(entries))
+    with pytest.raises(SerializationError, match="increasing"):
+        from_bytes(world.params, _with_body(blob, swapped))
+    huge = struct.pack("<I", world.params.n + 1) + body[4:]
+    with pytest.raises(SerializationError, match="at most"):
+        from_bytes(world.params, _with_body(blob, huge))
+
+
+@pytest.mark.parametrize("c1_only", [False, True], ids=["c0c1", "c1-only"])
+def test_ciphertext_chunk_roundtrip(world, c1_only):
+    p = world.params
+    for name in ("batched", "modswitched"):
+        ct, _ = world.cts[name]
+        flat = Ciphertext(p, np.array(ct.data))  # the chunk form drops the seed
+        batch, level = ct.data.shape[:-3], ct.level
+        body = ser.ciphertext_body(flat, c1_only=c1_only)
+        assert len(body) == ser.ciphertext_body_size(p, batch, level, c1_only)
+        comps = 1 if c1_only else 2
+        assert len(body) == packed_bits_size(p.q[:level], p.n, 3 * comps) + 8
+        back = ser.ciphertext_from_body(p, body, batch, level, c1_only=c1_only)
+        np.testing.assert_array_equal(back.data[..., 1, :, :], ct.data[..., 1, :, :])
+        if c1_only:
+            assert not np.asarray(back.data[..., 0, :, :]).any()
+        else:
+            np.testing.assert_array_equal(back.data, ct.data)
+            assert np.array_equal(world.decrypt(back), world.decrypt(ct))
+        ctx = get_context(p, get_backend("cpu"))
+        again = ser.ciphertext_from_body(ctx, body, batch, level, c1_only=c1_only)
+        np.testing.assert_array_equal(again.data, back.data)
+
+
+def test_ciphertext_chunk_refusals(world):
+    p = world.params
+    ct, _ = world.cts["batched"]
+    body = ser.ciphertext_body(ct)
+    with pytest.raises(SerializationError, match="needs"):
+        ser.ciphertext_from_body(p, body[:-1], (3,), ct.level)
+    with pytest.raises(SerializationError, match="needs"):
+        ser.ciphertext_from_body(p, body, (4,), ct.level)  # another batch than was sent
+    with pytest.raises(SerializationError, match="level"):
+        ser.ciphertext_from_body(p, body, (3,), 0)
+    with pytest.raises(SerializationError, match="implausibly"):
+        ser.ciphertext_from_body(p, body, (1 << 20, 1 << 20), ct.level)
+    bad = bytearray(body)
+    bad[5] ^= 4
+    with pytest.raises(SerializationError, match="checksum"):
+        ser.ciphertext_from_body(p, bytes(bad), (3,), ct.level)
+    with pytest.raises(SerializationError, match="size 2"):
+        ser.ciphertext_body(world.cts["size3-mul"][0] if p.batching else _size3(world))
+
+
+def _size3(w: World) -> Ciphertext:
+    data = np.zeros((3, len(w.params.q), w.params.n), dtype=np.uint32)
+    return Ciphertext(w.params, data)
+
+
+def test_old_private_names_still_importable():
+    from gpubfv.serialization import (  # noqa: F401
+        _any_host,
+        _batch_field,
+        _check_array,
+        _seed_field,
+        _text_field,
+    )
+
+    assert _text_field is ser.text_field and _seed_field is ser.seed_field
+    assert _batch_field is ser.batch_field and _check_array is ser.check_array
