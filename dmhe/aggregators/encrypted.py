@@ -63,7 +63,14 @@ from gpubfv.mhe import (
     ShareJournal,
     choose_parameters_for_updates,
 )
-from gpubfv.serialization import from_bytes, pack_residues, to_bytes, unpack_residues
+from gpubfv.serialization import (
+    ciphertext_body,
+    ciphertext_from_body,
+    from_bytes,
+    pack_residues,
+    to_bytes,
+    unpack_residues,
+)
 
 __all__ = ["EncryptedAggregator"]
 
@@ -271,22 +278,17 @@ class EncryptedAggregator(AggregatorBase):
         return [len(c) for c in np.array_split(np.arange(count), self.k)]
 
     def ct_codec(self, sizes: list[int], c1_only: bool) -> Codec[Ciphertext]:
-        """Ciphertext chunks at the wire level (``c1_only``: only c1 travels, c0 is zero)."""
-        moduli = self.params.q[: self.level]
-        n, level = self.params.n, self.level
-        comps = [1] if c1_only else [0, 1]
-
-        def encode(c: Ciphertext) -> bytes:
-            host = self.backend.to_numpy(c.data)
-            return pack_residues(np.ascontiguousarray(host[:, comps]), moduli)
+        """Ciphertext chunks at the wire level in gpubfv's headerless chunk form (``c1_only``:
+        only c1 travels, c0 is zero)."""
 
         def decode(b: bytes, i: int) -> Ciphertext:
-            part = unpack_residues(b, moduli, n, (sizes[i], len(comps)))
-            data = np.zeros((sizes[i], 2, level, n), dtype=np.uint32)
-            data[:, comps] = part
-            return Ciphertext(self.params, self.backend.asarray(data))
+            return ciphertext_from_body(self.ctx, b, (sizes[i],), self.level, c1_only=c1_only)
 
-        return Codec(encode=encode, decode=decode, combine=self.evaluator.add)
+        return Codec(
+            encode=lambda c: ciphertext_body(c, c1_only=c1_only),
+            decode=decode,
+            combine=self.evaluator.add,
+        )
 
     def share_codec(self) -> Codec[DecryptionShare]:
         """Decryption shares; combining two sums them."""
