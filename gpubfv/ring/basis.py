@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from gpubfv.backend import Backend, get_backend
-from kernels.cpu.arith import barrett_constants
-from kernels.ntt_tables import make_ntt_tables
+from kernels.tables import barrett_constants, make_ntt_tables
 
 
 class RNSBasis:

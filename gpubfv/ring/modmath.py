@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # one Miller-Rabin for the whole project: the kernels' table builder owns it
-from kernels.ntt_tables import generate_ntt_primes, is_prime  # noqa: E402
+from kernels.tables import generate_ntt_primes, is_prime  # noqa: E402
 
 __all__ = ["centered", "generate_ntt_primes", "invmod", "is_prime"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpubfv.ring.basis import RNSBasis
-from kernels.cpu.arith import barrett_constants
+from kernels.tables import barrett_constants
 
 
 def crt_centered(residues: np.ndarray, moduli: tuple[int, ...]) -> list[list[int]]:
