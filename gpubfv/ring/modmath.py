@@ -9,9 +9,11 @@ __all__ = ["centered", "generate_ntt_primes", "invmod", "is_prime"]
 
 
 def invmod(a: int, m: int) -> int:
+    """a^-1 mod m (ValueError when not invertible)."""
     return pow(a % m, -1, m)
 
 
 def centered(x: int, m: int) -> int:
+    """x mod m in (-m/2, m/2]."""
     x %= m
     return x - m if x > m // 2 else x
