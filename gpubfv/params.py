@@ -164,6 +164,12 @@ class Parameters:
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "t", t)
 
+    def __getstate__(self) -> dict:
+        """Pickle/copy state without the Contexts cached on the object (they hold a backend)."""
+        state = dict(self.__dict__)
+        state.pop("_contexts", None)
+        return state
+
     @staticmethod
     def _primes(bits: Sequence[int], n: int, avoid: set[int], what: str) -> tuple[int, ...]:
         for b in bits:
