@@ -63,6 +63,10 @@ class Encryptor:
             raise TypeError(f"expected a PublicKey or a SecretKey, got {type(key).__name__}")
         if key is not None and public_key is not None:
             raise TypeError("public key given twice")
+        if secret_key is not None and not isinstance(secret_key, SecretKey):
+            raise TypeError(f"secret_key must be a SecretKey, got {type(secret_key).__name__}")
+        if public_key is not None and not isinstance(public_key, PublicKey):
+            raise TypeError(f"public_key must be a PublicKey, got {type(public_key).__name__}")
         self.pk, self.sk = key or public_key, secret_key
         if self.pk is None and self.sk is None:
             raise ValueError("Encryptor needs a public key or a secret key")

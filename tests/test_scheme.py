@@ -306,6 +306,8 @@ def test_context_is_the_handle():
     with pytest.raises(TypeError):
         Encryptor(k.ctx, k.rlk)
     with pytest.raises(TypeError):
+        Encryptor(k.ctx, k.pk, PRNG(b"\x01" * 32))  # the PRNG goes by keyword
+    with pytest.raises(TypeError):
         FixedPointEncoder(k.p, 4, 1.0)
     with pytest.raises(ValueError):
         FixedPointEncoder(k.ctx, 4, 1.0, inner=BatchEncoder(other.ctx))
