@@ -20,6 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where available)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -30,6 +31,7 @@ def cpu_model() -> str:
 
 
 def cpu_count() -> int:
+    """CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -37,6 +39,7 @@ def cpu_count() -> int:
 
 
 def version(dist: str) -> str:
+    """Installed version of distribution `dist`, or "absent"."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -44,6 +47,7 @@ def version(dist: str) -> str:
 
 
 def machine_lines(extra_versions: tuple[str, ...] = ()) -> list[str]:
+    """Self-describing header lines of a RESULTS.md section (machine, versions)."""
     import numba
 
     vers = [f"python {platform.python_version()}"]
@@ -57,6 +61,7 @@ def machine_lines(extra_versions: tuple[str, ...] = ()) -> list[str]:
 
 
 def load_average() -> float:
+    """The 1-minute load average (NaN where the OS does not report one)."""
     try:
         return os.getloadavg()[0]
     except OSError:
@@ -95,12 +100,14 @@ def median_time(fn: Callable[[], object], reps: int, warmup: int = 1, min_s: flo
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """A fixed-width text table for the terminal."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]

@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
 from gpubfv import (  # noqa: E402
     PRNG,
     BatchEncoder,
+    Context,
     Decryptor,
     Encryptor,
     Evaluator,
@@ -56,6 +57,7 @@ TARGET_THROUGHPUT_RATIO = 3.0
 
 
 def bench_ntt(log_ns: list[int], rows: int, limbs: int, reps: int) -> list[dict]:
+    """Forward NTT time per 30-bit limb for each ring degree 2^log_n."""
     out = []
     rng = np.random.default_rng(0)
     for log_n in log_ns:
@@ -71,22 +73,27 @@ def bench_ntt(log_ns: list[int], rows: int, limbs: int, reps: int) -> list[dict]
 
 
 def literal(log_n: int) -> ParametersLiteral:
+    """The benchmark set: four 30-bit Q primes, one P prime, a 29-bit batching t."""
     return ParametersLiteral(
         log_n=log_n, q_bits=(30,) * 4, p_bits=(30,), t_bits=29, name=f"bench-logN={log_n}"
     )
 
 
 class Ours:
+    """gpubfv's scheme objects on one CPU Context, and the timed operations."""
+
     def __init__(self, params: Parameters) -> None:
-        kg = KeyGenerator(params, prng=PRNG(b"\x11" * 32))
+        ctx = Context(params, "cpu")
+        kg = KeyGenerator(ctx, prng=PRNG(b"\x11" * 32))
         sk = kg.gen_secret_key()
-        self.enc = BatchEncoder(params)
-        self.e = Encryptor(params, kg.gen_public_key(sk), prng=PRNG(b"\x12" * 32))
-        self.d = Decryptor(params, sk)
-        self.ev = Evaluator(params, kg.gen_relin_key(sk))
+        self.enc = BatchEncoder(ctx)
+        self.e = Encryptor(ctx, kg.gen_public_key(sk), prng=PRNG(b"\x12" * 32))
+        self.d = Decryptor(ctx, sk)
+        self.ev = Evaluator(ctx, kg.gen_relin_key(sk))
         self.t = params.t
 
     def ops(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Operation name -> zero-argument callable, after checking a product decrypts right."""
         enc, e, d, ev = self.enc, self.e, self.d, self.ev
         a, b = e.encrypt(enc.encode(x)), e.encrypt(enc.encode(y))
         # correctness of what is timed
@@ -102,6 +109,7 @@ class Ours:
 
 
 def tenseal_ops(n: int, t: int, x: list[int], y: list[int]) -> dict | None:
+    """The same operations in TenSEAL (SEAL) for the baseline; None when it is not installed."""
     try:
         import tenseal as ts
     except ImportError:
@@ -123,6 +131,7 @@ def tenseal_ops(n: int, t: int, x: list[int], y: list[int]) -> dict | None:
 
 
 def main() -> None:
+    """Run the NTT and operation benchmarks, print them and (unless --no-write) record them."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer sizes and reps")
     ap.add_argument("--batch", type=int, default=16, help="ciphertexts per batched call")

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpubfv import (  # noqa: E402
     BatchEncoder,
+    Context,
     Decryptor,
     Encryptor,
     Evaluator,
@@ -34,6 +35,7 @@ def centered(x: np.ndarray, t: int) -> np.ndarray:
 
 
 def main() -> None:
+    """Run the ten steps, asserting every decrypted result against plaintext arithmetic."""
     start = time.perf_counter()
 
     # 1. Parameters. A named, 128-bit secure set: N = 8192 slots, Q = six 30-bit primes,
@@ -42,10 +44,13 @@ def main() -> None:
     print("1. parameters:", params.describe())
     print(f"   fingerprint {params.fingerprint.hex()}  (every serialized object carries it)")
     n, t = params.n, params.t
+    #    The Context binds the parameters to a backend ("cpu", "cuda", "auto") and holds every
+    #    precomputed table; each scheme object below takes it.
+    ctx = Context(params, "cpu")
 
     # 2. Keys. KeyGenerator draws from a ChaCha20 CSPRNG seeded by os.urandom.
     t0 = time.perf_counter()
-    keygen = KeyGenerator(params)
+    keygen = KeyGenerator(ctx)
     secret_key = keygen.gen_secret_key()
     public_key = keygen.gen_public_key(secret_key)
     relin_key = keygen.gen_relin_key(secret_key)  # for multiplication
@@ -55,10 +60,10 @@ def main() -> None:
         f"({time.perf_counter() - t0:.2f} s)"
     )
 
-    encoder = BatchEncoder(params)
-    encryptor = Encryptor(params, public_key)
-    decryptor = Decryptor(params, secret_key)
-    evaluator = Evaluator(params, relin_key, galois_keys)
+    encoder = BatchEncoder(ctx)
+    encryptor = Encryptor(ctx, public_key)
+    decryptor = Decryptor(ctx, secret_key)
+    evaluator = Evaluator(ctx, relin_key, galois_keys)
 
     # 3. Encode. Integer vectors of N slots; batch dimensions come first: here a batch of 2
     #    plaintexts per operand (any (..., N) shape works, and is one kernel call per step).

@@ -2,6 +2,7 @@
 
 from gpubfv.backend import Backend, BackendUnavailable, get_backend
 from gpubfv.ciphertext import Ciphertext, Plaintext
+from gpubfv.context import Context
 from gpubfv.encoder import (
     BatchEncoder,
     CoefficientEncoder,
@@ -20,6 +21,7 @@ __all__ = [
     "BatchEncoder",
     "Ciphertext",
     "CoefficientEncoder",
+    "Context",
     "Decryptor",
     "EncodingError",
     "Encryptor",

@@ -92,12 +92,13 @@ class Backend:
 
     @property
     def is_gpu(self) -> bool:
+        """Whether arrays live on a CUDA device (CuPy); False for cpu and cuda-sim."""
         return self.name == "cuda"
 
     @staticmethod
     def device_kind(obj: Any) -> str:
-        """Return "cuda" if `obj` (a CuPy array, a torch tensor, a torch device or a device string such
-        as "cuda:1") lives on a CUDA device, else "cpu". The one place that asks."""
+        """Return "cuda" if `obj` (a CuPy array, a torch tensor, a torch device or a device
+        string such as "cuda:1") lives on a CUDA device, else "cpu". The one place that asks."""
         if isinstance(obj, str):
             return "cuda" if obj.split(":", 1)[0] == "cuda" else "cpu"
         if hasattr(obj, "__cuda_array_interface__") or getattr(obj, "is_cuda", False):
@@ -116,6 +117,7 @@ class Backend:
         return self.device_kind(obj) == mine
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """`a` as a C-contiguous array of this backend (a copy only when needed)."""
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a: Any) -> np.ndarray:
@@ -133,6 +135,7 @@ class Backend:
         return self.xp.from_dlpack(tensor)
 
     def synchronize(self) -> None:
+        """Wait for queued device work (a no-op off the GPU); for timing."""
         if self.is_gpu:
             self.xp.cuda.get_current_stream().synchronize()
 
@@ -142,4 +145,5 @@ class Backend:
 
 @cache
 def get_backend(name: str = "cpu") -> Backend:
+    """The shared `Backend` of that name (one instance per name and process)."""
     return Backend(name)

@@ -1,9 +1,21 @@
-"""Context: everything derived from (Parameters, Backend) once — bases, converters, scalers."""
+"""Context: the one handle every scheme object takes (as SEAL's SEALContext).
+
+A `Context` is a `Parameters` set bound to a `Backend`, and owns every table derived from the
+two: RNS bases, base converters, scalers, key-switching digits. They are built on first use and
+kept for the life of the Context, so build one per (parameters, backend) and pass it around:
+
+    ctx = Context(preset("PN13"), "cpu")
+    kg = KeyGenerator(ctx); sk = kg.gen_secret_key()
+    enc, dec = Encryptor(ctx, kg.gen_public_key(sk)), Decryptor(ctx, sk)
+
+Data objects (Ciphertext, Plaintext, keys) carry only their `params`, like SEAL's parms_id.
+"""
 
 from __future__ import annotations
 
 import math
-from functools import cache, cached_property
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -15,12 +27,42 @@ from gpubfv.ring.rns import BaseConverter, HPSScaler, ScaleRoundToT
 
 
 class Context:
-    def __init__(self, params: Parameters, backend: Backend) -> None:
+    """Parameters + backend + every precomputed table: `Context(params, backend="cpu")`.
+
+    `backend` is a `Backend` or its name ("cpu", "cuda", "auto", "cuda-sim"). Tables are built
+    lazily and cached on the instance.
+    """
+
+    def __init__(self, params: Parameters, backend: Backend | str = "cpu") -> None:
+        if not isinstance(params, Parameters):
+            raise TypeError(f"Context takes Parameters, got {type(params).__name__}")
+        if isinstance(backend, str):
+            backend = get_backend(backend)
+        elif not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a Backend or its name, got {type(backend).__name__}")
         self.params = params
         self.backend = backend
         self.n = params.n
         self.L = len(params.q)
         self.K = len(params.p)
+        self._tables: dict[tuple, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Context({self.params.describe()}, {self.backend!r})"
+
+    def check(self, obj: Any, what: str = "object") -> None:
+        """Raise ValueError unless `obj.params` is this context's parameter set."""
+        params = getattr(obj, "params", None)
+        if not isinstance(params, Parameters) or params.fingerprint != self.params.fingerprint:
+            raise ValueError(f"{what} belongs to other parameters than this Context")
+
+    def _memo(self, key: tuple, build: Any) -> Any:
+        # per-instance memo for the per-level tables (functools.cache on a method would keep
+        # every Context alive in a module-level cache)
+        hit = self._tables.get(key)
+        if hit is None:
+            hit = self._tables[key] = build()
+        return hit
 
     @cached_property
     def qp(self) -> RNSBasis:
@@ -29,39 +71,45 @@ class Context:
 
     @cached_property
     def pb(self) -> RNSBasis:
+        """The special primes P of hybrid key switching."""
         return RNSBasis(self.params.p, self.n, self.backend)
 
     def q_basis(self, level: int | None = None) -> RNSBasis:
+        """The first `level` ciphertext primes (all L by default)."""
         level = self.L if level is None else level
-        return self._q_basis(level)
-
-    @cache  # noqa: B019 - one Context per (params, backend), lives forever
-    def _q_basis(self, level: int) -> RNSBasis:
         if not 1 <= level <= self.L:
             raise ValueError(f"level {level} outside 1..{self.L}")
-        return RNSBasis(self.params.q[:level], self.n, self.backend)
+        return self._memo(
+            ("q", level), lambda: RNSBasis(self.params.q[:level], self.n, self.backend)
+        )
 
-    @cache  # noqa: B019
     def decrypt_scaler(self, level: int) -> ScaleRoundToT:
-        return ScaleRoundToT(self.q_basis(level), self.params.t)
+        """round(t * x / Q_level) mod t, the last step of decryption at `level`."""
+        return self._memo(("dec", level), lambda: ScaleRoundToT(self.q_basis(level), self.params.t))
 
-    @cache  # noqa: B019
-    def plain_scaling(self, level: int) -> tuple[int, int, object]:
+    def plain_scaling(self, level: int) -> tuple[int, int, Any]:
         """(t, Q mod t, [t^-1]_{q_i}) for encoding round(Q*m/t) at `level`."""
-        t = self.params.t
-        big_q = self.params.q_at(level)
-        tinv = np.array([pow(t % q, -1, q) for q in self.params.q[:level]], dtype=np.uint32)
-        return t, big_q % t, self.backend.xp.asarray(tinv)
 
-    @cache  # noqa: B019
-    def drop_constants(self, level: int) -> tuple[object, object]:
+        def build() -> tuple[int, int, Any]:
+            t = self.params.t
+            big_q = self.params.q_at(level)
+            tinv = np.array([pow(t % q, -1, q) for q in self.params.q[:level]], dtype=np.uint32)
+            return t, big_q % t, self.backend.xp.asarray(tinv)
+
+        return self._memo(("plain", level), build)
+
+    def drop_constants(self, level: int) -> tuple[Any, Any]:
         """([q_level]_{q_i}, [q_level^-1]_{q_i}) for i < level: dropping the last prime."""
-        ql = self.params.q[level - 1]
-        rest = self.params.q[: level - 1]
-        xp = self.backend.xp
-        mod = np.array([ql % q for q in rest], dtype=np.uint32)
-        inv = np.array([pow(ql, -1, q) for q in rest], dtype=np.uint32)
-        return xp.asarray(mod), xp.asarray(inv)
+
+        def build() -> tuple[Any, Any]:
+            ql = self.params.q[level - 1]
+            rest = self.params.q[: level - 1]
+            xp = self.backend.xp
+            mod = np.array([ql % q for q in rest], dtype=np.uint32)
+            inv = np.array([pow(ql, -1, q) for q in rest], dtype=np.uint32)
+            return xp.asarray(mod), xp.asarray(inv)
+
+        return self._memo(("drop", level), build)
 
     # -- multiplication (HPS) -------------------------------------------------------------
     @cached_property
@@ -75,23 +123,28 @@ class Context:
 
     @cached_property
     def q_to_r(self) -> BaseConverter:
+        """Exact Q -> R base extension (lifting a ciphertext before the tensor product)."""
         return BaseConverter(self.q_basis(), self.r_basis)
 
     @cached_property
     def r_to_q(self) -> BaseConverter:
+        """Exact R -> Q base extension (bringing the scaled product back)."""
         return BaseConverter(self.r_basis, self.q_basis())
 
     @cached_property
     def qr(self) -> RNSBasis:
+        """Q primes then R primes: the basis of the tensor product."""
         return RNSBasis(self.params.q + self.r_basis.moduli, self.n, self.backend)
 
     @cached_property
     def hps(self) -> HPSScaler:
+        """HPS scale-by-t/Q of a QR polynomial into R."""
         return HPSScaler(self.q_basis(), self.r_basis, self.params.t)
 
     # -- key switching (hybrid, digits = groups of len(P) primes) ---------------------------
     @cached_property
     def digits(self) -> list[tuple[int, ...]]:
+        """Gadget digits of key switching: groups of len(P) consecutive Q primes (indices)."""
         alpha = max(1, self.K)
         return [tuple(range(i, min(i + alpha, self.L))) for i in range(0, self.L, alpha)]
 
@@ -111,26 +164,58 @@ class Context:
 
     @cached_property
     def p_to_q(self) -> BaseConverter:
+        """Approximate P -> Q conversion of mod-down."""
         return BaseConverter(self.pb, self.q_basis())
 
     @cached_property
     def p_inv_mod_q(self) -> list[int]:
+        """[P^-1]_{q_i} for every ciphertext prime."""
         big_p = self.params.big_p
         return [pow(big_p % q, -1, q) for q in self.params.q]
 
     @cached_property
     def p_mod_q(self) -> list[int]:
+        """[P]_{q_i} for every ciphertext prime."""
         return [self.params.big_p % q for q in self.params.q]
 
 
-_CONTEXTS: dict[tuple[int, str], Context] = {}
+def as_context(
+    ctx_or_params: Context | Parameters, backend: Backend | str | None = None
+) -> Context:
+    """TRANSITIONAL PATH: the Context for a constructor's first argument.
 
-
-def get_context(params: Parameters, backend: Backend | None = None) -> Context:
-    backend = backend or get_backend("cpu")
-    key = (id(params), backend.name)
-    ctx = _CONTEXTS.get(key)
-    if ctx is None or ctx.params is not params:
-        ctx = Context(params, backend)
-        _CONTEXTS[key] = ctx
+    A `Context` is returned as it is (a `backend` given alongside must name the same backend).
+    A bare `Parameters` (the old `Cls(params, ..., backend=...)` form) gets one Context per
+    backend name, cached on that Parameters object itself, so that the old form still shares
+    tables between objects. New code builds a `Context` once and passes it; this helper goes
+    away once every caller does.
+    """
+    if isinstance(ctx_or_params, Context):
+        if backend is not None:
+            name = backend if isinstance(backend, str) else backend.name
+            if get_backend(name).name != ctx_or_params.backend.name:
+                raise ValueError(
+                    f"backend {name!r} given with a Context on {ctx_or_params.backend.name!r}"
+                )
+        return ctx_or_params
+    if not isinstance(ctx_or_params, Parameters):
+        raise TypeError(
+            "expected a Context (or, transitionally, Parameters), "
+            f"got {type(ctx_or_params).__name__}"
+        )
+    params = ctx_or_params
+    be = get_backend("cpu") if backend is None else backend
+    be = get_backend(be) if isinstance(be, str) else be
+    cache_ = params.__dict__.get("_contexts")
+    if cache_ is None:
+        cache_ = {}
+        object.__setattr__(params, "_contexts", cache_)  # frozen dataclass: private slot
+    ctx = cache_.get(be.name)
+    if ctx is None:
+        ctx = cache_[be.name] = Context(params, be)
     return ctx
+
+
+# TRANSITIONAL alias of `as_context` for gpubfv.serialization, gpubfv.mhe, dmhe and their tests,
+# which import it today; no id()-keyed cache behind it any more. Remove with `as_context`.
+get_context = as_context

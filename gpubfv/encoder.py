@@ -5,29 +5,46 @@
   plaintext scaling), with optional packing of several non-negative sub-values per coefficient.
 - `FixedPointEncoder`: reals -> round(clip(x) * 2^f) over either integer encoder. The encoding
   error is at most 2^-(f+1) per value (one rounding); values beyond the clip bound are refused.
+
+The integer encoders take integer arrays only (numpy/CuPy integer dtypes, or lists of Python
+ints that fit int64). Any floating-point input is refused with `EncodingError`, integer-valued
+or not (1.0 as well as 1.7, NaN, inf): a float reaching an integer encoder is a missing
+quantisation step, and silently truncating or rounding it would hide that. Reals go through
+`FixedPointEncoder`, or are converted by the caller (`np.rint(x).astype(np.int64)`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend, get_backend
-from gpubfv.ciphertext import Plaintext
+from gpubfv.backend import Backend
+from gpubfv.ciphertext import Plaintext, check_plaintext
+from gpubfv.context import Context, as_context
 from gpubfv.params import Parameters
 from gpubfv.ring.basis import RNSBasis
 
 
 class EncodingError(ValueError):
-    pass
+    """Values that cannot be encoded (wrong type, out of range, too many)."""
+
+
+def _as_integers(values: Any, xp: Any) -> Any:
+    """`values` as an integer array of `xp`; floats (of any value), bools and objects refused."""
+    v = xp.asarray(values)
+    if v.dtype.kind not in "iu":
+        hint = " (reals: use FixedPointEncoder)" if v.dtype.kind in "fc" else ""
+        raise EncodingError(f"integer values required, got dtype {v.dtype}{hint}")
+    if v.ndim == 0:
+        raise EncodingError("expected a vector of values (..., count), got a scalar")
+    return v
 
 
 def _to_mod_t(values: Any, t: int, xp: Any) -> Any:
     """Signed integers |v| <= (t-1)/2 (or non-negative v < t) -> uint64 residues in [0, t)."""
-    v = xp.asarray(values)
-    if v.dtype.kind not in "iu":
-        raise EncodingError(f"integer values required, got dtype {v.dtype}")
+    v = _as_integers(values, xp)
     if v.size:
         lo, hi = int(v.min()), int(v.max())
         if lo < -((t - 1) // 2) or hi >= t:
@@ -44,11 +61,18 @@ def _from_mod_t(data: Any, t: int, signed: bool, xp: Any) -> Any:
 
 
 class BatchEncoder:
-    def __init__(self, params: Parameters, backend: Backend | None = None) -> None:
+    """SIMD encoding: `BatchEncoder(ctx)`; N integer slots as a 2 x N/2 matrix.
+
+    Needs a batching parameter set (t = 1 mod 2N). Transitional: `BatchEncoder(params,
+    backend=...)` still works (see `as_context`).
+    """
+
+    def __init__(self, ctx: Context | Parameters, backend: Backend | str | None = None) -> None:
+        self.ctx = as_context(ctx, backend)
+        params = self.params = self.ctx.params
+        self.backend = self.ctx.backend
         if not params.batching:
             raise EncodingError("BatchEncoder needs a batching parameter set (t = 1 mod 2N)")
-        self.params = params
-        self.backend = backend or get_backend("cpu")
         n = params.n
         self.slots = n
         self.tb = RNSBasis([params.t], n, self.backend)
@@ -77,6 +101,8 @@ class BatchEncoder:
         return Plaintext(self.params, ev[..., 0, :].astype(np.uint64))
 
     def decode(self, pt: Plaintext, signed: bool = True) -> Any:
+        """Slots as int64: centered in (-t/2, t/2] when `signed`, else in [0, t)."""
+        check_plaintext(self.params, pt)
         xp = self.backend.xp
         c = xp.ascontiguousarray(pt.data.astype(np.uint32)[..., None, :])
         self.tb.ntt(c, inplace=True)
@@ -90,13 +116,22 @@ class CoefficientEncoder:
     With packing, each coefficient holds sum_j v_j * 2^(j*width) and `width` must leave room for
     every sum the plaintext will undergo (caller's headroom): the whole packed value must stay
     below t, checked here.
+
+    `CoefficientEncoder(ctx, pack=1, width=0)`. Transitional: `CoefficientEncoder(params,
+    backend, pack=..., width=...)` still works (see `as_context`).
     """
 
     def __init__(
-        self, params: Parameters, backend: Backend | None = None, pack: int = 1, width: int = 0
+        self,
+        ctx: Context | Parameters,
+        backend: Backend | str | None = None,
+        *,
+        pack: int = 1,
+        width: int = 0,
     ) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
+        self.ctx = as_context(ctx, backend)
+        params = self.params = self.ctx.params
+        self.backend = self.ctx.backend
         if pack < 1:
             raise EncodingError("pack must be >= 1")
         if pack > 1 and (width < 1 or pack * width >= params.t.bit_length()):
@@ -107,8 +142,9 @@ class CoefficientEncoder:
         self.slots = params.n * pack
 
     def encode(self, values: Any) -> Plaintext:
+        """values (..., count) integers, count <= slots; zero-padded to N coefficients."""
         xp = self.backend.xp
-        v = xp.asarray(values)
+        v = _as_integers(values, xp)
         n = self.params.n
         if self.pack == 1:
             if v.shape[-1] > n:
@@ -117,7 +153,7 @@ class CoefficientEncoder:
         else:
             if v.shape[-1] > self.slots:
                 raise EncodingError(f"at most {self.slots} values per plaintext")
-            if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << self.width)):
+            if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << self.width)):  # before cast
                 raise EncodingError(f"packed sub-values must lie in [0, 2^{self.width})")
             pad = self.slots - v.shape[-1]
             v = xp.concatenate(
@@ -132,6 +168,8 @@ class CoefficientEncoder:
         return Plaintext(self.params, m)
 
     def decode(self, pt: Plaintext, signed: bool = True) -> Any:
+        """Coefficients as int64 (centered when `signed`); packed: the sub-values, unsigned."""
+        check_plaintext(self.params, pt)
         xp = self.backend.xp
         if self.pack == 1:
             return _from_mod_t(pt.data, self.params.t, signed, xp)
@@ -141,11 +179,34 @@ class CoefficientEncoder:
 
 
 class FixedPointEncoder:
-    """Reals <-> integers round(x * 2^f) over an integer encoder; |x| must not exceed `clip`."""
+    """Reals <-> integers round(x * 2^f) over an integer encoder; |x| must not exceed `clip`.
+
+    `FixedPointEncoder(ctx, scale_bits, clip, inner=None)`: `inner` is the integer encoder
+    underneath (default: a `BatchEncoder` on a batching set, else a `CoefficientEncoder`); it
+    must be built on the same Context's parameters.
+    """
 
     def __init__(
-        self, inner: BatchEncoder | CoefficientEncoder, scale_bits: int, clip: float
+        self,
+        ctx: Context,
+        scale_bits: int,
+        clip: float,
+        inner: BatchEncoder | CoefficientEncoder | None = None,
     ) -> None:
+        if not isinstance(ctx, Context):
+            raise TypeError(f"FixedPointEncoder takes a Context, got {type(ctx).__name__}")
+        if inner is None:
+            inner = BatchEncoder(ctx) if ctx.params.batching else CoefficientEncoder(ctx)
+        elif not isinstance(inner, (BatchEncoder, CoefficientEncoder)):
+            raise TypeError(f"inner must be an integer encoder, got {type(inner).__name__}")
+        ctx.check(inner, "inner encoder")
+        if isinstance(inner, CoefficientEncoder) and inner.pack > 1:
+            raise EncodingError("packed sub-values are unsigned; fixed point needs pack=1")
+        if scale_bits < 0:
+            raise EncodingError(f"scale_bits must be >= 0, got {scale_bits}")
+        if not (math.isfinite(clip) and clip > 0):
+            raise EncodingError(f"clip must be a positive finite bound, got {clip}")
+        self.ctx = ctx
         self.inner = inner
         self.scale_bits = scale_bits
         self.clip = float(clip)
@@ -157,9 +218,11 @@ class FixedPointEncoder:
 
     @property
     def max_error(self) -> float:
+        """Largest encoding error per value, 2^-(f+1)."""
         return 2.0 ** -(self.scale_bits + 1)
 
     def encode(self, x: Any) -> Plaintext:
+        """Reals (..., count), |x| <= clip, finite -> round(x * 2^f) encoded by `inner`."""
         xp = self.inner.backend.xp
         x = xp.asarray(x, dtype=np.float64)
         if x.size and not bool(xp.isfinite(x).all()):
@@ -169,4 +232,5 @@ class FixedPointEncoder:
         return self.inner.encode(xp.rint(x * 2.0**self.scale_bits).astype(np.int64))
 
     def decode(self, pt: Plaintext) -> Any:
+        """float64 values, within `max_error` of what was encoded (while no wrap-around)."""
         return self.inner.decode(pt, signed=True).astype(np.float64) / 2.0**self.scale_bits

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend, get_backend
-from gpubfv.ciphertext import Ciphertext, Plaintext
-from gpubfv.context import Context, get_context
+from gpubfv.backend import Backend
+from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
+from gpubfv.context import Context, as_context
 from gpubfv.keys import PublicKey, SecretKey
 from gpubfv.params import Parameters
 from gpubfv.ring.rns import crt_centered
@@ -34,39 +34,59 @@ def add_scaled_plaintext(ctx: Context, c0: Any, m: Any) -> None:
     )
 
 
-def _check_plain(params: Parameters, pt: Plaintext) -> None:
-    if not isinstance(pt, Plaintext) or pt.params.fingerprint != params.fingerprint:
-        raise ValueError("plaintext belongs to other parameters")
-    if pt.data.dtype != np.uint64 or pt.data.shape[-1] != params.n:
-        raise ValueError("malformed plaintext data")
-
-
 class Encryptor:
-    """Encrypt under a public key (default) or a secret key (seeded c1, smaller on the wire)."""
+    """Encrypt under a public key, or under a secret key (seeded c1, smaller on the wire).
+
+    `Encryptor(ctx, key, prng=None)` with `key` a `PublicKey` or a `SecretKey`. Transitional:
+    `Encryptor(params, public_key=..., secret_key=..., backend=..., prng=...)` still works; with
+    both keys, `encrypt` uses the public one and `encrypt_symmetric` the secret one.
+    """
 
     def __init__(
         self,
-        params: Parameters,
-        public_key: PublicKey | None = None,
+        ctx: Context | Parameters,
+        key: PublicKey | SecretKey | None = None,
         secret_key: SecretKey | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         prng: PRNG | None = None,
+        *,
+        public_key: PublicKey | None = None,
     ) -> None:
-        if public_key is None and secret_key is None:
+        self.ctx = as_context(ctx, backend)
+        self.params = self.ctx.params
+        self.backend = self.ctx.backend
+        if isinstance(key, SecretKey):
+            if secret_key is not None:
+                raise TypeError("secret key given twice")
+            key, secret_key = None, key
+        elif key is not None and not isinstance(key, PublicKey):
+            raise TypeError(f"expected a PublicKey or a SecretKey, got {type(key).__name__}")
+        if key is not None and public_key is not None:
+            raise TypeError("public key given twice")
+        if secret_key is not None and not isinstance(secret_key, SecretKey):
+            raise TypeError(f"secret_key must be a SecretKey, got {type(secret_key).__name__}")
+        if public_key is not None and not isinstance(public_key, PublicKey):
+            raise TypeError(f"public_key must be a PublicKey, got {type(public_key).__name__}")
+        self.pk, self.sk = key or public_key, secret_key
+        if self.pk is None and self.sk is None:
             raise ValueError("Encryptor needs a public key or a secret key")
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
-        self.pk, self.sk = public_key, secret_key
+        if self.pk is not None:
+            self.ctx.check(self.pk, "public key")
+        if self.sk is not None:
+            self.ctx.check(self.sk, "secret key")
         self.prng = prng or PRNG(backend=self.backend)
 
     def encrypt(self, pt: Plaintext) -> Ciphertext:
-        _check_plain(self.params, pt)
+        """Encrypt a plaintext (or a batch: one ciphertext per leading index)."""
+        check_plaintext(self.params, pt)
         if self.pk is None:
             return self.encrypt_symmetric(pt)
         return self.encrypt_zero_pk(pt.batch_shape, pt.data)
 
     def encrypt_zero_pk(self, batch: tuple[int, ...], m: Any = None) -> Ciphertext:
+        """Public-key encryptions of zero of shape `batch`, plus round(Q*m/t) when `m` is given."""
+        if self.pk is None:
+            raise ValueError("public-key encryption needs a public key")
         ctx, qb, xp = self.ctx, self.ctx.q_basis(), self.backend.xp
         n = ctx.n
         u = qb.ntt(qb.from_signed(self.prng.ternary(batch + (n,))), inplace=True)
@@ -84,6 +104,8 @@ class Encryptor:
         return Ciphertext(self.params, ct)
 
     def encrypt_symmetric(self, pt: Plaintext) -> Ciphertext:
+        """Secret-key encryption: c1 is expanded from a fresh seed that the ciphertext keeps."""
+        check_plaintext(self.params, pt)
         if self.sk is None:
             raise ValueError("secret-key encryption needs a secret key")
         ctx, qb, xp = self.ctx, self.ctx.q_basis(), self.backend.xp
@@ -113,15 +135,22 @@ def phase(ctx: Context, ct: Ciphertext, sk: SecretKey) -> Any:
 
 
 class Decryptor:
+    """Decrypt with a secret key: `Decryptor(ctx, sk)` (transitional: `backend=` with params)."""
+
     def __init__(
-        self, params: Parameters, secret_key: SecretKey, backend: Backend | None = None
+        self,
+        ctx: Context | Parameters,
+        secret_key: SecretKey,
+        backend: Backend | str | None = None,
     ) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
+        self.ctx = as_context(ctx, backend)
+        self.params = self.ctx.params
+        self.backend = self.ctx.backend
+        self.ctx.check(secret_key, "secret key")
         self.sk = secret_key
 
     def decrypt(self, ct: Ciphertext) -> Plaintext:
+        """round(t/Q * (c0 + c1*s + ...)) mod t, at the ciphertext's level."""
         check_ciphertext(self.params, ct)
         x = phase(self.ctx, ct, self.sk)
         return Plaintext(self.params, self.ctx.decrypt_scaler(ct.level)(x))
@@ -145,19 +174,20 @@ def invariant_noise_max(ctx: Context, ct: Ciphertext, sk: SecretKey) -> int:
 
 
 def noise_budget(ctx: Context, ct: Ciphertext, sk: SecretKey) -> float:
+    """Invariant-noise budget of `ct` in bits (see `Decryptor.noise_budget`)."""
     worst = invariant_noise_max(ctx, ct, sk)
     big = ctx.params.q_at(ct.level)
     return max(0.0, math.log2(big / 2) - math.log2(max(worst, 1)))
 
 
-def check_ciphertext(params: Parameters, ct: Ciphertext, size: int | None = None) -> None:
-    if not isinstance(ct, Ciphertext):
-        raise TypeError(f"expected a Ciphertext, got {type(ct).__name__}")
-    if ct.params.fingerprint != params.fingerprint:
-        raise ValueError("ciphertext belongs to other parameters")
-    if ct.data.dtype != np.uint32 or ct.data.ndim < 3 or ct.data.shape[-1] != params.n:
-        raise ValueError("malformed ciphertext data")
-    if not 1 <= ct.level <= len(params.q) or ct.size not in (2, 3):
-        raise ValueError(f"ciphertext of size {ct.size} at level {ct.level} is not valid here")
-    if size is not None and ct.size != size:
-        raise ValueError(f"expected a ciphertext of size {size}, got {ct.size}")
+# check_ciphertext lives in gpubfv.ciphertext; re-exported here while gpubfv.mhe imports it from
+# this module (transitional).
+__all__ = [
+    "Decryptor",
+    "Encryptor",
+    "add_scaled_plaintext",
+    "check_ciphertext",
+    "invariant_noise_max",
+    "noise_budget",
+    "phase",
+]

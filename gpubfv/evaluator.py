@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend, get_backend
-from gpubfv.ciphertext import Ciphertext, Plaintext
-from gpubfv.context import Context, get_context
-from gpubfv.encryptor import _check_plain, add_scaled_plaintext, check_ciphertext
+from gpubfv.backend import Backend
+from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
+from gpubfv.context import Context, as_context
+from gpubfv.encryptor import add_scaled_plaintext
 from gpubfv.keys import (
     GaloisKeys,
     SwitchingKey,
@@ -59,16 +59,26 @@ def mod_down(ctx: Context, x: Any) -> Any:
 
 
 class Evaluator:
+    """Homomorphic operations: `Evaluator(ctx, relin_key=None, galois_keys=None)`.
+
+    The keys are needed only by `relinearize`/`multiply` and the rotations. Transitional:
+    `Evaluator(params, ..., backend=...)` still works (see `as_context`).
+    """
+
     def __init__(
         self,
-        params: Parameters,
+        ctx: Context | Parameters,
         relin_key: SwitchingKey | None = None,
         galois_keys: GaloisKeys | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
     ) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
+        self.ctx = as_context(ctx, backend)
+        self.params = self.ctx.params
+        self.backend = self.ctx.backend
+        if relin_key is not None:
+            self.ctx.check(relin_key, "relinearization key")
+        if galois_keys is not None:
+            self.ctx.check(galois_keys, "Galois keys")
         self.rlk = relin_key
         self.gks = galois_keys
 
@@ -80,14 +90,17 @@ class Evaluator:
             raise ValueError(f"operands differ: size {a.size}/{b.size}, level {a.level}/{b.level}")
 
     def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        """a + b (same size and level)."""
         self._same(a, b)
         return Ciphertext(self.params, self.ctx.q_basis(a.level).add(a.data, b.data))
 
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        """a - b (same size and level)."""
         self._same(a, b)
         return Ciphertext(self.params, self.ctx.q_basis(a.level).sub(a.data, b.data))
 
     def neg(self, a: Ciphertext) -> Ciphertext:
+        """-a."""
         check_ciphertext(self.params, a)
         return Ciphertext(self.params, self.ctx.q_basis(a.level).neg(a.data))
 
@@ -109,8 +122,9 @@ class Evaluator:
         return Ciphertext(self.params, self.ctx.q_basis(level).sum(data))
 
     def add_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
+        """a + pt (the plaintext is scaled by Q/t into c0)."""
         check_ciphertext(self.params, a)
-        _check_plain(self.params, pt)
+        check_plaintext(self.params, pt)
         out = a.data.copy()
         c0 = self.backend.xp.ascontiguousarray(out[..., 0, :, :])
         add_scaled_plaintext(self.ctx, c0, pt.data)
@@ -118,6 +132,7 @@ class Evaluator:
         return Ciphertext(self.params, out)
 
     def sub_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
+        """a - pt."""
         t = self.params.t
         neg = self.backend.xp.where(pt.data == 0, pt.data, np.uint64(t) - pt.data)
         return self.add_plain(a, Plaintext(self.params, neg))
@@ -125,7 +140,7 @@ class Evaluator:
     def mul_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
         """Multiply by an (unscaled) plaintext polynomial, lifted centered mod t."""
         check_ciphertext(self.params, a)
-        _check_plain(self.params, pt)
+        check_plaintext(self.params, pt)
         qb = self.ctx.q_basis(a.level)
         t = self.params.t
         m = pt.data.astype(np.int64)
@@ -161,6 +176,7 @@ class Evaluator:
         return Ciphertext(self.params, ctx.r_to_q(scaled_r, exact=True))
 
     def relinearize(self, a: Ciphertext) -> Ciphertext:
+        """Size-3 ciphertext -> size 2 under the relinearization key."""
         check_ciphertext(self.params, a, size=3)
         if self.rlk is None:
             raise ValueError("relinearization needs a relinearization key")
@@ -170,10 +186,12 @@ class Evaluator:
         return Ciphertext(self.params, out)
 
     def multiply(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        """mul then relinearize."""
         return self.relinearize(self.mul(a, b))
 
     # -- automorphisms --------------------------------------------------------------------------
     def apply_galois(self, a: Ciphertext, galois: int) -> Ciphertext:
+        """The automorphism X -> X^galois, key-switched back to s."""
         check_ciphertext(self.params, a, size=2)
         if self.gks is None:
             raise ValueError("rotations need Galois keys")

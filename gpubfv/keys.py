@@ -13,23 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubfv.backend import Backend, get_backend
-from gpubfv.context import Context, get_context
+from gpubfv.backend import Backend
+from gpubfv.context import Context, as_context
 from gpubfv.params import Parameters
 from gpubfv.ring.sampling import PRNG, expand_uniform
 
 
 @dataclass(eq=False)
 class SecretKey:
+    """Ternary secret s, NTT domain over QP: data (L+K, N)."""
+
     params: Parameters
     data: Any  # (L+K, N) NTT domain over QP
 
     def q_part(self, level: int) -> Any:
+        """s over the first `level` ciphertext primes (a view)."""
         return self.data[:level]
 
 
 @dataclass(eq=False)
 class PublicKey:
+    """(-a*s + e, a) over Q, NTT domain: data (2, L, N); `a` expands from `seed`."""
+
     params: Parameters
     data: Any  # (2, L, N) NTT domain over Q
     seed: bytes | None = None
@@ -37,6 +42,8 @@ class PublicKey:
 
 @dataclass(eq=False)
 class SwitchingKey:
+    """Hybrid key-switching key from s' to s (relinearization: s' = s^2; Galois: s(X^g))."""
+
     params: Parameters
     data: Any  # (D, 2, L+K, N) NTT domain over QP
     seed: bytes | None = None
@@ -46,10 +53,13 @@ class SwitchingKey:
 
 @dataclass(eq=False)
 class GaloisKeys:
+    """Switching keys indexed by Galois element."""
+
     params: Parameters
     keys: dict[int, SwitchingKey] = field(default_factory=dict)
 
     def __getitem__(self, g: int) -> SwitchingKey:
+        """The key for Galois element `g` (KeyError with a hint if it was not generated)."""
         try:
             return self.keys[g]
         except KeyError:
@@ -62,6 +72,7 @@ def galois_element_rows(n: int, steps: int) -> int:
 
 
 def galois_element_columns(n: int) -> int:
+    """Galois element swapping the two rows of the slot matrix (X -> X^(2N-1))."""
     return 2 * n - 1
 
 
@@ -93,26 +104,46 @@ def crp_switching(ctx: Context, seed: bytes, label: str) -> Any:
 
 
 def crp_public_key(ctx: Context, seed: bytes) -> Any:
+    """The public uniform `a` of a public key, (L, N) NTT domain over Q, from its seed."""
     return expand_uniform(seed, "pk", ctx.q_basis())
 
 
 class KeyGenerator:
-    """Single-key generation (the multiparty versions live in gpubfv.mhe)."""
+    """Single-key generation (the multiparty versions live in gpubfv.mhe).
+
+    `KeyGenerator(ctx, prng=None)`: secrets and noise come from `prng` (a fresh OS-seeded
+    ChaCha20 PRNG by default). Transitional: `KeyGenerator(params, backend, prng)` and
+    `KeyGenerator(params, prng=..., backend=...)` still work (see `as_context`).
+    """
 
     def __init__(
-        self, params: Parameters, backend: Backend | None = None, prng: PRNG | None = None
+        self,
+        ctx: Context | Parameters,
+        prng: PRNG | None = None,
+        legacy_prng: PRNG | None = None,
+        *,
+        backend: Backend | str | None = None,
     ) -> None:
-        self.params = params
-        self.backend = backend or get_backend("cpu")
-        self.ctx = get_context(params, self.backend)
+        if isinstance(prng, Backend):  # transitional: the old positional (params, backend, prng)
+            if backend is not None:
+                raise TypeError("backend given twice")
+            backend, prng = prng, legacy_prng
+        elif legacy_prng is not None:
+            raise TypeError("KeyGenerator(ctx, prng): one PRNG only")
+        self.ctx = as_context(ctx, backend)
+        self.params = self.ctx.params
+        self.backend = self.ctx.backend
         self.prng = prng or PRNG(backend=self.backend)
 
     def gen_secret_key(self) -> SecretKey:
+        """A fresh ternary secret key."""
         ctx = self.ctx
         s = ctx.qp.from_signed(self.prng.ternary((ctx.n,)))
         return SecretKey(self.params, ctx.qp.ntt(s, inplace=True))
 
     def gen_public_key(self, sk: SecretKey, seed: bytes | None = None) -> PublicKey:
+        """pk = (-a*s + e, a) with `a` expanded from `seed` (fresh by default)."""
+        self.ctx.check(sk, "secret key")
         ctx = self.ctx
         seed = seed or self.prng.seed()
         a = crp_public_key(ctx, seed)
@@ -132,10 +163,14 @@ class KeyGenerator:
         return SwitchingKey(self.params, data, seed, galois, label)
 
     def gen_relin_key(self, sk: SecretKey) -> SwitchingKey:
+        """The relinearization key (switching s^2 -> s)."""
+        self.ctx.check(sk, "secret key")
         s2 = self.ctx.qp.mul(sk.data, sk.data)
         return self._switching_key(sk, s2, "relin", 0)
 
     def gen_galois_key(self, sk: SecretKey, galois: int) -> SwitchingKey:
+        """The switching key for the automorphism X -> X^galois."""
+        self.ctx.check(sk, "secret key")
         qp = self.ctx.qp
         s = qp.intt(sk.data)
         s_g = qp.ntt(qp.automorphism(s, galois), inplace=True)

@@ -66,10 +66,12 @@ class ParametersLiteral:
     name: str = ""
 
     def to_dict(self) -> dict:
+        """Plain dict of the literal's fields (JSON-ready)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ParametersLiteral:
+        """The literal back from `to_dict()` output (lists become tuples)."""
         kw = dict(d)
         for key in ("q_bits", "p_bits", "q", "p"):
             kw[key] = tuple(int(v) for v in kw.get(key, ()))
@@ -162,6 +164,12 @@ class Parameters:
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "t", t)
 
+    def __getstate__(self) -> dict:
+        """Pickle/copy state without the Contexts cached on the object (they hold a backend)."""
+        state = dict(self.__dict__)
+        state.pop("_contexts", None)
+        return state
+
     @staticmethod
     def _primes(bits: Sequence[int], n: int, avoid: set[int], what: str) -> tuple[int, ...]:
         for b in bits:
@@ -177,34 +185,42 @@ class Parameters:
     # ---- derived quantities -------------------------------------------------------------
     @property
     def log_n(self) -> int:
+        """log2 of the ring degree N."""
         return self.literal.log_n
 
     @property
     def batching(self) -> bool:
+        """Whether t = 1 mod 2N was asked for (SIMD slots, `BatchEncoder`)."""
         return self.literal.batching
 
     @property
     def insecure(self) -> bool:
+        """Whether the set was built with allow_insecure (tests only)."""
         return self.literal.allow_insecure
 
     @cached_property
     def big_q(self) -> int:
+        """Q, the product of the ciphertext primes."""
         return math.prod(self.q)
 
     @cached_property
     def big_p(self) -> int:
+        """P, the product of the special primes (1 without any)."""
         return math.prod(self.p)
 
     @property
     def log_q(self) -> float:
+        """log2(Q)."""
         return math.log2(self.big_q)
 
     @property
     def log_qp(self) -> float:
+        """log2(QP), the quantity bounded by the security table."""
         return math.log2(self.big_q * self.big_p)
 
     @property
     def slots(self) -> int:
+        """Plaintext slots (N)."""
         return self.n
 
     def q_at(self, level: int) -> int:
@@ -228,6 +244,7 @@ class Parameters:
         return hashlib.sha256(b"gpubfv-params-v1" + desc.encode()).digest()[:16]
 
     def describe(self) -> str:
+        """One human-readable line: name, N, log Q, L, log P, t, security."""
         label = self.literal.name or f"logN={self.log_n}"
         sec = "INSECURE" if self.insecure else "128-bit"
         return (
@@ -280,6 +297,7 @@ PRESETS: dict[str, ParametersLiteral] = {
 
 
 def preset(name: str) -> Parameters:
+    """The named parameter set `name` (a key of PRESETS), built and validated."""
     try:
         return Parameters(PRESETS[name])
     except KeyError:

@@ -82,6 +82,7 @@ def _prime_factors(n: int) -> list[int]:
 
 
 def bit_reverse(i: int, bits: int) -> int:
+    """`i` with its lowest `bits` bits reversed."""
     r = 0
     for _ in range(bits):
         r = (r << 1) | (i & 1)
@@ -131,6 +132,8 @@ def find_primitive_2n_root(q: int, n: int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class NTTTables:
+    """Twiddles and Shoup companions of the negacyclic NTT for one (moduli, N)."""
+
     n: int
     moduli: tuple[int, ...]
     q: np.ndarray  # uint32 (L,)
@@ -144,10 +147,12 @@ class NTTTables:
 
     @property
     def log_n(self) -> int:
+        """log2(N)."""
         return self.n.bit_length() - 1
 
     @property
     def num_limbs(self) -> int:
+        """Number of moduli (rows of every table)."""
         return len(self.moduli)
 
 
@@ -156,6 +161,7 @@ def _shoup(x: int, q: int) -> int:
 
 
 def make_ntt_tables(moduli: Sequence[int], n: int) -> NTTTables:
+    """Tables for `moduli` (NTT-friendly primes < 2^30, q = 1 mod 2N) and degree `n`."""
     n = _check_n(n)
     if isinstance(moduli, (int, np.integer)):
         raise TypeError("moduli must be a sequence of ints")

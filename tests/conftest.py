@@ -28,6 +28,7 @@ import pytest  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The `--backend` option."""
     parser.addoption(
         "--backend",
         action="store",
@@ -39,4 +40,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def backend_name(request: pytest.FixtureRequest) -> str:
+    """The backend name given by `--backend` ("cpu" unless asked)."""
     return request.config.getoption("--backend")

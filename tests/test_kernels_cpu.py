@@ -30,6 +30,7 @@ from kernels.ntt_tables import (  # noqa: E402
     generate_ntt_primes,
     make_ntt_tables,
 )
+from kernels.tables import barrett_constants  # noqa: E402
 
 
 def ntt_primes(n: int, k: int, bits: int = 30) -> list[int]:
@@ -42,6 +43,23 @@ def rand_poly(rng, moduli, n, m=1):
 
 
 # ---------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize("bits", [2, 17, 29, 30])
+def test_host_barrett_constants(bits):
+    """kernels.tables packs mu = floor(2^2k / q) and k = bitlen(q) the way the kernels unpack it,
+    identically to the copy still in kernels.cpu.arith (removed by the integrator later)."""
+    from kernels.cpu.arith import barrett_constants as cpu_copy
+
+    qs = [q for q in (3, (1 << bits) - 1, (1 << (bits - 1)) + 1) if q.bit_length() == bits]
+    got = barrett_constants(np.array(qs, dtype=np.uint32))
+    assert got.dtype == np.uint64
+    for q, w in zip(qs, got.tolist()):
+        k = w >> 56
+        assert k == q.bit_length() and w & ((1 << 56) - 1) == (1 << (2 * k)) // q
+    np.testing.assert_array_equal(got, cpu_copy(np.array(qs, dtype=np.uint32)))
+    with pytest.raises(ValueError):
+        barrett_constants(np.array([1], dtype=np.uint32))
 
 
 def test_tables_refuse_bad_input():

@@ -165,6 +165,124 @@ def test_layer_checker_sees_upward_edges():
     assert set(upward) >= {"gpubfv.keys", "gpubfv.params", "dmhe.engine"}
 
 
+# ---------------------------------------------------------------- the device: decided in one place
+DEVICE_OWNER = "gpubfv.backend"
+KERNEL_SETS = ("kernels.cpu", "kernels.cuda")
+DEVICE_ATTRS = {"is_cuda", "__cuda_array_interface__"}
+DEVICE_NAMES = {"cuda", "cuda-sim"}
+PREFIX_TESTS = {"startswith", "endswith", "removeprefix", "partition", "split"}
+
+
+def is_kernel_set(mod: str) -> bool:
+    return any(mod == k or mod.startswith(k + ".") for k in KERNEL_SETS)
+
+
+def dynamic_imports(tree: ast.AST) -> list[tuple[str, int]]:
+    """`importlib.import_module("...")` / `__import__("...")` with a literal module name."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args:
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            arg = node.args[0]
+            if name in ("import_module", "__import__") and isinstance(arg, ast.Constant):
+                if isinstance(arg.value, str):
+                    out.append((arg.value, node.lineno))
+    return out
+
+
+def kernel_set_imports(text: str, me: str, is_package: bool = False) -> list[str]:
+    """Where module `me` imports a kernel set (static, lazy or importlib) outside the backend."""
+    if me == DEVICE_OWNER:
+        return []
+    found = imports_in(text, me, is_package) + dynamic_imports(ast.parse(text))
+    hits = sorted({(line, mod) for mod, line in found if is_kernel_set(mod)})
+    return [f"{line}: imports {mod}" for line, mod in hits]
+
+
+def _line(where: str) -> int:
+    return int(where.split(":")[0])
+
+
+def device_questions(text: str) -> list[str]:
+    """Every place a source asks which device something lives on (see the test below)."""
+    out = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Attribute) and node.attr in DEVICE_ATTRS:
+            out.add(f"{node.lineno}: attribute .{node.attr}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in DEVICE_NAMES or node.value in DEVICE_ATTRS:
+                out.add(f"{node.lineno}: string {node.value!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in PREFIX_TESTS
+            and any(
+                isinstance(a, ast.Constant) and isinstance(a.value, str) and "cuda" in a.value
+                for a in node.args
+            )
+        ):
+            out.add(f"{node.lineno}: .{node.func.attr}() on a device name")
+    return sorted(out, key=lambda w: (_line(w), w))
+
+
+def scan(package: str, finder) -> list[str]:
+    bad = []
+    for path in sources(package):
+        for why in finder(path, module_name(path)):
+            bad.append(f"{path.relative_to(ROOT)}:{why}")
+    return bad
+
+
+@pytest.mark.parametrize("package", ["gpubfv", "dmhe"])
+def test_only_backend_imports_a_kernel_set(package):
+    """Rule (a): kernels.cpu / kernels.cuda are reached through `Backend.k` only; host tables
+    come from kernels.tables (or kernels.ntt_tables)."""
+
+    def finder(path, me):
+        return kernel_set_imports(path.read_text(), me, path.name == "__init__.py")
+
+    bad = scan(package, finder)
+    assert bad == [], "kernel set imported outside gpubfv/backend.py:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["gpubfv", "dmhe"])
+def test_only_backend_asks_which_device(package):
+    """Rule (b): outside gpubfv/backend.py nothing asks where an array lives; code calls
+    `Backend.device_kind(x)`, `Backend.for_array(x)` or `backend.holds(x)` instead."""
+
+    def finder(path, me):
+        return [] if me == DEVICE_OWNER else device_questions(path.read_text())
+
+    bad = scan(package, finder)
+    assert bad == [], "device sniffed outside gpubfv/backend.py:\n" + "\n".join(bad)
+
+
+DEVICE_PROBE = """
+import kernels.cpu
+from kernels.cuda.ntt import ntt
+from kernels import cuda
+from kernels.tables import barrett_constants
+def f(x, dev, be):
+    importlib.import_module("kernels.cuda")
+    a = x.is_cuda or hasattr(x, "__cuda_array_interface__")
+    b = getattr(x, "is_cuda", False)
+    c = dev == "cuda" or be.name in ("cpu", "cuda-sim")
+    d = str(dev).startswith("cuda:")
+    e = Backend.device_kind(x) == be.kind and be.is_gpu and "cuda:1 or cuda:2 in prose"
+"""
+
+
+def test_device_rules_see_violations():
+    """The two scanners themselves, on a probe with every form they must catch."""
+    imports = kernel_set_imports(DEVICE_PROBE, "gpubfv.ring.probe")
+    assert sorted({_line(w) for w in imports}) == [2, 3, 4, 7]
+    assert kernel_set_imports(DEVICE_PROBE, DEVICE_OWNER) == []
+    found = device_questions(DEVICE_PROBE)
+    assert sorted({_line(w) for w in found}) == [8, 9, 10, 11]
+    assert len([w for w in found if _line(w) == 8]) == 2  # the attribute and the string
+
+
 @pytest.mark.parametrize("module", ["gpubfv", "gpubfv.mhe", "kernels.cpu"])
 def test_import_loads_no_heavy_or_device_module(module):
     if not is_project_module(module):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import pytest
 
@@ -176,3 +178,16 @@ def test_parameters_are_frozen():
     p = preset("TOY4")
     with pytest.raises(AttributeError):
         p.t = 3  # type: ignore[misc]
+
+
+def test_parameters_pickle_without_cached_contexts():
+    """A Context cached on Parameters by the transitional path never travels with them."""
+    from gpubfv.context import as_context
+
+    p = preset("TOY4")
+    ctx = as_context(p)
+    ctx.q_basis()
+    for back in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p)):
+        assert back.fingerprint == p.fingerprint and back.q == p.q and back.t == p.t
+        assert "_contexts" not in back.__dict__
+        assert as_context(back) is not ctx and as_context(back).params is back

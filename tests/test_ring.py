@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from gpubfv import preset  # noqa: E402
-from gpubfv.context import get_context  # noqa: E402
+from gpubfv.context import Context  # noqa: E402
 from gpubfv.ring.basis import RNSBasis  # noqa: E402
 from gpubfv.ring.modmath import generate_ntt_primes  # noqa: E402
 from gpubfv.ring.rns import BaseConverter, HPSScaler, ScaleRoundToT  # noqa: E402
@@ -261,7 +261,7 @@ def test_base_convert_fast_is_off_by_small_multiple(log_n, src_bits, dst_bits, s
 
 def test_context_converters_round_trip():
     """Q -> R -> Q exact conversions in the scheme context are the identity on centered values."""
-    ctx = get_context(preset("TOY6"))
+    ctx = Context(preset("TOY6"))
     qb = ctx.q_basis()
     rng = np.random.default_rng(7)
     Q = qb.product

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
+import weakref
 from functools import cache
 from pathlib import Path
 
@@ -17,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference  # noqa: E402
 
+import gpubfv.context  # noqa: E402
 from gpubfv import (  # noqa: E402
     PRNG,
     BatchEncoder,
     Ciphertext,
     CoefficientEncoder,
+    Context,
     Decryptor,
     EncodingError,
     Encryptor,
@@ -31,9 +35,10 @@ from gpubfv import (  # noqa: E402
     Parameters,
     ParametersLiteral,
     Plaintext,
+    get_backend,
     preset,
 )
-from gpubfv.context import get_context  # noqa: E402
+from gpubfv.context import as_context  # noqa: E402
 from gpubfv.ring.sampling import expand_uniform  # noqa: E402
 
 EXAMPLES = int(os.environ.get("GPUBFV_EXAMPLES", "10"))
@@ -47,18 +52,19 @@ class Kit:
 
     def __init__(self, params: Parameters, seed: int = 1, steps: list[int] = STEPS) -> None:
         self.p = params
+        self.ctx = ctx = Context(params)
         self.t = params.t
         self.n = params.n
-        kg = KeyGenerator(params, prng=PRNG(bytes([seed]) * 32))
+        kg = KeyGenerator(ctx, prng=PRNG(bytes([seed]) * 32))
         self.sk = kg.gen_secret_key()
         self.pk = kg.gen_public_key(self.sk)
         self.rlk = kg.gen_relin_key(self.sk)
         self.gks = kg.gen_galois_keys(self.sk, steps=steps) if params.batching else None
-        self.enc = BatchEncoder(params) if params.batching else CoefficientEncoder(params)
-        self.e = Encryptor(params, self.pk, prng=PRNG(bytes([seed + 1]) * 32))
-        self.es = Encryptor(params, secret_key=self.sk, prng=PRNG(bytes([seed + 2]) * 32))
-        self.d = Decryptor(params, self.sk)
-        self.ev = Evaluator(params, self.rlk, self.gks)
+        self.enc = BatchEncoder(ctx) if params.batching else CoefficientEncoder(ctx)
+        self.e = Encryptor(ctx, self.pk, prng=PRNG(bytes([seed + 1]) * 32))
+        self.es = Encryptor(ctx, self.sk, prng=PRNG(bytes([seed + 2]) * 32))
+        self.d = Decryptor(ctx, self.sk)
+        self.ev = Evaluator(ctx, self.rlk, self.gks)
 
     def encrypt(self, x: np.ndarray, symmetric: bool = False) -> Ciphertext:
         return (self.es if symmetric else self.e).encrypt(self.enc.encode(x))
@@ -224,10 +230,10 @@ def test_rotation_without_key_refused():
     with pytest.raises(KeyError):
         k.ev.rotate_rows(k.encrypt(k.rand(np.random.default_rng(0))), 7)
     with pytest.raises(ValueError):
-        Evaluator(k.p).rotate_columns(k.encrypt(k.rand(np.random.default_rng(0))))
+        Evaluator(k.ctx).rotate_columns(k.encrypt(k.rand(np.random.default_rng(0))))
     with pytest.raises(ValueError):
         a = k.encrypt(k.rand(np.random.default_rng(0)))
-        Evaluator(k.p).relinearize(k.ev.mul(a, a))
+        Evaluator(k.ctx).relinearize(k.ev.mul(a, a))
 
 
 # ---------------------------------------------------------------- modulus switching
@@ -267,7 +273,7 @@ def test_secret_key_ciphertext_c1_is_seeded():
     x = k.rand(np.random.default_rng(11), (2, 2))
     ct = k.encrypt(x, symmetric=True)
     assert ct.seed is not None and len(ct.seed) == 32
-    qb = get_context(k.p).q_basis()
+    qb = k.ctx.q_basis()
     c1 = qb.intt(expand_uniform(ct.seed, ct.seed_domain, qb, (2, 2)))
     eq(ct.data[..., 1, :, :], c1)
     assert k.encrypt(x).seed is None
@@ -277,9 +283,64 @@ def test_secret_key_ciphertext_c1_is_seeded():
     assert ct2.seed != ct.seed and not np.array_equal(ct2.data, ct.data)
 
 
+def test_context_is_the_handle():
+    k = kit("TOY6")
+    assert k.e.ctx is k.d.ctx is k.ev.ctx is k.enc.ctx is k.ctx
+    assert Context(k.p, "cpu").backend is k.ctx.backend
+    with pytest.raises(TypeError):
+        Context(k.p.literal)
+    with pytest.raises(TypeError):
+        Context(k.p, 3)
+    with pytest.raises(TypeError):
+        KeyGenerator(k.p.literal)
+    # objects built on a Context refuse keys of other parameters
+    other = kit("TOY8")
+    with pytest.raises(ValueError):
+        Decryptor(other.ctx, k.sk)
+    with pytest.raises(ValueError):
+        Encryptor(other.ctx, k.pk)
+    with pytest.raises(ValueError):
+        Evaluator(other.ctx, k.rlk)
+    with pytest.raises(ValueError):
+        KeyGenerator(other.ctx).gen_public_key(k.sk)
+    with pytest.raises(TypeError):
+        Encryptor(k.ctx, k.rlk)
+    with pytest.raises(TypeError):
+        Encryptor(k.ctx, k.pk, PRNG(b"\x01" * 32))  # the PRNG goes by keyword
+    with pytest.raises(TypeError):
+        FixedPointEncoder(k.p, 4, 1.0)
+    with pytest.raises(ValueError):
+        FixedPointEncoder(k.ctx, 4, 1.0, inner=BatchEncoder(other.ctx))
+
+
+def test_context_tables_die_with_it():
+    """Per-level tables are memoised on the instance, not in a module-level cache."""
+    ctx = Context(preset("TOY4"))
+    assert ctx.q_basis(1) is ctx.q_basis(1) and ctx.decrypt_scaler(2) is ctx.decrypt_scaler(2)
+    with pytest.raises(ValueError):
+        ctx.q_basis(len(ctx.params.q) + 1)
+    ref = weakref.ref(ctx)
+    del ctx
+    gc.collect()
+    assert ref() is None
+
+
+def test_as_context_transitional_path():
+    p = preset("TOY4")
+    ctx = as_context(p)
+    assert isinstance(ctx, Context) and ctx.params is p and ctx.backend.name == "cpu"
+    assert as_context(p, "cpu") is ctx and as_context(p, get_backend("cpu")) is ctx
+    assert as_context(ctx) is ctx and as_context(ctx, "cpu") is ctx
+    # cached on the object, not by id(): an equal literal is another parameter set object
+    assert as_context(preset("TOY4")) is not ctx
+    assert not hasattr(gpubfv.context, "_CONTEXTS")
+    with pytest.raises(TypeError):
+        as_context(p.literal)
+
+
 def test_encryptor_needs_a_key():
     with pytest.raises(ValueError):
-        Encryptor(kit("TOY4").p)
+        Encryptor(kit("TOY4").ctx)
 
 
 # ---------------------------------------------------------------- hypothesis: random inputs
@@ -344,12 +405,35 @@ def test_encode_out_of_range_refused(name):
         k.enc.encode(np.zeros(k.n + 1, dtype=np.int64))
 
 
+FLOATS = [1.7, 1.0, float("nan"), float("inf"), -0.5]
+
+
+@pytest.mark.parametrize("bad", FLOATS, ids=lambda v: f"v={v}")
+@pytest.mark.parametrize("which", ["batch", "coeff", "coeff-packed"])
+def test_integer_encoders_refuse_floats(which, bad):
+    """Floats never reach an integer encoder, not even integer-valued ones (no silent casts)."""
+    k = big_t_kit() if which == "coeff-packed" else kit("TOY6")
+    if which == "batch":
+        enc = BatchEncoder(k.ctx)
+    else:
+        enc = CoefficientEncoder(k.ctx, pack=3 if which == "coeff-packed" else 1, width=18)
+    v = np.zeros(k.n, dtype=np.float64)
+    v[3] = bad
+    with pytest.raises(EncodingError, match="integer values required"):
+        enc.encode(v)
+    with pytest.raises(EncodingError):
+        enc.encode([0, 1, bad] + [0] * (k.n - 3))  # a list with one float is a float array
+    ints = np.zeros(k.n, dtype=np.int64)
+    ints[3] = 1
+    eq(enc.decode(enc.encode(ints))[: k.n], ints)  # the same values as integers are fine
+
+
 def test_batch_encoder_needs_batching():
     p = Parameters(
         ParametersLiteral(log_n=4, q_bits=(28, 28), t=65539, batching=False, allow_insecure=True)
     )
     with pytest.raises(EncodingError):
-        BatchEncoder(p)
+        BatchEncoder(Context(p))
 
 
 @pytest.mark.parametrize("name", ["TOY6", "TOY8"])
@@ -357,7 +441,7 @@ def test_batch_encoder_needs_batching():
 def test_fixed_point_encoder(name, f):
     k, t = kit(name), kit(name).t
     clip = 3.0
-    fp = FixedPointEncoder(k.enc, scale_bits=f, clip=clip)
+    fp = FixedPointEncoder(k.ctx, scale_bits=f, clip=clip, inner=k.enc)
     assert fp.max_error == 2.0 ** -(f + 1)
     rng = np.random.default_rng(14)
     x = rng.uniform(-clip, clip, (3, k.n))
@@ -375,7 +459,7 @@ def test_fixed_point_encoder(name, f):
     with pytest.raises(EncodingError):
         fp.encode(np.full(k.n, -clip * 1.5))
     with pytest.raises(EncodingError):
-        FixedPointEncoder(k.enc, scale_bits=f, clip=t / 2.0**f)
+        FixedPointEncoder(k.ctx, scale_bits=f, clip=t / 2.0**f)
 
 
 @cache
@@ -395,7 +479,7 @@ def big_t_kit() -> Kit:
 def test_coefficient_packing_sums_large_t():
     k = big_t_kit()
     assert k.t.bit_length() == 58
-    ce = CoefficientEncoder(k.p, pack=3, width=18)
+    ce = CoefficientEncoder(k.ctx, pack=3, width=18)
     assert ce.slots == 3 * k.n
     K = 4
     rng = np.random.default_rng(15)
@@ -415,7 +499,7 @@ def test_coefficient_packing_sums_large_t():
     with pytest.raises(EncodingError):
         ce.encode(np.zeros(3 * k.n + 1, dtype=np.int64))
     with pytest.raises(EncodingError):
-        CoefficientEncoder(k.p, pack=4, width=15)  # 60 bits >= 58-bit t
+        CoefficientEncoder(k.ctx, pack=4, width=15)  # 60 bits >= 58-bit t
 
 
 def test_coefficient_encoder_large_t_mul_plain_is_negacyclic():
@@ -437,7 +521,7 @@ def test_coefficient_encoder_large_t_mul_plain_is_negacyclic():
 
 def test_coefficient_mul_relin_is_negacyclic():
     k = kit("TOY6")
-    ce = CoefficientEncoder(k.p)
+    ce = CoefficientEncoder(k.ctx)
     rng = np.random.default_rng(17)
     x, y = rng.integers(-500, 501, k.n), rng.integers(-500, 501, k.n)
     a, b = k.e.encrypt(ce.encode(x)), k.e.encrypt(ce.encode(y))

@@ -13,11 +13,16 @@ from typing import Any
 import numpy as np
 
 from gpubfv.backend import Backend, get_backend
-from kernels.cpu.arith import barrett_constants
-from kernels.ntt_tables import make_ntt_tables
+from kernels.tables import barrett_constants, make_ntt_tables
 
 
 class RNSBasis:
+    """Moduli q_0..q_{L-1} for degree N with their Barrett and NTT tables on one backend.
+
+    Every operation takes and returns arrays (..., L, N) of uint32 residues and runs one kernel
+    over the flattened batch; `out=` writes into a preallocated array.
+    """
+
     def __init__(self, moduli: Sequence[int], n: int, backend: Backend | None = None) -> None:
         self.moduli = tuple(int(q) for q in moduli)
         self.n = n
@@ -33,10 +38,12 @@ class RNSBasis:
 
     @cached_property
     def ntt_tables(self) -> Any:
+        """Twiddle tables of the negacyclic NTT, built on first use."""
         return make_ntt_tables(self.moduli, self.n)
 
     @cached_property
     def product(self) -> int:
+        """The product of the moduli, as a Python int."""
         out = 1
         for q in self.moduli:
             out *= q
@@ -52,9 +59,11 @@ class RNSBasis:
         return a.reshape(-1, L, N)
 
     def empty(self, batch: tuple[int, ...] = ()) -> Any:
+        """Uninitialised polynomial(s) of shape batch + (L, N)."""
         return self.backend.xp.empty(batch + (len(self), self.n), dtype=np.uint32)
 
     def zeros(self, batch: tuple[int, ...] = ()) -> Any:
+        """Zero polynomial(s) of shape batch + (L, N)."""
         return self.backend.xp.zeros(batch + (len(self), self.n), dtype=np.uint32)
 
     def _out(self, a: Any, out: Any) -> Any:
@@ -66,34 +75,40 @@ class RNSBasis:
 
     # -- arithmetic -------------------------------------------------------------------------
     def ntt(self, a: Any, inplace: bool = False) -> Any:
+        """Forward negacyclic NTT (a copy unless `inplace`)."""
         out = a if inplace else a.copy()
         self.backend.k.ntt_forward(self._flat(out), self.ntt_tables)
         return out
 
     def intt(self, a: Any, inplace: bool = False) -> Any:
+        """Inverse negacyclic NTT (a copy unless `inplace`)."""
         out = a if inplace else a.copy()
         self.backend.k.ntt_inverse(self._flat(out), self.ntt_tables)
         return out
 
     def add(self, a: Any, b: Any, out: Any = None) -> Any:
+        """a + b mod q per limb."""
         a, b = self._broadcast(a, b)
         out = self._out(a, out)
         self.backend.k.add(self._flat(a), self._flat(b), self.q, self._flat(out))
         return out
 
     def sub(self, a: Any, b: Any, out: Any = None) -> Any:
+        """a - b mod q per limb."""
         a, b = self._broadcast(a, b)
         out = self._out(a, out)
         self.backend.k.sub(self._flat(a), self._flat(b), self.q, self._flat(out))
         return out
 
     def neg(self, a: Any, out: Any = None) -> Any:
+        """-a mod q per limb."""
         a = self._c(a)
         out = self._out(a, out)
         self.backend.k.neg(self._flat(a), self.q, self._flat(out))
         return out
 
     def mul(self, a: Any, b: Any, out: Any = None) -> Any:
+        """a * b mod q per limb (coefficient-wise: NTT-domain polynomial product)."""
         a, b = self._broadcast(a, b)
         out = self._out(a, out)
         self.backend.k.mul(self._flat(a), self._flat(b), self.q, self.mu, self._flat(out))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpubfv.ring.basis import RNSBasis
-from kernels.cpu.arith import barrett_constants
+from kernels.tables import barrett_constants
 
 
 def crt_centered(residues: np.ndarray, moduli: tuple[int, ...]) -> list[list[int]]:
@@ -64,6 +64,7 @@ class BaseConverter:
         self.q_mod = xp.asarray(np.array([big % p for p in dst.moduli], dtype=np.uint32))
 
     def __call__(self, x: Any, exact: bool = False) -> Any:
+        """x (..., L_src, N) -> (..., L_dst, N), fast (exact=False) or exact."""
         xp = self.src.backend.xp
         flat = self.src._flat(self.src._c(x))
         out = xp.empty((flat.shape[0], len(self.dst), self.dst.n), dtype=np.uint32)
@@ -94,6 +95,7 @@ class ScaleRoundToT:
         self.theta = xp.asarray(np.array(thetas, dtype=np.float64))
 
     def __call__(self, x: Any) -> Any:
+        """x (..., L, N) over Q -> round(t*x/Q) mod t, uint64 (..., N)."""
         xp = self.basis.backend.xp
         flat = self.basis._flat(self.basis._c(x))
         out = xp.empty((flat.shape[0], self.basis.n), dtype=np.uint64)
@@ -127,6 +129,7 @@ class HPSScaler:
         self.own = xp.asarray(np.array(own, dtype=np.uint32))
 
     def __call__(self, xq: Any, xr: Any) -> Any:
+        """(x over Q, x over R) -> round(t*x/Q) over R, shape of `xr`."""
         xp = self.qb.backend.xp
         fq = self.qb._flat(self.qb._c(xq))
         fr = self.rb._flat(self.rb._c(xr))

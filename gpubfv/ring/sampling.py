@@ -29,6 +29,7 @@ def _key_words(seed: bytes) -> np.ndarray:
 
 
 def domain_nonce(domain: bytes | str) -> np.ndarray:
+    """The 96-bit ChaCha20 nonce of a domain label (SHA-256, domain-separated)."""
     if isinstance(domain, str):
         domain = domain.encode()
     digest = hashlib.sha256(b"gpubfv-xof-domain" + domain).digest()[:12]
@@ -54,26 +55,31 @@ class PRNG:
         return self.backend.to_numpy(words).astype("<u4").tobytes()[:SEED_BYTES]
 
     def ternary(self, shape: tuple[int, ...]) -> Any:
+        """Uniform ternary int64 values in {-1, 0, 1} (secrets)."""
         count = int(np.prod(shape))
         return self.backend.k.sample_ternary(self._key, self._nonce(), count).reshape(shape)
 
     def cbd(self, shape: tuple[int, ...]) -> Any:
+        """Centered binomial int64 values, eta = ERROR_CBD_ETA (encryption noise)."""
         count = int(np.prod(shape))
         return self.backend.k.sample_cbd(self._key, self._nonce(), count).reshape(shape)
 
     def gaussian(self, shape: tuple[int, ...], sigma: float) -> Any:
+        """Rounded Gaussian int64 values of deviation `sigma` (smudging noise)."""
         count = int(np.prod(shape))
         return self.backend.k.sample_gaussian(
             self._key, self._nonce(), count, float(sigma)
         ).reshape(shape)
 
     def uniform_bounded(self, shape: tuple[int, ...], bound: int) -> Any:
+        """Uniform int64 values in [-bound, bound]."""
         count = int(np.prod(shape))
         return self.backend.k.sample_uniform_bounded(
             self._key, self._nonce(), int(bound), count
         ).reshape(shape)
 
     def uniform(self, basis: RNSBasis, batch: tuple[int, ...] = ()) -> Any:
+        """Uniform residues over `basis`, shape batch + (L, N)."""
         shape = batch + (len(basis), basis.n)
         return self.backend.k.sample_uniform_mod(self._key, self._nonce(), basis.q_host, shape)
 
