@@ -114,8 +114,9 @@ class Trainer:
         if self.agg_name == "encrypted":
             options.setdefault("threshold", cfg.threshold)
             options.setdefault("device", cfg.device)
-            # the smudging's decryption budget D = rounds x ciphertexts for this model
-            options.setdefault("rounds", cfg.rounds)
+            # the smudging's decryption budget D = rounds x ciphertexts for this model, every
+            # retry of a round included (a retried round decrypts fresh ciphertexts)
+            options.setdefault("rounds", cfg.rounds * (1 + cfg.max_retries))
             options.setdefault("values", self.num_values)
             if self.run_dir is not None:
                 options.setdefault("journal_dir", str(self.run_dir.path / "journals"))
