@@ -1,17 +1,20 @@
 """CPU benchmark of a multiparty aggregation round (gpubfv.mhe) with TenSEAL as the yardstick.
 
-At K = 4 and 16 peers, 2^20 values of 16 bits per peer, with the parameters and packing that
-`choose_parameters(K, 16, lam=40)` plans: collective key generation (one peer's CKG share, then
-aggregate + finalize), encrypt per peer (encode + public-key encrypt + modulus switch to the wire
-level), aggregate (sum of K ciphertexts), one peer's decryption share (smudged, derived width),
-combine (aggregate K shares + decrypt + decode), and bytes per value on the wire for the
-ciphertexts (at the wire level) and the decryption shares. TenSEAL's single-key BFV
-encrypt/decrypt (N = 8192, 4 x 30-bit coefficient moduli, a 30-bit batching t) runs in the same
-process as the yardstick. OpenFHE figures are quoted from the issue, not measured here.
+At K = 4 and 16 peers, 2^20 values of 16 bits per peer, for BOTH smudging notions side by side
+(`statistical`, the default: statistical distance <= 2^-40 over the budget; `renyi`, opt-in:
+Renyi divergence, search problems only), each with the parameters and packing that
+`choose_parameters_for_updates(K, 16, values_per_round=V, rounds=R, notion=...)` plans
+(lambda = 40, decryption budget D = R x ciphertext rows per round): collective key generation
+(one peer's CKG share, then aggregate + finalize), encrypt per peer (encode + public-key encrypt
++ modulus switch to the wire level), aggregate (sum of K ciphertexts), one peer's decryption
+share (smudged, derived width), combine (aggregate K shares + decrypt + decode), and bytes per
+value on the wire for the ciphertexts (at the wire level) and the decryption shares. TenSEAL's
+single-key BFV encrypt/decrypt (N = 8192, 4 x 30-bit coefficient moduli, a 30-bit batching t)
+runs in the same process as the yardstick. OpenFHE figures are quoted from the issue, not
+measured here.
 
-Usage: python benchmarks/bench_mhe.py [--quick] [--no-write]
-Writes the "CPU: multiparty aggregation" section of benchmarks/RESULTS.md (bench_mhe markers).
-"""
+Usage: python benchmarks/bench_mhe.py [--quick] [--no-write] [--rounds R]
+Writes the "CPU: multiparty aggregation" section of benchmarks/RESULTS.md (bench_mhe markers)."""
 
 from __future__ import annotations
 
@@ -54,8 +57,9 @@ from gpubfv.mhe import (  # noqa: E402
     Party,
     PublicKeyGen,
     ShareJournal,
-    choose_parameters,
+    choose_parameters_for_updates,
 )
+from gpubfv.mhe.smudging import NOTIONS
 from gpubfv.serialization import nbytes  # noqa: E402
 
 SECTION = "bench_mhe"
@@ -68,15 +72,21 @@ OPENFHE_CT_BPV = 32.0
 OPENFHE_SHARE_BPV = 16.0
 TARGET_RATIO = 3.0
 TARGET_CT_BPV = 12.0
+LAM = 40
 
 
 class Round:
-    """K peers with the planned parameters; one peer's data is `values` 16-bit integers."""
+    """K peers with the planned parameters; one peer's data is `values` 16-bit integers.
 
-    def __init__(self, k: int, values: int) -> None:
+    The plan is made for `notion` over a budget of `rounds` such rounds (D = rounds x rows).
+    """
+
+    def __init__(self, k: int, values: int, notion: str, rounds: int) -> None:
         self.k = k
-        self.plan = plan = choose_parameters(k, VALUE_BITS, lam=40)
-        self.params = p = Parameters(plan.literal)
+        self.plan = plan = choose_parameters_for_updates(
+            k, VALUE_BITS, values_per_round=values, rounds=rounds, notion=notion, lam=LAM
+        )
+        self.params = p = plan.params
         self.enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
         self.batch = -(-values // self.enc.slots)
         self.values = values
@@ -93,8 +103,9 @@ class Round:
         self.offset = 1 << (VALUE_BITS - 1)
         rng = np.random.default_rng(k)  # benchmark data, not key material
         self.data = rng.integers(-self.offset, self.offset, (k, values), dtype=np.int64)
-        noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
-        self.cd = CollectiveDecrypt(self.ctx, noise, peers=k, smudging=plan.lam, budget=self.batch)
+        self.noise = noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
+        self.cd = CollectiveDecrypt(self.ctx, noise, peers=k, smudging=plan.smudging)
+        assert self.batch <= self.cd.budget, "the plan's budget covers one round"
         self.encryptors = [Encryptor(p, self.pk, prng=self.rngs[i]) for i in range(k)]
 
     def party(self, i: int) -> Party:
@@ -169,10 +180,16 @@ def mvps(x: float) -> str:
 
 
 def main() -> None:
+    """Run the rounds for every K and both smudging notions; print and record the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2^16 values, K = 4, 1 rep")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument(
+        "--rounds", type=int, default=100, help="rounds the plan's decryption budget D covers"
+    )
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
     reps = 1 if args.quick else 3
     values = 1 << (16 if args.quick else 20)
     peer_counts = [4] if args.quick else [4, 16]
@@ -182,6 +199,7 @@ def main() -> None:
     yard = tenseal_yardstick(reps)
     header = [
         "K",
+        "smudging",
         "step",
         "time",
         "Mvalues/s",
@@ -190,57 +208,81 @@ def main() -> None:
     ]
     rows: list[list[str]] = []
     wire_rows: list[list[str]] = []
+    side_rows: list[list[str]] = []
     plans = []
     for k in peer_counts:
-        r = Round(k, values)
-        plans.append(
-            f"K={k}: {r.plan.describe()}; `{r.params.fingerprint.hex()}` {r.params.describe()}; "
-            f"{r.batch} ciphertexts of {r.enc.slots} values per peer; "
-            f"sigma_smudge = 2^{np.log2(r.cd.sigma_smudge):.1f}"
-        )
-        res = r.run(reps)
-        v = values
-
-        def row(step, sec, per_values=True, ts_key=None, ofh=None, k=k, v=v):
-            vps = v / sec if per_values else None
-            ts_cell = "-"
-            if ts_key and yard:
-                ts_cell = f"{vps / yard[ts_key]:.2f}x TenSEAL {ts_key.split('_')[0]}"
-            ofh_cell = "-"
-            if ofh:
-                lo, hi = ofh if isinstance(ofh, tuple) else (ofh, ofh)
-                ofh_cell = (
-                    f"{vps / hi:.2f}x-{vps / lo:.2f}x" if lo != hi else f"{vps / lo:.2f}x"
-                ) + " (quoted)"
-            rows.append(
-                [str(k), step, f"{sec * 1e3:,.1f} ms", mvps(vps) if vps else "-", ts_cell, ofh_cell]
+        for notion in NOTIONS:
+            r = Round(k, values, notion, args.rounds)
+            spec = r.plan.smudging
+            plans.append(
+                f"K={k} {notion}: {r.plan.describe()}; `{r.params.fingerprint.hex()}` "
+                f"{r.params.describe()}; {r.batch} ciphertexts of {r.enc.slots} values per peer; "
+                f"{spec.describe(r.cd.sigma_smudge, r.noise.std, r.params.n)}"
             )
-            print("  ".join(rows[-1]), flush=True)
+            res = r.run(reps)
+            v = values
 
-        row("CKG share (one peer)", res["ckg share"], per_values=False)
-        row(f"CKG aggregate {k} + finalize", res["ckg aggregate+finalize"], per_values=False)
-        row("encrypt per peer (encode+enc+switch)", res["encrypt"], True, "encrypt_vps",
-            OPENFHE_ENCRYPT_VPS)  # fmt: skip
-        row(f"aggregate (sum of {k} ciphertexts)", res["aggregate"])
-        row("decryption share per peer", res["decryption share"], True, "decrypt_vps",
-            OPENFHE_SHARE_VPS)  # fmt: skip
-        row(f"combine ({k} shares + decrypt + decode)", res["combine"], True, "decrypt_vps")
-        ct_bpv, sh_bpv = res["ct bytes/value"], res["share bytes/value"]
-        wire_rows.append(
-            [
-                str(k),
-                f"{ct_bpv:.2f}",
-                f"{sh_bpv:.2f}",
-                f"{ct_bpv + sh_bpv:.2f}",
-                f"{r.plan.bytes_per_value:.2f}",
-                f"{OPENFHE_CT_BPV / ct_bpv:.1f}x smaller",
-                f"{(OPENFHE_CT_BPV + OPENFHE_SHARE_BPV) / (ct_bpv + sh_bpv):.1f}x smaller",
-                "yes" if ct_bpv <= TARGET_CT_BPV else "NO",
-            ]
-        )
-        del r
+            def row(step, sec, per_values=True, ts_key=None, ofh=None, k=k, v=v, notion=notion):
+                vps = v / sec if per_values else None
+                ts_cell = "-"
+                if ts_key and yard:
+                    ts_cell = f"{vps / yard[ts_key]:.2f}x TenSEAL {ts_key.split('_')[0]}"
+                ofh_cell = "-"
+                if ofh:
+                    lo, hi = ofh if isinstance(ofh, tuple) else (ofh, ofh)
+                    ofh_cell = (
+                        f"{vps / hi:.2f}x-{vps / lo:.2f}x" if lo != hi else f"{vps / lo:.2f}x"
+                    ) + " (quoted)"
+                rows.append(
+                    [str(k), notion, step, f"{sec * 1e3:,.1f} ms", mvps(vps) if vps else "-",
+                     ts_cell, ofh_cell]
+                )  # fmt: skip
+                print("  ".join(rows[-1]), flush=True)
+
+            row("CKG share (one peer)", res["ckg share"], per_values=False)
+            row(f"CKG aggregate {k} + finalize", res["ckg aggregate+finalize"], per_values=False)
+            row("encrypt per peer (encode+enc+switch)", res["encrypt"], True, "encrypt_vps",
+                OPENFHE_ENCRYPT_VPS)  # fmt: skip
+            row(f"aggregate (sum of {k} ciphertexts)", res["aggregate"])
+            row("decryption share per peer", res["decryption share"], True, "decrypt_vps",
+                OPENFHE_SHARE_VPS)  # fmt: skip
+            row(f"combine ({k} shares + decrypt + decode)", res["combine"], True, "decrypt_vps")
+            ct_bpv, sh_bpv = res["ct bytes/value"], res["share bytes/value"]
+            wire_rows.append(
+                [
+                    str(k),
+                    notion,
+                    f"{ct_bpv:.2f}",
+                    f"{sh_bpv:.2f}",
+                    f"{ct_bpv + sh_bpv:.2f}",
+                    f"{r.plan.bytes_per_value:.2f}",
+                    f"{OPENFHE_CT_BPV / ct_bpv:.1f}x smaller",
+                    f"{(OPENFHE_CT_BPV + OPENFHE_SHARE_BPV) / (ct_bpv + sh_bpv):.1f}x smaller",
+                    "yes" if ct_bpv <= TARGET_CT_BPV else "NO",
+                ]
+            )
+            bound = spec.log2_distance(r.cd.sigma_smudge, r.noise.std, r.params.n)
+            q_bits = sum(q.bit_length() for q in r.params.q[: r.plan.level])
+            side_rows.append(
+                [
+                    str(k),
+                    notion,
+                    f"{spec.lam}",
+                    f"{spec.budget}",
+                    f"2^{np.log2(r.cd.sigma_smudge):.1f}",
+                    ("log2 SD" if notion == "statistical" else "log2 ln R_2") + f" {bound:.1f}",
+                    f"{q_bits}",
+                    mvps(values / res["encrypt"]),
+                    mvps(values / res["decryption share"]),
+                    mvps(values / res["combine"]),
+                    f"{ct_bpv:.2f}",
+                    f"{sh_bpv:.2f}",
+                ]
+            )
+            del r
     wire_header = [
         "K",
+        "smudging",
         "ciphertext B/value (wire level)",
         "decryption share B/value",
         "total B/value",
@@ -249,6 +291,22 @@ def main() -> None:
         "ct+share vs OpenFHE 48 B (quoted)",
         "ct <= 12 B/value",
     ]
+    side_header = [
+        "K",
+        "notion",
+        "lambda",
+        "D",
+        "sigma",
+        "bound (total)",
+        "log2 Q'",
+        "encrypt Mv/s",
+        "dec. share Mv/s",
+        "combine Mv/s",
+        "ct B/value",
+        "share B/value",
+    ]
+    print()
+    print(text_table(side_header, side_rows))
     print()
     print(text_table(header, rows))
     print()
@@ -259,13 +317,20 @@ def main() -> None:
     notes = [
         f"Each peer holds 2^{values.bit_length() - 1} values of {VALUE_BITS} bits (signed, offset "
         "to [0, 2^16) and packed `pack` per coefficient by `CoefficientEncoder`); the parameters "
-        "are `choose_parameters(K, 16, lam=40)`'s, 128-bit secure; ciphertexts are "
-        "modulus-switched to the plan's wire level before they are counted or summed. Times are "
+        f"are `choose_parameters_for_updates(K, 16, values_per_round=2^{values.bit_length() - 1}"
+        f", rounds={args.rounds}, notion=..., lam={LAM})`'s, 128-bit secure: the decryption "
+        f"budget D covers {args.rounds} such rounds. Ciphertexts are modulus-switched to the "
+        "plan's wire level before they are counted or summed. Times are "
         f"medians of {reps} wall-clock runs; values/s = values per peer / time of the step. "
         "Bytes per value are `gpubfv.serialization.nbytes` (header included) of one peer's "
         "ciphertext batch and decryption share, divided by its values.",
-        "Decryption shares are smudged with sigma = 2^(lambda/2) * sigma_ct derived from the "
-        "noise estimate of the K-fold sum (lambda = 40), and the combined sum is asserted exact.",
+        "Smudging: every K runs both notions in the same process. `statistical` (the default) "
+        "floods each share with sigma = 2^(lambda+1) N D B_ct / sqrt(2 pi) (statistical distance "
+        "<= 2^-lambda over all D decryptions); `renyi` (opt-in) uses sigma = 2^(lambda/2) "
+        "sigma_ct (Renyi divergence, search problems only: NOT a statistical-distance "
+        "guarantee). Both are derived from the noise estimate of the K-fold sum; the wider "
+        "statistical noise needs a larger wire modulus Q', which is the byte and time cost "
+        "shown side by side. The combined sum is asserted exact in both.",
     ]
     if yard:
         notes.append(
@@ -301,10 +366,14 @@ def main() -> None:
             "## CPU: multiparty aggregation (gpubfv.mhe)",
             "",
             *machine_lines(("tenseal",) if yard else ()),
-            "- plans (K: plan; parameter fingerprint and description; batch; smudging):",
+            "- plans (K notion: plan; parameter fingerprint and description; batch; smudging):",
             *[f"  - {p}" for p in plans],
             f"- run: {'quick' if args.quick else 'full'}, {elapsed:.0f} s in all; 1-min load "
             f"average {load_start:.2f} at start, {load_end:.2f} at end",
+            "",
+            "### Smudging notions side by side",
+            "",
+            markdown_table(side_header, side_rows),
             "",
             "### Time per step",
             "",

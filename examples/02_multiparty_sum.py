@@ -1,6 +1,7 @@
 """Multiparty sum: K peers, one collective key, nobody can decrypt alone.
 
-1. The planner picks (N, Q, t) and the packing for K peers summing 16-bit values at lambda = 40.
+1. The planner picks (N, Q, t) and the packing for K peers summing 16-bit values, for smudging
+   of the default notion (statistical distance <= 2^-40) over a declared budget of D decryptions.
 2. Collective public key (CKG): each peer sends one share -a*s_i + e_i; pk encrypts under sum s_i.
 3. Each peer encodes its vector (several values per coefficient), encrypts under pk, and
    modulus-switches to the wire level Q' before sending.
@@ -9,7 +10,7 @@
    share smudged with noise derived from the ciphertext's noise bound; the combined shares of all
    K peers reveal the sum, and only the sum.
 
-Usage: python examples/02_multiparty_sum.py [--peers 4] [--values N]
+Usage: python examples/02_multiparty_sum.py [--peers 4] [--values N] [--decryptions D]
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from gpubfv import (
     Encryptor,
     Evaluator,
     KeyGenerator,
-    Parameters,
     get_backend,
 )
 from gpubfv.context import Context
@@ -36,6 +36,7 @@ from gpubfv.mhe import (
     Party,
     PublicKeyGen,
     ShareJournal,
+    Smudging,
     choose_parameters,
 )
 from gpubfv.serialization import nbytes
@@ -49,13 +50,21 @@ def main() -> None:
     ap.add_argument(
         "--values", type=int, default=0, help="values per peer (default: 4 full ciphertexts)"
     )
+    ap.add_argument(
+        "--decryptions",
+        type=int,
+        default=100,
+        help="declared decryption budget D: ciphertext rows the key shares may ever decrypt",
+    )
     args = ap.parse_args()
     k, count = args.peers, args.values
     clock: dict[str, float] = {}
 
-    # 1. parameters from the noise bound, not hand-picked
-    plan = choose_parameters(k, VALUE_BITS, lam=40)
-    params = Parameters(plan.literal)
+    # 1. parameters from the noise bound, not hand-picked. The smudging spec states the notion
+    # (default "statistical": statistical distance <= 2^-lambda over the whole budget), lambda
+    # and the budget D the bound holds for; the wire modulus grows with log2(D).
+    plan = choose_parameters(k, VALUE_BITS, smudging=Smudging(args.decryptions))
+    params = plan.params
     print("plan:", plan.describe())
     print("parameters:", params.describe())
 
@@ -89,6 +98,8 @@ def main() -> None:
     per_ct = encoder.slots
     count = count or 4 * per_ct
     batch = -(-count // per_ct)
+    if batch > plan.smudging.budget:
+        ap.error(f"{count} values need {batch} decryptions, above --decryptions {args.decryptions}")
     offset = 1 << (VALUE_BITS - 1)
     data = np.random.default_rng(2).integers(-offset, offset, (k, count))
     evaluator = Evaluator(params)
@@ -109,9 +120,9 @@ def main() -> None:
 
     # 5. collective decryption: smudging width derived from the noise of the K-fold sum
     noise = NoiseEstimate.fresh(params, k).mod_switch(params, plan.level, k).summed(k)
-    # the declared decryption budget D: each party refuses key-switch rows beyond it
-    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.lam, budget=batch)
-    print(f"sigma_smudge = 2^{np.log2(cd.sigma_smudge):.1f} (2^(lambda/2) * sigma_ct)")
+    # the plan's smudging spec; its budget D is what each party's journal counts rows against
+    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.smudging)
+    print(plan.smudging.describe(cd.sigma_smudge, noise.std, params.n))
     t0 = time.perf_counter()
     dec_shares = [party.decryption_share(cd, total) for party in parties]
     clock["decryption shares (all peers)"] = time.perf_counter() - t0

@@ -32,10 +32,17 @@ from gpubfv.mhe import (
     RelinKeyGen,
     ShareJournal,
     ShareReplay,
+    Smudging,
 )
 from gpubfv.serialization import to_bytes
 
 K = 2
+LAM = 40
+
+
+def spec(budget: int = 100, notion: str = "renyi", lam: int = LAM) -> Smudging:
+    # TOY6 is a tiny insecure set: the opt-in renyi notion, stated; the journal only sees its tag
+    return Smudging(budget, notion=notion, lam=lam)
 
 
 @cache
@@ -65,9 +72,9 @@ def party(journal: ShareJournal, i: int = 0) -> Party:
     return Party(ctx, sks[i], peer_id=i, journal=journal, prng=PRNG(bytes([i + 9]) * 32))
 
 
-def cd(budget: int = 100, smudging: int = 40) -> CollectiveDecrypt:
+def cd(budget: int = 100, notion: str = "renyi", lam: int = LAM) -> CollectiveDecrypt:
     _, ctx, _, _, noise = setup()
-    return CollectiveDecrypt(ctx, noise, peers=K, smudging=smudging, budget=budget)
+    return CollectiveDecrypt(ctx, noise, peers=K, smudging=spec(budget, notion, lam))
 
 
 def test_rebatched_reordered_and_sliced_requests_return_the_recorded_rows():
@@ -95,17 +102,21 @@ def test_one_namespace_for_cks_cks_to_a_key_and_pcks():
     pa.decryption_share(cd(), rows(ct, [0, 1]))
     kg = KeyGenerator(p, prng=PRNG(b"\x57" * 32))
     pk_r = kg.gen_public_key(kg.gen_secret_key())
-    pcks = PublicKeySwitch(ctx, noise, peers=K, budget=100)
-    ks = KeySwitch(ctx, noise, peers=K, budget=100)
+    pcks = PublicKeySwitch(ctx, noise, peers=K, smudging=spec())
+    ks = KeySwitch(ctx, noise, peers=K, smudging=spec())
     with pytest.raises(ShareReplay, match="second share"):  # PCKS after CKS of the same c1
         pa.public_key_switch_share(pcks, rows(ct, [1]), pk_r)
     with pytest.raises(ShareReplay):  # CKS to another key, sliced out of a re-batch
         pa.key_switch_share(ks, rows(ct, [2, 0]), sks[1])
-    with pytest.raises(ShareReplay):  # other smudging
-        pa.decryption_share(cd(smudging=30), rows(ct, [0]))
+    with pytest.raises(ShareReplay):  # other smudging lambda
+        pa.decryption_share(cd(lam=32), rows(ct, [0]))
+    with pytest.raises(ShareReplay):  # other smudging notion (the default one fits TOY6 at D=100)
+        pa.decryption_share(cd(notion="statistical"), rows(ct, [0]))
+    with pytest.raises(ShareReplay):  # other declared budget D (part of the spec's tag)
+        pa.decryption_share(cd(budget=101), rows(ct, [0]))
     with pytest.raises(ShareReplay):  # other peer set
         pa.decryption_share(
-            CollectiveDecrypt(ctx, noise, peers=[0, 1, 2], budget=100), rows(ct, [0])
+            CollectiveDecrypt(ctx, noise, peers=[0, 1, 2], smudging=spec()), rows(ct, [0])
         )
     # the refused requests recorded nothing: row 2 is still fresh for any protocol
     assert pa.journal.key_switch_rows == 2
@@ -193,6 +204,7 @@ def test_bit_flipped_or_foreign_journal_refuses_to_open(tmp_path):
 def test_decryption_budget():
     _, _, _, ct, _ = setup()
     pa, dec = party(mem()), cd(budget=2)
+    assert dec.budget == dec.smudging.budget == 2  # the journal counts against the spec's D
     with pytest.raises(DecryptionBudgetExceeded, match="budget of 2"):
         pa.decryption_share(dec, rows(ct, [0, 1, 2]))
     assert pa.journal.key_switch_rows == 0  # refused before anything was made
@@ -249,7 +261,7 @@ def test_the_journal_is_mandatory():
 def test_key_switch_to_a_second_target_key_is_refused():
     p, ctx, sks, ct, noise = setup()
     pa = party(mem())
-    ks = KeySwitch(ctx, noise, peers=K, budget=100)
+    ks = KeySwitch(ctx, noise, peers=K, smudging=spec())
     t1, t2 = (KeyGenerator(p, prng=PRNG(bytes([b]) * 32)).gen_secret_key() for b in (0x61, 0x62))
     first = pa.key_switch_share(ks, rows(ct, [0]), t1)
     assert np.array_equal(pa.key_switch_share(ks, rows(ct, [0]), t1).data, first.data)

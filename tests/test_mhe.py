@@ -1,8 +1,11 @@
 """gpubfv.mhe: every collective protocol against the single-key scheme under sk_ideal = sum s_i.
 
 The table runs each protocol over K in {2, 3, 8} peers on the tiny sets (TOY6, TOY8) and over one
-realistic set, the one `choose_parameters(4, 16)` plans (N = 8192, 128-bit), with K = 3. Every
-share is made by a `Party` (key share, CSPRNG, journal, id). The checks are:
+realistic set, the one `choose_parameters(3, 8, smudging=Smudging(16))` plans (N = 8192, 128-bit),
+with K = 3. The tiny sets cannot hold statistical smudging, so their key switches use the opt-in
+`renyi` notion, stated explicitly; the realistic set runs CKS, CKS-to-a-key and PCKS under the
+DEFAULT `statistical` notion. Every share is made by a `Party` (key share, CSPRNG, journal, id).
+The checks are:
 - structure: a collective key has the form of a single key for sk_ideal, with an error no larger
   than the worst case of its protocol (CKG, RKG, GKG);
 - function: encrypt under the collective key -> sum -> collective decryption equals the numpy sum
@@ -56,6 +59,7 @@ from gpubfv.mhe import (
     ShareJournal,
     ShareMismatch,
     ShareReplay,
+    Smudging,
     ThresholdError,
     Thresholdizer,
     check_decryptable,
@@ -66,15 +70,28 @@ from gpubfv.mhe.noise import tail_factor
 from gpubfv.params import PRESETS
 
 ETA = 21  # centered binomial errors: |e| <= 21 (gpubfv.params.ERROR_BOUND)
-REALISTIC = "agg-K4-b16-p3"  # choose_parameters(4, 16).literal: N = 8192, 128-bit secure
-BUDGET = 1 << 20  # declared decryptions: the tests never come near it
+REALISTIC = "agg-K3-b8-p3"  # realistic_plan().literal: N = 8192, 128-bit secure
+BUDGET = 1 << 20  # declared decryptions on the tiny sets: the tests never come near it
+REAL_BUDGET = 16  # declared decryptions D on the realistic set (the tests make a few rows)
+TOY_SMUDGING = Smudging(BUDGET, notion="renyi", lam=40)  # tiny sets cannot hold "statistical"
+
+
+@cache
+def realistic_plan():
+    # the default notion ("statistical", lambda = 40) over D = REAL_BUDGET decryptions
+    return choose_parameters(3, 8, smudging=Smudging(REAL_BUDGET))
 
 
 @cache
 def params_named(name: str) -> Parameters:
     if name == REALISTIC:
-        return Parameters(choose_parameters(4, 16).literal)
+        return realistic_plan().params
     return preset(name)
+
+
+def smudging_for(name: str) -> Smudging:
+    """The realistic set's plan spec (statistical, the default); renyi on the tiny sets."""
+    return realistic_plan().smudging if name == REALISTIC else TOY_SMUDGING
 
 
 def mem() -> ShareJournal:
@@ -115,13 +132,14 @@ class World:
         ]
         self.ct_sum = self.ev.sum(self.cts)
         self.noise_sum = NoiseEstimate.fresh(p, k).summed(k)
+        self.smudging = smudging_for(name)
         self.cd = self.decryptor(peers=k)
         self.d_ideal = Decryptor(p, self.sk_ideal)
 
     def decryptor(self, **kw) -> CollectiveDecrypt:
         kw.setdefault("peers", self.k)
-        kw.setdefault("budget", BUDGET)
-        return CollectiveDecrypt(self.ctx, self.noise_sum, **kw)
+        kw.setdefault("smudging", self.smudging)
+        return CollectiveDecrypt(self.ctx, kw.pop("noise", self.noise_sum), **kw)
 
     def collective_decrypt(self, ct, parties=None, cd=None):
         parties = self.parties if parties is None else parties
@@ -229,7 +247,10 @@ def test_sum_then_collective_decrypt_equals_numpy(case):
     want = w.x.sum(0)
     assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(w.ct_sum)), want)  # single key
     assert np.array_equal(w.collective_decrypt(w.ct_sum), want)  # collective
-    assert w.cd.sigma_smudge == smudging_sigma(w.noise_sum, 40)
+    assert w.cd.sigma_smudge == smudging_sigma(w.noise_sum, w.p.n, w.smudging)
+    # the realistic case is the one that runs the default notion end to end
+    assert (w.cd.smudging.notion == "statistical") == (w.name == REALISTIC)
+    assert w.cd.budget == w.smudging.budget
 
 
 # ---- RKG ------------------------------------------------------------------------------------
@@ -319,7 +340,8 @@ def test_pcks_reaches_the_receiver_only(case):
     kg = KeyGenerator(w.p, prng=PRNG(b"\x48" * 32))
     sk_r = kg.gen_secret_key()
     pk_r = kg.gen_public_key(sk_r)
-    pcks = PublicKeySwitch(w.ctx, w.noise_sum, peers=w.k, budget=BUDGET)
+    pcks = PublicKeySwitch(w.ctx, w.noise_sum, peers=w.k, smudging=w.smudging)
+    assert pcks.smudging.notion == ("statistical" if w.name == REALISTIC else "renyi")
     # fresh journals: the world's parties already decrypted ct_sum, so their journals refuse
     parties = make_parties(w.ctx, w.sks, [PRNG(bytes([i + 60]) * 32) for i in range(w.k)])
     w.parties[0].decryption_share(w.cd, w.ct_sum)  # recorded (or made now)
@@ -340,14 +362,26 @@ def test_keyswitch_to_another_collective_key(case):
     w = world(*case)
     new = [KeyGenerator(w.p, prng=PRNG(bytes([i + 70]) * 32)).gen_secret_key() for i in range(w.k)]
     sk_new = SecretKey(w.p, w.ctx.qp.sum(np.stack([s.data for s in new])))
-    ks = KeySwitch(w.ctx, w.noise_sum, peers=w.k, budget=BUDGET)
+    ks = KeySwitch(w.ctx, w.noise_sum, peers=w.k, smudging=w.smudging)
+    assert ks.smudging.notion == ("statistical" if w.name == REALISTIC else "renyi")
     parties = make_parties(w.ctx, w.sks, [PRNG(bytes([i + 80]) * 32) for i in range(w.k)])
     shares = [pa.key_switch_share(ks, w.ct_sum, new[i]) for i, pa in enumerate(parties)]
     out = ks.finalize(w.ct_sum, ks.aggregate(shares))
     want = w.x.sum(0)
     assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_new).decrypt(out)), want)
     assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
-    assert np.array_equal(w.collective_decrypt(out, parties=make_parties(w.ctx, new)), want)
+    # decrypting `out` again must smudge ITS noise: e_ct plus the K smudging noises of the switch
+    v = ks.smudging.cell(ks.sigma_smudge).proxy_variance()
+    switched = NoiseEstimate(w.noise_sum.variance + w.k * v, w.noise_sum.level)
+    if w.name == REALISTIC:
+        # a statistical flood (~2^70 here) flooded again needs ~166 bits of Q: refused, not
+        # decrypted with a width derived from the wrong (pre-switch) noise
+        with pytest.raises(NoiseBudgetError, match="statistical"):
+            w.decryptor(noise=switched)
+        return
+    cd_new = w.decryptor(noise=switched, smudging=Smudging(BUDGET, notion="renyi", lam=32))
+    got = w.collective_decrypt(out, parties=make_parties(w.ctx, new), cd=cd_new)
+    assert np.array_equal(got, want)
 
 
 # ---- threshold ------------------------------------------------------------------------------
@@ -479,38 +513,75 @@ def test_measured_noise_within_estimate(case, level):
 
 def test_smudging_sigma_is_derived_from_the_noise():
     est = NoiseEstimate(variance=1234.0, level=3)
-    for lam in (20, 40, 64):
-        assert smudging_sigma(est, lam) == pytest.approx(2 ** (lam / 2) * math.sqrt(1234.0))
+    for lam in (32, 40, 64):
+        renyi = Smudging(1, notion="renyi", lam=lam)
+        want = 2 ** (lam / 2) * math.sqrt(1234.0)
+        assert smudging_sigma(est, 256, renyi) == pytest.approx(want)
+        # statistical: 2^(lam+1) N D B_ct / (sqrt(2 pi) (1 - 2^-53)), far wider
+        stat = Smudging(1, lam=lam)
+        b_ct = math.sqrt(1234.0) * math.sqrt(2 * math.log(2) * (lam + 2 + 8))
+        want = 2 ** (lam + 1) * 256 * b_ct / (math.sqrt(2 * math.pi) * (1 - 2.0**-53))
+        assert smudging_sigma(est, 256, stat) == pytest.approx(want, rel=1e-12)
     p = preset("TOY8")
-    assert check_decryptable(p, est, 3, 40) == smudging_sigma(est, 40)
+    spec = Smudging(1, notion="renyi", lam=40)
+    assert check_decryptable(p, est, 3, spec) == smudging_sigma(est, p.n, spec)
+    with pytest.raises(TypeError, match="Smudging"):
+        check_decryptable(p, est, 3, 40)  # a bare lambda no longer selects a notion
 
 
 def test_check_decryptable_refuses_too_small_modulus():
     w = world("TOY8", 3)
-    with pytest.raises(NoiseBudgetError, match=r"lambda=128.*log2 Q >= .*larger Q"):
-        w.decryptor(smudging=128)
+    with pytest.raises(NoiseBudgetError, match=r"statistical, lambda=128.*log2 Q >= .*larger Q"):
+        w.decryptor(smudging=Smudging(1, lam=128))
+    # renyi draws a plain rounded Gaussian: a width past 2^48 is refused by the sampler's range
+    with pytest.raises(ValueError, match=r"renyi smudging sigma .* outside \(0, 2\^48\)"):
+        w.decryptor(smudging=Smudging(BUDGET, notion="renyi", lam=128))
+    # the default notion over 2^20 decryptions does not fit a toy set either, and says so
+    with pytest.raises(NoiseBudgetError, match=r"statistical, lambda=40, D=1048576"):
+        w.decryptor(smudging=Smudging(BUDGET))
+    with pytest.raises(NoiseBudgetError, match=r"statistical.*D=1048576"):
+        KeySwitch(w.ctx, w.noise_sum, peers=3, smudging=Smudging(BUDGET))
+    one = Smudging(1, notion="renyi", lam=40)
     low = NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 1, 3).summed(3)
     with pytest.raises(
-        NoiseBudgetError, match=r"level 1 has 30\.0.*keep the ciphertext at level 2"
+        NoiseBudgetError, match=r"renyi, lambda=40, D=1\).*level 1 has 30\.0.*at level 2"
     ):
-        CollectiveDecrypt(w.ctx, low, peers=3, budget=1)
+        CollectiveDecrypt(w.ctx, low, peers=3, smudging=one)
     with pytest.raises(NoiseBudgetError, match="level"):
-        PublicKeySwitch(w.ctx, low, peers=3, budget=1)
+        PublicKeySwitch(w.ctx, low, peers=3, smudging=one)
     # the level the message names is indeed enough
-    CollectiveDecrypt(
-        w.ctx, NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 2, 3).summed(3), peers=3, budget=1
-    )
+    two = NoiseEstimate.fresh(w.p, 3).mod_switch(w.p, 2, 3).summed(3)
+    cd = CollectiveDecrypt(w.ctx, two, peers=3, smudging=one)
     # and the estimate's level must match the ciphertext's
     with pytest.raises(ValueError, match="level"):
-        cd = CollectiveDecrypt(w.ctx, low, peers=3, smudging=8, budget=1)
         make_parties(w.ctx, w.sks[:1])[0].decryption_share(cd, w.ct_sum)
 
 
 @pytest.mark.parametrize("budget", [0, -1, 2.0, True, None])
 def test_decryption_budget_is_a_positive_int(budget):
+    # D is part of the Smudging spec (the bound holds for D decryptions): validated there
+    with pytest.raises(ValueError, match=r"budget \(decryptions D\)"):
+        Smudging(budget, notion="renyi", lam=40)
+    with pytest.raises(ValueError, match=r"budget \(decryptions D\)"):
+        Smudging(budget)
+
+
+def test_key_switch_protocols_take_a_smudging_spec():
     w = world("TOY8", 3)
-    with pytest.raises(ValueError, match="budget"):
-        w.decryptor(budget=budget)
+    for proto in (CollectiveDecrypt, KeySwitch, PublicKeySwitch):
+        with pytest.raises(TypeError, match="Smudging"):
+            proto(w.ctx, w.noise_sum, peers=3, smudging=40)  # a bare lambda is refused
+        with pytest.raises(TypeError):
+            proto(w.ctx, w.noise_sum, peers=3)  # no default: the notion and D are stated
+        with pytest.raises(TypeError, match="budget"):
+            proto(w.ctx, w.noise_sum, peers=3, smudging=TOY_SMUDGING, budget=10)
+        spec = Smudging(7, notion="renyi", lam=40)
+        p = proto(w.ctx, w.noise_sum, peers=3, smudging=spec)
+        assert p.smudging is spec and p.budget == 7
+        assert p.sigma_smudge == smudging_sigma(w.noise_sum, w.p.n, spec)
+    for bad in ({"lam": 31}, {"lam": 257}, {"notion": "gaussian"}):
+        with pytest.raises(ValueError, match="lam|notion"):
+            Smudging(1, **bad)
 
 
 def test_smudged_decryption_noise_has_the_derived_width():
@@ -581,7 +652,7 @@ def test_finalizers_refuse_missing_peers_and_foreign_aggregates():
         w.cd.decrypt(w.ct_sum, w.cd.aggregate(shares), peers={0, 1})
     with pytest.raises(ShareMismatch, match="another ciphertext"):
         w.cd.decrypt(w.ev.sum(w.cts[:2]), w.cd.aggregate(shares))
-    ks = KeySwitch(w.ctx, w.noise_sum, peers=3, budget=BUDGET)
+    ks = KeySwitch(w.ctx, w.noise_sum, peers=3, smudging=w.smudging)
     with pytest.raises(TypeError):
         ks.finalize(w.ct_sum, w.cd.aggregate(shares))
     rkg = RelinKeyGen(w.ctx, peers=3)
@@ -612,7 +683,8 @@ def test_protocols_and_parties_take_a_context_and_a_journal():
 # ---- the parameter planner --------------------------------------------------------------------
 @pytest.mark.parametrize("k", [4, 16], ids=lambda k: f"K={k}-b=16")
 def test_planner_is_secure_and_within_the_wire_budget(k):
-    plan = choose_parameters(k, 16)
+    plan = choose_parameters(k, 16, smudging=Smudging(1000))  # default notion: statistical
+    assert plan.smudging.notion == "statistical"
     assert not plan.literal.allow_insecure
     p = Parameters(plan.literal)  # builds without allow_insecure: 128-bit secure
     assert plan.bytes_per_value <= 12
@@ -622,7 +694,7 @@ def test_planner_is_secure_and_within_the_wire_budget(k):
     assert plan.level < len(p.q)  # one prime is switched away before sending
     assert f"{plan.bytes_per_value:.2f} B/value" in plan.describe()
     noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
-    assert check_decryptable(p, noise, k, plan.lam) > 0
+    assert check_decryptable(p, noise, k, plan.smudging) > 0
 
 
 @pytest.mark.parametrize(
@@ -635,12 +707,13 @@ def test_planner_is_secure_and_within_the_wire_budget(k):
     ids=lambda k: f"K={k}-b=16",
 )
 def test_planner_within_the_wire_budget_for_other_peer_counts(k):
-    assert choose_parameters(k, 16).bytes_per_value <= 12
+    assert choose_parameters(k, 16, smudging=Smudging(1000)).bytes_per_value <= 12
 
 
 def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     k = 4
-    plan = choose_parameters(k, 16)
+    # two ciphertext rows are decrypted below: D = 2, default (statistical) notion
+    plan = choose_parameters(k, 16, smudging=Smudging(2))
     p = Parameters(plan.literal)
     ctx = get_context(p)
     rngs = [PRNG(bytes([i + 130]) * 32) for i in range(k)]
@@ -665,7 +738,8 @@ def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     assert cts[0].level == plan.level
     total = ev.sum(cts)
     noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
-    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.lam, budget=2)
+    cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=plan.smudging)
+    assert cd.smudging.notion == "statistical" and cd.budget == 2
     shares = [pa.decryption_share(cd, total) for pa in parties]
     got = enc.decode(cd.decrypt(total, cd.aggregate(shares))) - k * offset
     assert np.array_equal(got, values.sum(0))
@@ -689,7 +763,7 @@ def test_planner_command_prints_the_plan(capsys):
     q_bits=st.lists(st.integers(24, 30), min_size=3, max_size=4),
     t_bits=st.integers(12, 20),
     k=st.integers(2, 5),
-    lam=st.sampled_from([20, 30]),
+    lam=st.sampled_from([32, 40]),
     data=st.data(),
 )
 def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, data):
@@ -726,7 +800,7 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
     )
     noise = NoiseEstimate.fresh(p, k).summed(k)
     try:
-        cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=lam, budget=1)
+        cd = CollectiveDecrypt(ctx, noise, peers=k, smudging=Smudging(1, "renyi", lam))
     except NoiseBudgetError:
         assume(False)  # the derivation refuses: nothing to check here
     shares = [pa.decryption_share(cd, total) for pa in parties]

@@ -36,6 +36,7 @@ from gpubfv.mhe import (
     ShamirShare,
     ShareJournal,
     ShareMismatch,
+    Smudging,
     Thresholdizer,
     ThresholdSecretShare,
 )
@@ -56,6 +57,8 @@ from gpubfv.serialization import (
 K = 3
 SETS = ["TOY6", "TOY8"]
 BUDGET = 100
+# the tiny insecure sets cannot hold statistical smudging: the opt-in renyi notion, stated
+SMUDGING = Smudging(BUDGET, notion="renyi", lam=40)
 
 
 def parties(ctx, sks, ids=None, active=frozenset()):
@@ -110,19 +113,19 @@ class Shares:
         self.other_ct = Evaluator(p).sum(cts[:2])
         self.enc = enc
         noise = NoiseEstimate.fresh(p, K).summed(K)
-        self.cd = cd = CollectiveDecrypt(ctx, noise, peers=K, budget=BUDGET)
+        self.cd = cd = CollectiveDecrypt(ctx, noise, peers=K, smudging=SMUDGING)
         self.parties = ps
         cs = [pa.decryption_share(cd, self.ct) for pa in ps]
         self.cks_shares = cs
         out["cks"], out["cks-agg"] = cs[0], cd.aggregate(cs)
         active = frozenset({1, 3})
         out["cks-active"] = parties(ctx, sks[:1], [3], active)[0].decryption_share(cd, self.ct)
-        ks = KeySwitch(ctx, noise, peers=K, budget=BUDGET)
+        ks = KeySwitch(ctx, noise, peers=K, smudging=SMUDGING)
         out["cks-switch"] = parties(ctx, sks[1:2], [1])[0].key_switch_share(ks, self.ct, sks[2])
 
         kg = KeyGenerator(p, prng=PRNG(b"\x04" * 32))
         pk_r = kg.gen_public_key(kg.gen_secret_key())
-        pcks = PublicKeySwitch(ctx, noise, peers=K, budget=BUDGET)
+        pcks = PublicKeySwitch(ctx, noise, peers=K, smudging=SMUDGING)
         pss = [pa.public_key_switch_share(pcks, self.ct, pk_r) for pa in parties(ctx, sks)]
         out["pcks"], out["pcks-agg"] = pss[0], pcks.aggregate(pss)
         # an aggregate whose sender set is not one run: runs {0}, {2}, {5, 6}
