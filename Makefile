@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo bench clean
+.PHONY: venv test test-fast lint typecheck demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,10 +17,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check gpubfv kernels dmhe tests benchmarks examples
 	$(BIN)/ruff format --check gpubfv kernels dmhe tests benchmarks examples
 
-test: $(STAMP) lint
+typecheck: $(STAMP)
+	$(BIN)/mypy gpubfv dmhe
+
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-test-all: $(STAMP) lint
+test-all: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)

@@ -11,9 +11,19 @@ names below are loaded on first use.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _pkg_version
 from typing import Any
 
-__version__ = "0.1.0"
+
+def _version(dist: str) -> str:
+    try:
+        return _pkg_version(dist)
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version("gpubfv")  # the one place: pyproject.toml
 
 _LAZY = {
     "SecureAggregationEngine": "dmhe.engine",

@@ -94,9 +94,13 @@ class Trainer:
 
         self.sigma: float | None = None
         if self.dp:
-            self.sigma = cfg.dp_sigma or dp_mod.sigma_for_epsilon(
-                cfg.dp_epsilon, rounds=cfg.rounds, delta=cfg.dp_delta
-            )
+            if cfg.dp_sigma:
+                self.sigma = cfg.dp_sigma
+            else:
+                assert cfg.dp_epsilon is not None  # TrainConfig.validate requires one of the two
+                self.sigma = dp_mod.sigma_for_epsilon(
+                    cfg.dp_epsilon, rounds=cfg.rounds, delta=cfg.dp_delta
+                )
             warnings.warn(
                 "DP noise comes from torch's seeded, non-cryptographic generator: for "
                 "experiments only",
@@ -352,7 +356,7 @@ class Trainer:
             "retries": info["retries"],
             "contributors": info["contributors"],
         }
-        if self.dp:
+        if self.dp and self.sigma is not None:
             metrics["dp_epsilon"] = dp_mod.epsilon(sigma=self.sigma, rounds=rnd, delta=cfg.dp_delta)
         return metrics
 
@@ -384,6 +388,7 @@ class Trainer:
                 "modulus": str(agg0.modulus),
                 "sum_bound": self.sum_bound,
                 "dp_sigma": self.sigma,
+                "security": agg0.security(),
                 "torch": torch.__version__,
                 **self.setup_info,
             }

@@ -1,5 +1,8 @@
 """gpubfv: multiparty BFV homomorphic encryption on CPU (numpy + numba) and GPU (CuPy + CUDA)."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _pkg_version
+
 from gpubfv.backend import Backend, BackendUnavailable, get_backend
 from gpubfv.ciphertext import Ciphertext, Plaintext
 from gpubfv.context import Context
@@ -41,4 +44,13 @@ __all__ = [
     "get_backend",
     "preset",
 ]
-__version__ = "0.1.0"
+
+
+def _version(dist: str) -> str:
+    try:
+        return _pkg_version(dist)
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version("gpubfv")  # the one place: pyproject.toml

@@ -140,6 +140,10 @@ class Aggregator(Protocol):
         """One line for logs and run.json."""
         ...
 
+    def security(self) -> dict[str, Any]:
+        """What the strategy's privacy rests on, for run.json (empty when it hides nothing)."""
+        ...
+
 
 class AggregatorBase:
     """Defaults shared by the strategies: no set-up, int64 modulus, no float path."""
@@ -178,6 +182,10 @@ class AggregatorBase:
         """The registry name and the options."""
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.name}({opts})"
+
+    def security(self) -> dict[str, Any]:
+        """Nothing is hidden by default."""
+        return {}
 
 
 def _lazy(module: str, attr: str) -> Callable[[], type]:

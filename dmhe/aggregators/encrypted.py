@@ -137,6 +137,7 @@ class EncryptedAggregator(AggregatorBase):
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError("world_size must be positive")
         super().__init__(world_size, **options)
+        self.k: int = world_size
         opts = self.options
         threshold = opts["threshold"]
         if threshold is not None and not 1 <= threshold <= world_size:
@@ -205,8 +206,24 @@ class EncryptedAggregator(AggregatorBase):
         super().check(num_values=num_values, sum_bound=sum_bound, value_bound=value_bound)
 
     def describe(self) -> str:
-        """The parameter plan and the parameters."""
-        return f"{self.plan.describe()}; {self.params.describe()}"
+        """The parameter plan, its smudging and the parameters."""
+        plan = self.plan
+        smudging = plan.smudging.describe(plan.sigma, plan.wire_noise.std, self.params.n)
+        return f"{plan.describe()}; {smudging}; {self.params.describe()}"
+
+    def security(self) -> dict[str, Any]:
+        """The smudging notion, lambda, the decryption budget D and the achieved bound."""
+        plan = self.plan
+        return {
+            "smudging": plan.smudging.notion,
+            "argument": plan.smudging.argument,
+            "lambda": plan.smudging.lam,
+            "decryption_budget": plan.smudging.budget,
+            "log2_distance": plan.log2_distance,
+            "log2_sigma": math.log2(plan.sigma),
+            "parameters": self.params.describe(),
+            "threshold": self.threshold,
+        }
 
     # -- set-up: collective public key ----------------------------------------------------------
     def setup(self, transport: Transport) -> None:
@@ -372,6 +389,7 @@ class EncryptedAggregator(AggregatorBase):
         total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
         total -= np.int64(self.k * self.offset)
         # the round is done: keep only what the shares were for
+        assert self._journal is not None
         self._journal.release()
         if self._threshold is not None:
             self._threshold.journal.release()
