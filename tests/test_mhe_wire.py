@@ -365,10 +365,21 @@ def test_peer_set_bomb_is_refused_before_expansion():
         with pytest.raises(SerializationError, match=why):
             from_bytes(s.p, buf)
         assert time.perf_counter() - t0 < 0.5
-    # runs that fit the bound but a payload that does not: refused on size, before expansion
-    body = bytes(32) + struct.pack("<IIII", MAX_PEERS, 1, 0, MAX_PEERS) + struct.pack("<I", 0)
-    with pytest.raises(SerializationError, match="needs"):
-        from_bytes(s.p, frame(35, s.p, body))
+    # one canonical run of all MAX_PEERS ids: more ids than 8 per byte of what follows, refused
+    # before any set is built, with or without a well-formed payload
+    for tail in (b"", payload):
+        body = bytes(32) + struct.pack("<IIII", MAX_PEERS, 1, 0, MAX_PEERS) + struct.pack("<I", 0)
+        with pytest.raises(SerializationError, match="per byte"):
+            from_bytes(s.p, frame(35, s.p, body + tail))
+    # within that bound (8 ids per payload byte) a large aggregate decodes, and only then
+    many = 8 * len(payload)
+    body = bytes(32) + struct.pack("<IIII", many, 1, 0, many) + struct.pack("<I", 0)
+    back = from_bytes(s.p, frame(35, s.p, body + payload))
+    assert back.senders == frozenset(range(many)) and to_bytes(back) == frame(
+        35, s.p, body + payload
+    )
+    with pytest.raises(SerializationError, match="per byte"):
+        to_bytes(dataclasses.replace(back, senders=frozenset(range(many + 1))))
 
 
 def test_share_from_other_parameters_is_refused():

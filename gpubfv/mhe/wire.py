@@ -12,7 +12,9 @@ One type id per share type (the type is the protocol; nothing is named by a stri
     senders, active set as runs: u32 count, then count * (u32 start, u32 length), increasing,
                         disjoint and non-adjacent (canonical); count is checked against peers
                         and the remaining bytes before any run is read, every run as it is
-                        read (so the id total is <= peers), and the sets are only expanded
+                        read (so the id total is <= peers); both sets together hold at most
+                        IDS_PER_BYTE ids per body byte left after them (no frame expands
+                        into more ids than 8x its size), and the sets are only expanded
                         after the residue payload has been checked to have its size
     [batch shape]       ciphertext shares only (PCKS: without its trailing axis of 2)
     residues            R[shape over basis]: (L, N) over Q; (D, L+K, N) or (D, 2, L+K, N) over
@@ -56,6 +58,9 @@ from gpubfv.serialization import (
 )
 
 MAX_PEERS = 1 << 16
+# amplification bound: a few hundred bytes of runs must not become 2 * 65536 Python ints; a
+# real share carries >= N * L residues (kilobytes), far more than peers / 8 bytes
+IDS_PER_BYTE = 8
 TYPE_IDS: dict[type[ProtocolShare], int] = {
     PublicKeyShare: 35,
     GaloisKeyShare: 36,
@@ -108,6 +113,23 @@ def _runs_end(runs: tuple[tuple[int, int], ...]) -> int:
     return runs[-1][0] + runs[-1][1] if runs else 0
 
 
+def _check_encodable(ids: int, tail_bytes: int) -> None:
+    if ids > IDS_PER_BYTE * tail_bytes:
+        raise SerializationError(
+            f"{ids} peer ids on a {tail_bytes}-byte payload: beyond the {IDS_PER_BYTE} ids per "
+            "byte a receiver accepts"
+        )
+
+
+def _check_id_total(r: Reader, *sets: tuple[tuple[int, int], ...]) -> None:
+    total = sum(length for runs in sets for _, length in runs)
+    if total > IDS_PER_BYTE * r.remaining():
+        raise SerializationError(
+            f"{total} peer ids for {r.remaining()} body bytes left (at most {IDS_PER_BYTE} per "
+            "byte): refused before any set is built"
+        )
+
+
 def _expand(runs: tuple[tuple[int, int], ...]) -> frozenset[int]:
     return frozenset(i for start, length in runs for i in range(start, start + length))
 
@@ -144,9 +166,12 @@ def _encoder(cls: type) -> Any:
         if bound > MAX_PEERS:
             raise SerializationError(f"peer id {bound - 1} beyond MAX_PEERS {MAX_PEERS}")
         out += bytes(s.digest) + struct.pack("<I", bound) + _runs(s.senders) + _runs(s.active_set)
+        tail = b""
         if isinstance(s, _CiphertextShare):
-            out += batch_field(data.shape[: data.ndim - 2 - len(fixed)])
-        return out + pack_residues(data, moduli)
+            tail = batch_field(data.shape[: data.ndim - 2 - len(fixed)])
+        tail += pack_residues(data, moduli)
+        _check_encodable(len(s.senders) + len(s.active_set), len(tail))
+        return out + tail
 
     return enc
 
@@ -174,6 +199,7 @@ def _decoder(cls: type) -> Any:
                 f"declared {bound} peers, but the highest id present is "
                 f"{max(_runs_end(senders), _runs_end(active)) - 1}"
             )
+        _check_id_total(r, senders, active)
         moduli, fixed = _layout(cls, params, level)
         batch = r.batch_shape() if issubclass(cls, _CiphertextShare) else ()
         need = packed_size(moduli, params.n, batch + fixed)
@@ -218,15 +244,16 @@ def _dec_shamir(params: Parameters, body: bytes, backend: Backend) -> ShamirShar
 
 def _enc_tsk(s: ThresholdSecretShare) -> bytes:
     data = np.ascontiguousarray(any_host(s.data))
-    return (
-        struct.pack("<I", s.point) + _runs(s.senders) + pack_residues(data, s.params.q + s.params.p)
-    )
+    payload = pack_residues(data, s.params.q + s.params.p)
+    _check_encodable(len(s.senders), len(payload))
+    return struct.pack("<I", s.point) + _runs(s.senders) + payload
 
 
 def _dec_tsk(params: Parameters, body: bytes, backend: Backend) -> ThresholdSecretShare:
     r = Reader(body)
     point = r.u32()
     runs = _read_runs(r, MAX_PEERS)
+    _check_id_total(r, runs)
     moduli = params.q + params.p
     raw = r.rest(packed_size(moduli, params.n), "threshold share")
     data = unpack_residues(raw, moduli, params.n)
