@@ -43,14 +43,19 @@ from gpubfv.mhe import (
 from gpubfv.mhe.wire import MAX_PEERS
 from gpubfv.params import PRESETS
 from gpubfv.serialization import (
+    CHECKSUM_BYTES,
     FORMAT_VERSION,
+    FRAME_OVERHEAD,
     HEADER,
     HEADER_BYTES,
+    LENGTH_OFFSET,
     MAGIC,
     SerializationError,
+    checksum,
     from_bytes,
     nbytes,
     packed_size,
+    reseal,
     to_bytes,
 )
 
@@ -230,8 +235,25 @@ def patched(buf: bytes, offset: int, new: bytes) -> bytes:
     return buf[:offset] + new + buf[offset + len(new) :]
 
 
+def lie(buf: bytes, offset: int, new: bytes) -> bytes:
+    """`patched`, resealed: a consistent liar, so the field checks (not the checksum) decide."""
+    return reseal(patched(buf, offset, new))
+
+
 def frame(type_id: int, params: Parameters, body: bytes) -> bytes:
-    return HEADER.pack(MAGIC, FORMAT_VERSION, type_id, 0, params.fingerprint, len(body)) + body
+    """A complete, correctly checksummed frame around `body`."""
+    head = HEADER.pack(MAGIC, FORMAT_VERSION, type_id, 0, params.fingerprint, len(body)) + body
+    return head + checksum(head)
+
+
+def test_plain_flip_is_caught_by_the_checksum():
+    s = shares("TOY8")
+    buf = to_bytes(s.shares["cks"])
+    for at in (HEADER_BYTES, HEADER_BYTES + 40, len(buf) - CHECKSUM_BYTES - 1, len(buf) - 1):
+        bad = bytearray(buf)
+        bad[at] ^= 0x10
+        with pytest.raises(SerializationError, match="fails its checksum"):
+            from_bytes(s.p, bytes(bad))
 
 
 @pytest.mark.parametrize("kind", ["ckg", "rkg-r2-agg", "pcks-agg"])
@@ -243,9 +265,13 @@ def test_truncated_share_raises(kind):
             from_bytes(s.p, buf[:cut])
     with pytest.raises(SerializationError, match="trailing"):
         from_bytes(s.p, buf + b"\x00")
-    # a shorter body with a consistent length field: the declared shape needs more bytes
-    body_len = len(buf) - HEADER_BYTES - 1
-    short = patched(buf[:-1], HEADER_BYTES - 4, struct.pack("<I", body_len))
+    # a shorter body with a consistent length field and checksum: the shape needs more bytes
+    body_len = len(buf) - FRAME_OVERHEAD - 1
+    short = lie(
+        buf[: -CHECKSUM_BYTES - 1] + bytes(CHECKSUM_BYTES),
+        LENGTH_OFFSET,
+        struct.pack("<I", body_len),
+    )
     with pytest.raises(SerializationError, match="needs"):
         from_bytes(s.p, short)
 
@@ -254,20 +280,22 @@ def test_tampered_header_raises():
     s = shares("TOY8")
     buf = to_bytes(s.shares["cks"])
     cases = {
-        "magic": patched(buf, 0, b"XBFV"),
-        "version": patched(buf, 4, b"\x09"),
-        "unknown type": patched(buf, 5, b"\x63"),
-        "flags": patched(buf, 6, b"\x01\x00"),
-        "length": patched(buf, HEADER_BYTES - 4, struct.pack("<I", len(buf))),
+        "wrong magic": lie(buf, 0, b"XBFV"),
+        "unknown format version 9": lie(buf, 4, b"\x09"),
+        "unknown type id 99": lie(buf, 5, b"\x63"),
+        "unknown flags 0x0001": lie(buf, 6, b"\x01\x00"),
+        "truncated": lie(buf, LENGTH_OFFSET, struct.pack("<I", len(buf))),
     }
     for what, bad in cases.items():
-        with pytest.raises(SerializationError):
+        with pytest.raises(SerializationError, match=what):
             from_bytes(s.p, bad)
-        assert what  # keep the name in the traceback
-    with pytest.raises(SerializationError, match="expected DecryptionShare"):
-        from_bytes(s.p, patched(buf, 5, bytes([7])), DecryptionShare)  # says Ciphertext
+    with pytest.raises(SerializationError, match="expected DecryptionShare, got Ciphertext"):
+        from_bytes(s.p, lie(buf, 5, bytes([7])), DecryptionShare)
     # the type id is the protocol: the same body under the KeySwitchShare id is a KeySwitchShare
-    assert type(from_bytes(s.p, patched(buf, 5, bytes([40])))).__name__ == "KeySwitchShare"
+    assert type(from_bytes(s.p, lie(buf, 5, bytes([40])))).__name__ == "KeySwitchShare"
+    # ...and without a reseal, that same edit is only corruption
+    with pytest.raises(SerializationError, match="KeySwitchShare frame fails its checksum"):
+        from_bytes(s.p, patched(buf, 5, bytes([40])))
 
 
 def test_frame_of_the_retired_untyped_share_is_refused():
@@ -289,21 +317,22 @@ def test_tampered_body_fields_raise():
     assert buf[b + LEVEL] == s.ct.level and buf[b + DIGEST : b + PEERS] == s.shares["cks"].digest
     assert struct.unpack_from("<III", buf, b + PEERS) == (1, 1, 0)  # peers 1, one run (0, 1)
     runs = b + SENDERS
-    bad = {
-        "level 0": patched(buf, b + LEVEL, b"\x00"),
-        "level above L": patched(buf, b + LEVEL, b"\x09"),
-        "level 2 (shape no longer fits)": patched(buf, b + LEVEL, b"\x02"),
-        "peers above MAX_PEERS": patched(buf, b + PEERS, struct.pack("<I", MAX_PEERS + 1)),
-        "sender beyond the declared peers": patched(buf, runs + 4, struct.pack("<I", 1)),
-        "run count above peers": patched(buf, runs, struct.pack("<I", 2)),
-        "empty run": patched(buf, runs + 8, struct.pack("<I", 0)),
-        "batch dims": patched(buf, runs + 12 + 4, b"\x09"),
-        "coefficient >= q": patched(buf, len(buf) - 4, b"\xff\xff\xff\xff"),
+    last = len(buf) - CHECKSUM_BYTES - 4  # the last residue bytes, before the checksum
+    bad = {  # error message expected -> the lie
+        "share level 0 outside": lie(buf, b + LEVEL, b"\x00"),
+        "share level 9 outside": lie(buf, b + LEVEL, b"\x09"),
+        "declared shape needs": lie(buf, b + LEVEL, b"\x02"),  # level 2: the shape no longer fits
+        "declared peers": lie(buf, b + PEERS, struct.pack("<I", MAX_PEERS + 1)),
+        "highest id present": lie(buf, b + PEERS, struct.pack("<I", 2)),  # not the tight bound
+        "beyond the declared 1 peers": lie(buf, runs + 4, struct.pack("<I", 1)),
+        "2 runs in a peer set": lie(buf, runs, struct.pack("<I", 2)),
+        r"run \(0, 0\) is empty": lie(buf, runs + 8, struct.pack("<I", 0)),
+        "9 dimensions": lie(buf, runs + 12 + 4, b"\x09"),
+        "coefficient >= modulus|nonzero padding": lie(buf, last, b"\xff\xff\xff\xff"),
     }
     for what, data in bad.items():
-        with pytest.raises(SerializationError):
+        with pytest.raises(SerializationError, match=what):
             from_bytes(s.p, data)
-            pytest.fail(what)
     # runs must be canonical: increasing, disjoint, non-adjacent
     agg = s.shares["ckg-agg-sparse"]  # senders {0}, {2}, {5, 6}: peers 7, 3 runs
     good = to_bytes(agg)
@@ -315,7 +344,7 @@ def test_tampered_body_fields_raise():
         "out of order": (5, 2, 0, 1, 2, 1),
     }.items():
         with pytest.raises(SerializationError, match="run"):
-            from_bytes(s.p, patched(good, at + 4, struct.pack("<6I", *runs_)))
+            from_bytes(s.p, lie(good, at + 4, struct.pack("<6I", *runs_)))
             pytest.fail(what)
 
 
@@ -326,7 +355,7 @@ def test_peer_set_bomb_is_refused_before_expansion():
     payload = bytes(packed_size(s.p.q, s.p.n))  # a well-formed residue payload (zeros)
     for peers, tail, why in (
         ((1 << 32) - 1, b"", "declared peers"),
-        (MAX_PEERS, b"", "needs"),  # the payload size is checked before any run is expanded
+        (MAX_PEERS, b"", "beyond the declared"),  # every run is checked as it is read
         (MAX_PEERS, payload, "beyond the declared"),
     ):
         body = bytes(32) + struct.pack("<I", peers) + runs + struct.pack("<I", 0) + tail
@@ -336,10 +365,21 @@ def test_peer_set_bomb_is_refused_before_expansion():
         with pytest.raises(SerializationError, match=why):
             from_bytes(s.p, buf)
         assert time.perf_counter() - t0 < 0.5
-    # runs that fit the bound but a payload that does not: refused on size, before expansion
-    body = bytes(32) + struct.pack("<IIII", MAX_PEERS, 1, 0, MAX_PEERS) + struct.pack("<I", 0)
-    with pytest.raises(SerializationError, match="needs"):
-        from_bytes(s.p, frame(35, s.p, body))
+    # one canonical run of all MAX_PEERS ids: more ids than 8 per byte of what follows, refused
+    # before any set is built, with or without a well-formed payload
+    for tail in (b"", payload):
+        body = bytes(32) + struct.pack("<IIII", MAX_PEERS, 1, 0, MAX_PEERS) + struct.pack("<I", 0)
+        with pytest.raises(SerializationError, match="per byte"):
+            from_bytes(s.p, frame(35, s.p, body + tail))
+    # within that bound (8 ids per payload byte) a large aggregate decodes, and only then
+    many = 8 * len(payload)
+    body = bytes(32) + struct.pack("<IIII", many, 1, 0, many) + struct.pack("<I", 0)
+    back = from_bytes(s.p, frame(35, s.p, body + payload))
+    assert back.senders == frozenset(range(many)) and to_bytes(back) == frame(
+        35, s.p, body + payload
+    )
+    with pytest.raises(SerializationError, match="per byte"):
+        to_bytes(dataclasses.replace(back, senders=frozenset(range(many + 1))))
 
 
 def test_share_from_other_parameters_is_refused():
@@ -351,7 +391,7 @@ def test_share_from_other_parameters_is_refused():
         with pytest.raises(SerializationError, match="other parameters"):
             from_bytes(other, buf)
         # header fingerprint swapped for the other set's: refused by the receiver of s.p
-        forged = patched(buf, 8, other.fingerprint)
+        forged = lie(buf, 8, other.fingerprint)
         with pytest.raises(SerializationError, match="other parameters"):
             from_bytes(s.p, forged)
     with pytest.raises(SerializationError, match="needs its Parameters"):
@@ -365,7 +405,7 @@ def test_tampered_digest_or_replayed_share_fails_to_combine():
     digest_at = HEADER_BYTES + DIGEST
     assert bytes(buf[digest_at : digest_at + 32]) == good[1].digest
     buf[digest_at] ^= 1
-    forged = from_bytes(s.p, bytes(buf))  # the digest is data: it decodes...
+    forged = from_bytes(s.p, reseal(buf))  # the digest is data: it decodes...
     with pytest.raises(ShareMismatch, match="digest"):  # ...but does not combine
         cd.aggregate([good[0], forged, good[2]])
     with pytest.raises(ShareMismatch):
@@ -379,6 +419,6 @@ def test_tampered_digest_or_replayed_share_fails_to_combine():
     with pytest.raises(ShareMismatch, match="counted twice"):
         cd.aggregate([good[0], good[1], again])
     # a sender set rewritten to claim the whole group: overlaps the genuine senders
-    claim = patched(to_bytes(good[0]), HEADER_BYTES + PEERS, struct.pack("<IIII", K, 1, 0, K))
+    claim = lie(to_bytes(good[0]), HEADER_BYTES + PEERS, struct.pack("<IIII", K, 1, 0, K))
     with pytest.raises(ShareMismatch, match="counted twice"):
         cd.aggregate([from_bytes(s.p, claim), good[1]])

@@ -26,7 +26,7 @@ from gpubfv import (
     Parameters,
 )
 from gpubfv import serialization as ser
-from gpubfv.params import PRESETS
+from gpubfv.params import PRESETS, ParametersLiteral
 from gpubfv.serialization import from_bytes, to_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,18 +133,6 @@ def test_fuzz_ciphertext_chunk(c1_only):
     _check(f"chunk c1_only={c1_only}", report)
 
 
-def test_fuzz_totals():
-    """Runs last in this file: the totals of every case above (shown with -rA or -s)."""
-    if TOTAL.cases == 0:
-        pytest.skip("run with the fuzz cases above")
-    print(
-        f"\nwire fuzz: {TOTAL.cases} cases, {TOTAL.decoded} resealed mutations decoded "
-        f"canonically, {TOTAL.seconds:.1f} s, worst case {TOTAL.worst_case_s * 1e3:.1f} ms, "
-        f"worst peak {TOTAL.worst_peak_bytes / 2**20:.2f} MiB"
-    )
-    assert TOTAL.worst_case_s < MAX_CASE_S and TOTAL.worst_peak_bytes < MAX_PEAK
-
-
 def test_driver_reports_what_it_must():
     """The driver itself: a leaky, crashing or lenient decoder is a failure, not a pass."""
     blob = bytes(range(16)) + bytes(8)
@@ -181,3 +169,124 @@ def test_driver_reports_what_it_must():
 
     report = fuzz_frame(blob, greedy, bytes, framed=False, seal=seal, random_bodies=0, head_bytes=0)
     assert report.failures and "MiB" in report.failures[0]
+
+
+# ---- the multiparty share types (gpubfv.mhe.wire) ----------------------------------------------
+# TOY4 has three limbs (levels 1..3, D = 3 gadget digits); TINY, one limb and one digit, keeps the
+# key-share frames small enough to cut at every byte and flip every bit.
+TINY = ParametersLiteral(
+    log_n=4, q_bits=(28,), p_bits=(28,), t_bits=17, allow_insecure=True, name="TOY4-L1"
+)
+SAMPLED_POSITIONS = 320  # byte offsets cut and flipped in the frames marked sampled below
+
+
+@cache
+def mhe_params(name: str) -> Parameters:
+    return world()["params"] if name == "TOY4" else Parameters(TINY)
+
+
+def mhe_share(kind: str, name: str):
+    """One share of `kind` on parameter set `name`, with single, sparse and active peer sets.
+
+    The codec is blind to what the residues mean, so reduced residues from a test RNG stand in
+    for protocol output; the sets cover one id, several runs and a nonempty active set.
+    """
+    from gpubfv import mhe
+
+    p = mhe_params(name)
+    rng = np.random.default_rng(len(kind))  # test data only
+    qp = p.q + p.p
+    d = len(range(0, len(p.q), max(1, len(p.p))))
+
+    def residues(shape: tuple[int, ...], moduli: tuple[int, ...]) -> np.ndarray:
+        m = np.array(moduli, dtype=np.uint64).reshape(-1, 1)
+        raw = rng.integers(0, 1 << 62, size=shape + (len(moduli), p.n), dtype=np.uint64)
+        return (raw % m).astype(np.uint32)
+
+    def share(cls, shape, moduli, senders, active=(), **extra):
+        return cls(
+            params=p,
+            digest=hashlib.sha256(kind.encode()).digest(),
+            senders=frozenset(senders),
+            active_set=frozenset(active),
+            data=residues(shape, moduli),
+            **extra,
+        )
+
+    level = len(p.q)
+    makers = {
+        "PublicKeyShare": lambda: share(mhe.PublicKeyShare, (), p.q, {0, 2, 5, 6}),
+        "GaloisKeyShare": lambda: share(mhe.GaloisKeyShare, (d,), qp, {1}, galois=3),
+        "RelinKeyShareRound1": lambda: share(mhe.RelinKeyShareRound1, (d, 2), qp, {0, 1, 2}),
+        "RelinKeyShareRound2": lambda: share(mhe.RelinKeyShareRound2, (d, 2), qp, {4}, {1, 4}),
+        "DecryptionShare": lambda: share(
+            mhe.DecryptionShare, (), p.q[: level - 1], {3}, {1, 3}, level=level - 1
+        ),
+        "DecryptionShare-batched": lambda: share(
+            mhe.DecryptionShare, (2,), p.q, {0, 1}, level=level
+        ),
+        "KeySwitchShare": lambda: share(mhe.KeySwitchShare, (), p.q[:1], {1}, level=1),
+        "PublicKeySwitchShare": lambda: share(
+            mhe.PublicKeySwitchShare, (2,), p.q[:1], {0, 2}, level=1
+        ),
+        "ShamirShare": lambda: mhe.ShamirShare(p, 2, 3, residues((), qp)),
+        "ThresholdSecretShare": lambda: mhe.ThresholdSecretShare(
+            p, 1, frozenset({0, 1, 2, 7}), residues((), qp)
+        ),
+    }
+    return makers[kind]()
+
+
+# (kind, parameter set, sampled): every wire type of gpubfv.mhe once exhaustively on a small
+# frame; the multi-digit and batched frames, several times larger, on sampled positions
+MHE_CASES = [
+    ("PublicKeyShare", "TOY4", False),
+    ("GaloisKeyShare", "TINY", False),
+    ("RelinKeyShareRound1", "TINY", False),
+    ("RelinKeyShareRound2", "TINY", False),
+    ("DecryptionShare", "TOY4", False),
+    ("KeySwitchShare", "TOY4", False),
+    ("PublicKeySwitchShare", "TOY4", False),
+    ("ShamirShare", "TOY4", False),
+    ("ThresholdSecretShare", "TOY4", False),
+    ("GaloisKeyShare", "TOY4", True),
+    ("RelinKeyShareRound1", "TOY4", True),
+    ("DecryptionShare-batched", "TOY4", True),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "sampled"), MHE_CASES)
+def test_fuzz_mhe_frame(kind, name, sampled):
+    p = mhe_params(name)
+    obj = mhe_share(kind, name)
+    expected = type(obj)
+    blob = to_bytes(obj)
+
+    def decode(b: bytes):
+        return from_bytes(p, b, expected)
+
+    report = fuzz_frame(
+        blob,
+        decode,
+        to_bytes,
+        max_case_s=MAX_CASE_S,
+        max_positions=SAMPLED_POSITIONS if sampled else None,
+    )
+    print(
+        f"\n{kind}/{name}: {len(blob)} B, {report.cases} cases, {report.seconds:.2f} s, worst "
+        f"{report.worst_case_s * 1e3:.1f} ms, {report.worst_peak_bytes / 2**20:.2f} MiB"
+    )
+    assert report.exhaustive is not sampled, "a frame marked sampled must be larger than that"
+    _check(f"{kind}/{name}", report)
+
+
+def test_fuzz_totals():
+    """Runs last in this file: the totals of every case above, core and mhe (shown with -s)."""
+    if TOTAL.cases == 0:
+        pytest.skip("run with the fuzz cases above")
+    print(
+        f"\nwire fuzz: {TOTAL.cases} cases, {TOTAL.decoded} resealed mutations decoded "
+        f"canonically, {TOTAL.seconds:.1f} s, worst case {TOTAL.worst_case_s * 1e3:.1f} ms, "
+        f"worst peak {TOTAL.worst_peak_bytes / 2**20:.2f} MiB"
+    )
+    assert TOTAL.worst_case_s < MAX_CASE_S and TOTAL.worst_peak_bytes < MAX_PEAK

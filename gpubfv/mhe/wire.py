@@ -7,11 +7,15 @@ One type id per share type (the type is the protocol; nothing is named by a stri
     [u8 level]          ciphertext shares (39-41) only
     [u32 galois]        GaloisKeyShare only
     digest    32 bytes  CRP seed digest, or the digest of the c1 rows of the batch
-    u32 peers           declared peer-id bound: every sender / active id is < peers <= MAX_PEERS
+    u32 peers           peer-id bound: 1 + the highest sender / active id (0 if none), and
+                        <= MAX_PEERS; any other value is refused (one share, one encoding)
     senders, active set as runs: u32 count, then count * (u32 start, u32 length), increasing,
                         disjoint and non-adjacent (canonical); count is checked against peers
-                        and the remaining bytes before anything is read, and the sets are only
-                        expanded after the residue payload has been checked to have its size
+                        and the remaining bytes before any run is read, every run as it is
+                        read (so the id total is <= peers); both sets together hold at most
+                        IDS_PER_BYTE ids per body byte left after them (no frame expands
+                        into more ids than 8x its size), and the sets are only expanded
+                        after the residue payload has been checked to have its size
     [batch shape]       ciphertext shares only (PCKS: without its trailing axis of 2)
     residues            R[shape over basis]: (L, N) over Q; (D, L+K, N) or (D, 2, L+K, N) over
                         QP; (*batch, level, N) or (*batch, 2, level, N) over q_1..q_level
@@ -45,8 +49,8 @@ from gpubfv.params import Parameters
 from gpubfv.serialization import (
     Reader,
     SerializationError,
-    _any_host,
-    _batch_field,
+    any_host,
+    batch_field,
     pack_residues,
     packed_size,
     register,
@@ -54,6 +58,9 @@ from gpubfv.serialization import (
 )
 
 MAX_PEERS = 1 << 16
+# amplification bound: a few hundred bytes of runs must not become 2 * 65536 Python ints; a
+# real share carries >= N * L residues (kilobytes), far more than peers / 8 bytes
+IDS_PER_BYTE = 8
 TYPE_IDS: dict[type[ProtocolShare], int] = {
     PublicKeyShare: 35,
     GaloisKeyShare: 36,
@@ -66,6 +73,8 @@ TYPE_IDS: dict[type[ProtocolShare], int] = {
 
 
 def _runs(ids: frozenset[int]) -> bytes:
+    if ids and not 0 <= min(ids) <= max(ids) < MAX_PEERS:
+        raise SerializationError(f"peer ids must lie in 0..{MAX_PEERS - 1}")
     runs: list[list[int]] = []
     for v in sorted(ids):
         if runs and runs[-1][0] + runs[-1][1] == v:
@@ -75,26 +84,54 @@ def _runs(ids: frozenset[int]) -> bytes:
     return struct.pack("<I", len(runs)) + b"".join(struct.pack("<II", *r) for r in runs)
 
 
-def _read_runs(r: Reader, bound: int) -> list[tuple[int, int]]:
-    """Raw runs, bounded by the peer bound and by the bytes left; not yet expanded."""
+def _read_runs(r: Reader, bound: int) -> tuple[tuple[int, int], ...]:
+    """Canonical runs of a peer set, checked as they are read; no set is built here.
+
+    The run count is checked against the bound and the bytes left before any run is read, and
+    every run must be nonempty, start after the previous one's end plus a gap (strictly
+    increasing, disjoint, non-adjacent) and end within `bound`, so the total id count is at
+    most `bound` <= MAX_PEERS before anything is expanded.
+    """
     count = r.u32()
     if count > bound or 8 * count > r.remaining():
         raise SerializationError(f"{count} runs in a peer set of at most {bound} ids")
-    return [(r.u32(), r.u32()) for _ in range(count)]
-
-
-def _expand(runs: list[tuple[int, int]], bound: int) -> frozenset[int]:
+    runs = []
     end = -1  # exclusive end of the previous run; -1 allows a run starting at 0
-    out: set[int] = set()
-    for start, length in runs:
+    for _ in range(count):
+        start, length = r.u32(), r.u32()
         if length == 0 or start <= end or start + length > bound:
             raise SerializationError(
                 f"peer-set run ({start}, {length}) is empty, out of order, adjacent or beyond "
                 f"the declared {bound} peers"
             )
-        out.update(range(start, start + length))
+        runs.append((start, length))
         end = start + length
-    return frozenset(out)
+    return tuple(runs)
+
+
+def _runs_end(runs: tuple[tuple[int, int], ...]) -> int:
+    return runs[-1][0] + runs[-1][1] if runs else 0
+
+
+def _check_encodable(ids: int, tail_bytes: int) -> None:
+    if ids > IDS_PER_BYTE * tail_bytes:
+        raise SerializationError(
+            f"{ids} peer ids on a {tail_bytes}-byte payload: beyond the {IDS_PER_BYTE} ids per "
+            "byte a receiver accepts"
+        )
+
+
+def _check_id_total(r: Reader, *sets: tuple[tuple[int, int], ...]) -> None:
+    total = sum(length for runs in sets for _, length in runs)
+    if total > IDS_PER_BYTE * r.remaining():
+        raise SerializationError(
+            f"{total} peer ids for {r.remaining()} body bytes left (at most {IDS_PER_BYTE} per "
+            "byte): refused before any set is built"
+        )
+
+
+def _expand(runs: tuple[tuple[int, int], ...]) -> frozenset[int]:
+    return frozenset(i for start, length in runs for i in range(start, start + length))
 
 
 def _layout(cls: type, params: Parameters, level: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -116,7 +153,7 @@ def _digits(params: Parameters) -> range:
 
 def _encoder(cls: type) -> Any:
     def enc(s: ProtocolShare) -> bytes:
-        data = np.ascontiguousarray(_any_host(s.data))
+        data = np.ascontiguousarray(any_host(s.data))
         level = s.level if isinstance(s, _CiphertextShare) else 0
         moduli, fixed = _layout(cls, s.params, level)
         out = bytes([level]) if level else b""
@@ -129,9 +166,12 @@ def _encoder(cls: type) -> Any:
         if bound > MAX_PEERS:
             raise SerializationError(f"peer id {bound - 1} beyond MAX_PEERS {MAX_PEERS}")
         out += bytes(s.digest) + struct.pack("<I", bound) + _runs(s.senders) + _runs(s.active_set)
+        tail = b""
         if isinstance(s, _CiphertextShare):
-            out += _batch_field(data.shape[: data.ndim - 2 - len(fixed)])
-        return out + pack_residues(data, moduli)
+            tail = batch_field(data.shape[: data.ndim - 2 - len(fixed)])
+        tail += pack_residues(data, moduli)
+        _check_encodable(len(s.senders) + len(s.active_set), len(tail))
+        return out + tail
 
     return enc
 
@@ -153,6 +193,13 @@ def _decoder(cls: type) -> Any:
         if bound > MAX_PEERS:
             raise SerializationError(f"{bound} declared peers (at most {MAX_PEERS})")
         senders, active = _read_runs(r, bound), _read_runs(r, bound)
+        if bound != max(_runs_end(senders), _runs_end(active)):
+            # the encoder writes the tightest bound; any other value is a second encoding
+            raise SerializationError(
+                f"declared {bound} peers, but the highest id present is "
+                f"{max(_runs_end(senders), _runs_end(active)) - 1}"
+            )
+        _check_id_total(r, senders, active)
         moduli, fixed = _layout(cls, params, level)
         batch = r.batch_shape() if issubclass(cls, _CiphertextShare) else ()
         need = packed_size(moduli, params.n, batch + fixed)
@@ -160,8 +207,8 @@ def _decoder(cls: type) -> Any:
         return cls(
             params=params,
             digest=digest,
-            senders=_expand(senders, bound),
-            active_set=_expand(active, bound),
+            senders=_expand(senders),
+            active_set=_expand(active),
             data=backend.asarray(data),
             **extra,
         )
@@ -183,7 +230,7 @@ def _refuse_retired(params: Parameters, body: bytes, backend: Backend) -> Retire
 
 
 def _enc_shamir(s: ShamirShare) -> bytes:
-    data = np.ascontiguousarray(_any_host(s.data))
+    data = np.ascontiguousarray(any_host(s.data))
     return struct.pack("<II", s.sender, s.point) + pack_residues(data, s.params.q + s.params.p)
 
 
@@ -196,20 +243,21 @@ def _dec_shamir(params: Parameters, body: bytes, backend: Backend) -> ShamirShar
 
 
 def _enc_tsk(s: ThresholdSecretShare) -> bytes:
-    data = np.ascontiguousarray(_any_host(s.data))
-    return (
-        struct.pack("<I", s.point) + _runs(s.senders) + pack_residues(data, s.params.q + s.params.p)
-    )
+    data = np.ascontiguousarray(any_host(s.data))
+    payload = pack_residues(data, s.params.q + s.params.p)
+    _check_encodable(len(s.senders), len(payload))
+    return struct.pack("<I", s.point) + _runs(s.senders) + payload
 
 
 def _dec_tsk(params: Parameters, body: bytes, backend: Backend) -> ThresholdSecretShare:
     r = Reader(body)
     point = r.u32()
     runs = _read_runs(r, MAX_PEERS)
+    _check_id_total(r, runs)
     moduli = params.q + params.p
     raw = r.rest(packed_size(moduli, params.n), "threshold share")
     data = unpack_residues(raw, moduli, params.n)
-    return ThresholdSecretShare(params, point, _expand(runs, MAX_PEERS), backend.asarray(data))
+    return ThresholdSecretShare(params, point, _expand(runs), backend.asarray(data))
 
 
 register(32, RetiredShare, lambda s: b"", _refuse_retired)

@@ -54,13 +54,6 @@ from gpubfv.serialization.format import (
     to_bytes,
 )
 
-# Old private names, kept until gpubfv/mhe/wire.py imports the public ones.
-_any_host = any_host
-_batch_field = batch_field
-_check_array = check_array
-_seed_field = seed_field
-_text_field = text_field
-
 __all__ = [
     "CHECKSUM_BYTES",
     "FINGERPRINT_OFFSET",
