@@ -226,7 +226,7 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
     if R == 0 or N == 0:
         return
     grid, threads = C.grid_rows_cols(R, N)
-    kernel[grid, threads, C.stream()](*args)
+    C.launch(kernel, grid, threads, *args)
 
 
 def add(a, b, q, out):

@@ -192,7 +192,6 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
     tile = min(tile, n)
     L = len(tables.moduli)
     a2 = C.arg(a.reshape(R, n))
-    st = C.stream()
     groups = _plan(log_n, tile)
     gy = min(R, C.MAX_GRID_Y)
     if not inverse:
@@ -203,8 +202,21 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
             logt1 = log_n - done
             logc = (tile.bit_length() - 1) - k
             nthr = max(1, min(threads, tile // 2))
-            _fwd_group[(n // tile, gy), nthr, st](
-                a2, R, L, n, q, w, ws, logt1, k, logc, g == len(groups) - 1
+            C.launch(
+                _fwd_group,
+                (n // tile, gy),
+                nthr,
+                a2,
+                R,
+                L,
+                n,
+                q,
+                w,
+                ws,
+                logt1,
+                k,
+                logc,
+                g == len(groups) - 1,
             )
     else:
         q, wi, wis, ni, nis = (
@@ -215,8 +227,23 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
         for g, k in enumerate(rev):
             logc = (tile.bit_length() - 1) - k
             nthr = max(1, min(threads, tile // 2))
-            _inv_group[(n // tile, gy), nthr, st](
-                a2, R, L, n, q, wi, wis, ni, nis, logt1, k, logc, g == len(rev) - 1
+            C.launch(
+                _inv_group,
+                (n // tile, gy),
+                nthr,
+                a2,
+                R,
+                L,
+                n,
+                q,
+                wi,
+                wis,
+                ni,
+                nis,
+                logt1,
+                k,
+                logc,
+                g == len(rev) - 1,
             )
             logt1 += k
 

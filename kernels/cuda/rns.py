@@ -160,7 +160,7 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
     if R == 0 or N == 0:
         return
     grid, threads = C.grid_rows_cols(R, N)
-    kernel[grid, threads, C.stream()](*args)
+    C.launch(kernel, grid, threads, *args)
 
 
 def _u32(x: Any, name: str) -> None:
