@@ -19,9 +19,13 @@ inlined: each is counted as one instruction plus one in the div/rem column.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import importlib
+import json
+import multiprocessing
+import os
 import re
 import shutil
 import subprocess
@@ -294,14 +298,20 @@ def compile_one(module: str, name: str, sig: tuple[str, ...], ccs: list[int]) ->
     return res
 
 
-def compile_all(ccs: list[int]) -> list[KernelStats]:
-    """Every kernel of the signature table, for each compute capability."""
+def _compile_task(task: tuple[str, str, tuple[str, ...], list[int]]) -> list[KernelStats]:
+    return compile_one(*task)
+
+
+def compile_all(ccs: list[int], jobs: int = 1) -> list[KernelStats]:
+    """Every kernel of the signature table, for each compute capability (`jobs` processes)."""
     from kernels.cuda import _sigs
 
-    out: list[KernelStats] = []
-    for (module, name), sig in _sigs.SIGNATURES.items():
-        out.extend(compile_one(module, name, sig, ccs))
-    return out
+    tasks = [(m, n, sig, ccs) for (m, n), sig in _sigs.SIGNATURES.items()]
+    if jobs <= 1:
+        return [st for t in tasks for st in _compile_task(t)]
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
+        return [st for res in ex.map(_compile_task, tasks) for st in res]
 
 
 def problems(stats: list[KernelStats]) -> list[str]:
@@ -353,12 +363,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", type=int, nargs="+", default=[90, 80])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "GPU_STATIC.md"))
+    ap.add_argument("--json", help="also write the measurements as JSON to this path")
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--check", action="store_true", help="only check the toolchain")
     args = ap.parse_args(argv)
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        print("gpu_static: NUMBA_ENABLE_CUDASIM is set; unset it to compile", file=sys.stderr)
+        return 2
     why = toolchain_missing()
     if why:
         print(f"gpu_static: {why}", file=sys.stderr)
         return 2
-    stats = compile_all(args.cc)
+    if args.check:
+        return 0
+    stats = compile_all(args.cc, args.jobs)
+    if args.json:
+        rows = [dict(dataclasses.asdict(s), per_item=s.per_item) for s in stats]
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     budgets = None
     try:
         from tests.test_gpu_static import BUDGETS
