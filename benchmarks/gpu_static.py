@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 # kernel -> (SASS opcode that marks an item, markers per item, what an item is)
 ITEMS: dict[str, tuple[str, int, str]] = {
-    "_fwd_group": ("STS", 2, "butterfly"),
+    "_fwd_group": ("STS", 2, "butterfly"),  # the loop that also loads shared memory (LDS)
     "_inv_group": ("STS", 2, "butterfly"),
     "_sum_batch": ("LDG", 1, "input word"),
     "_base_convert": ("LDG", 1, "input limb"),
@@ -49,6 +49,9 @@ ITEMS: dict[str, tuple[str, int, str]] = {
     "_scale_round_to_t": ("LDG", 1, "input limb"),
 }
 DEFAULT_ITEM = ("STG", 1, "output word")
+# kernel -> an opcode the hot loop must also hold (the NTT's butterflies read shared memory;
+# its load and twiddle-staging loops only write it)
+REQUIRES: dict[str, str] = {"_fwd_group": "LDS", "_inv_group": "LDS"}
 
 # Per-SM limits: (registers, threads, blocks, shared bytes usable, shared reserved per block)
 SM_LIMITS = {90: (65536, 2048, 32, 228 * 1024, 1024), 80: (65536, 2048, 32, 164 * 1024, 1024)}
@@ -229,7 +232,9 @@ def analyze(st: KernelStats, sass: str, ptx: str, log: str) -> None:
     def is_marker(r: tuple[int, str, str]) -> bool:
         return r[1].split(".")[0] == marker
 
-    hot = [(a, b) for a, b in inner if count(a, b, is_marker)]
+    need = REQUIRES.get(st.name)
+    hot = [(a, b) for a, b in inner if count(a, b, is_marker)
+           and (need is None or count(a, b, lambda r: r[1].split(".")[0] == need))]  # fmt: skip
     if hot:
         a, b = max(hot, key=lambda ab: count(ab[0], ab[1], lambda r: True) / count(*ab, is_marker))
         st.in_loop = True
