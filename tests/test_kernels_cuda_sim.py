@@ -26,6 +26,21 @@ if not SIM:  # pragma: no cover - real GPU run (--backend cuda)
     cupy = pytest.importorskip("cupy")
 
 import kernels.cuda as G  # noqa: E402
+from kernels.cuda import _common as _GC  # noqa: E402
+from kernels.cuda._sigs import SIGNATURES  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _launch_signatures_in_table():
+    """Every launch in every test here must use a signature of kernels/cuda/_sigs.py, the table
+    that benchmarks/gpu_static.py compiles and budgets (so CI checks the code that runs)."""
+    _GC.RECORDED = set()
+    yield
+    seen, _GC.RECORDED = _GC.RECORDED, None
+    known = {(name, sig) for (_, name), sig in SIGNATURES.items()}
+    missing = sorted(s for s in seen if s not in known)
+    assert not missing, f"launch signatures missing from kernels/cuda/_sigs.py: {missing}"
+
 
 POISON32 = np.uint32(0xDEADBEEF)
 POISON64 = np.uint64(0xDEADBEEFDEADBEEF)

@@ -140,6 +140,41 @@ def grid_1d(count: int, threads: int = 0) -> tuple[int, int]:
     return max(1, (count + threads - 1) // threads), threads
 
 
+# Launch signatures seen while RECORDED is a set (tests switch it on to keep the static compile
+# table, kernels.cuda._sigs, in step with what the launchers really pass).
+RECORDED: set[tuple[str, tuple[str, ...]]] | None = None
+
+
+def arg_type(x: Any) -> str:
+    """The numba type name a kernel argument is compiled for (as in ``kernels.cuda._sigs``)."""
+    from numba import types as nbt
+    from numba.np.numpy_support import from_dtype
+
+    if isinstance(x, bool | np.bool_):
+        return str(nbt.boolean)
+    if isinstance(x, int):
+        return str(nbt.int64)
+    if isinstance(x, np.generic):
+        return str(from_dtype(x.dtype))
+    if isinstance(x, float):
+        return str(nbt.float64)
+    flags = getattr(x, "flags", None)
+    if flags is not None:
+        contig = bool(flags["C_CONTIGUOUS"])
+    else:
+        contig = bool(x.is_c_contiguous())
+    layout = "C" if contig else "A"
+    return str(nbt.Array(from_dtype(np.dtype(x.dtype)), int(x.ndim), layout))
+
+
+def launch(kernel: Any, grid: Any, threads: Any, *args: Any) -> None:
+    """Launch `kernel` on CuPy's current stream (recording its argument types when asked)."""
+    if RECORDED is not None:
+        name = getattr(kernel, "py_func", kernel).__name__
+        RECORDED.add((name, tuple(arg_type(a) for a in args)))
+    kernel[grid, threads, stream()](*args)
+
+
 def to_host(a: Any) -> np.ndarray:
     """numpy view/copy of a (small) host or device array."""
     if isinstance(a, np.ndarray):

@@ -47,85 +47,121 @@ def reduce_any(x, q, mu_packed):
     return barrett(x, q, mu_packed)
 
 
+# The element-wise kernels run on a 3-D grid (N / threads, L, min(M, 65535)): the limb is
+# blockIdx.y, so its modulus and Barrett constants are per-block constants (no row % L), and
+# indices are 32-bit (no 64-bit arithmetic or negative-index checks in the loop over m).
+
+
+@cuda.jit(device=True, inline=True)
+def _coords(N, L):
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    return i, uint32(cuda.blockIdx.y), uint32(cuda.blockIdx.z), uint32(cuda.gridDim.z), i < N
+
+
 @cuda.jit
-def _add(a, b, q, out, R, L, N, bm):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _add(a, b, q, out, M, L, N, bm):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
+    ql = uint32(q[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
         rb = row if bm > 1 else l
-        ql = uint64(q[l])
-        s = uint64(a[row, i]) + uint64(b[rb, i])
+        s = uint32(a[row, i]) + uint32(b[rb, i])
         if s >= ql:
             s = s - ql
         out[row, i] = uint32(s)
+        m = uint32(m + mstep)
 
 
 @cuda.jit
-def _sub(a, b, q, out, R, L, N, bm):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _sub(a, b, q, out, M, L, N, bm):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
+    ql = uint32(q[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
         rb = row if bm > 1 else l
-        ql = uint64(q[l])
-        x = uint64(a[row, i])
-        y = uint64(b[rb, i])
+        x = uint32(a[row, i])
+        y = uint32(b[rb, i])
         if x >= y:
             out[row, i] = uint32(x - y)
         else:
             out[row, i] = uint32(x + ql - y)
+        m = uint32(m + mstep)
 
 
 @cuda.jit
-def _neg(a, q, out, R, L, N):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _neg(a, q, out, M, L, N):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
-        x = uint64(a[row, i])
-        if x != uint64(0):
-            out[row, i] = uint32(uint64(q[l]) - x)
+    ql = uint32(q[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
+        x = uint32(a[row, i])
+        if x != uint32(0):
+            out[row, i] = uint32(ql - x)
         else:
             out[row, i] = uint32(0)
+        m = uint32(m + mstep)
 
 
 @cuda.jit
-def _mul(a, b, q, mu, out, R, L, N, bm):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _mul(a, b, q, mu, out, M, L, N, bm):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
+    ql = uint64(q[l])
+    mul = uint64(mu[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
         rb = row if bm > 1 else l
         x = uint64(a[row, i]) * uint64(b[rb, i])
-        out[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+        out[row, i] = uint32(barrett(x, ql, mul))
+        m = uint32(m + mstep)
 
 
 @cuda.jit
-def _mul_add(a, b, q, mu, acc, R, L, N, bm):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _mul_add(a, b, q, mu, acc, M, L, N, bm):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
+    ql = uint64(q[l])
+    mul = uint64(mu[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
         rb = row if bm > 1 else l
         x = uint64(a[row, i]) * uint64(b[rb, i]) + uint64(acc[row, i])
-        acc[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+        acc[row, i] = uint32(barrett(x, ql, mul))
+        m = uint32(m + mstep)
 
 
 @cuda.jit
-def _mul_scalar(a, s, q, mu, out, R, L, N):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _mul_scalar(a, s, q, mu, out, M, L, N):
+    i, l, m0, mstep, ok = _coords(N, L)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
-        x = uint64(a[row, i]) * uint64(s[l])
-        out[row, i] = uint32(barrett(x, uint64(q[l]), uint64(mu[l])))
+    ql = uint64(q[l])
+    mul = uint64(mu[l])
+    sl = uint64(s[l])
+    L32 = uint32(L)
+    m = m0
+    while m < uint32(M):
+        row = uint32(m * L32 + l)
+        out[row, i] = uint32(barrett(uint64(a[row, i]) * sl, ql, mul))
+        m = uint32(m + mstep)
 
 
 @cuda.jit
@@ -222,11 +258,19 @@ def _rows(a: Any) -> tuple[Any, int, int, int]:
     return a.reshape(M * L, N), M * L, L, N
 
 
+def _launch3(kernel: Any, M: int, L: int, N: int, *args: Any) -> None:
+    """Grid (N / threads, L, min(M, 65535)): limb = blockIdx.y, batch row = grid-stride in z."""
+    if M == 0 or L == 0 or N == 0:
+        return
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(kernel, (gx, L, min(M, C.MAX_GRID_Y)), threads, *args)
+
+
 def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
     if R == 0 or N == 0:
         return
     grid, threads = C.grid_rows_cols(R, N)
-    kernel[grid, threads, C.stream()](*args)
+    C.launch(kernel, grid, threads, *args)
 
 
 def add(a, b, q, out):
@@ -234,7 +278,20 @@ def add(a, b, q, out):
     _check_out(a, out)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(_add, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), R, L, N, b.shape[0])
+    _launch3(
+        _add,
+        a.shape[0],
+        L,
+        N,
+        A(a2),
+        A(_rows(b)[0]),
+        A(C.asdev(q)),
+        A(_rows(out)[0]),
+        a.shape[0],
+        L,
+        N,
+        b.shape[0],
+    )
 
 
 def sub(a, b, q, out):
@@ -242,7 +299,20 @@ def sub(a, b, q, out):
     _check_out(a, out)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(_sub, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), R, L, N, b.shape[0])
+    _launch3(
+        _sub,
+        a.shape[0],
+        L,
+        N,
+        A(a2),
+        A(_rows(b)[0]),
+        A(C.asdev(q)),
+        A(_rows(out)[0]),
+        a.shape[0],
+        L,
+        N,
+        b.shape[0],
+    )
 
 
 def neg(a, q, out):
@@ -250,7 +320,18 @@ def neg(a, q, out):
     _check_out(a, out)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(_neg, R, N, A(a2), A(C.asdev(q)), A(_rows(out)[0]), R, L, N)
+    _launch3(
+        _neg,
+        a.shape[0],
+        L,
+        N,
+        A(a2),
+        A(C.asdev(q)),
+        A(_rows(out)[0]),
+        a.shape[0],
+        L,
+        N,
+    )
 
 
 def mul(a, b, q, mu, out):
@@ -258,9 +339,9 @@ def mul(a, b, q, mu, out):
     _check_out(a, out)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(
-        _mul, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)), A(_rows(out)[0]),
-        R, L, N, b.shape[0],
+    _launch3(
+        _mul, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
+        A(_rows(out)[0]), a.shape[0], L, N, b.shape[0],
     )  # fmt: skip
 
 
@@ -269,9 +350,9 @@ def mul_add(a, b, q, mu, acc):
     _check_out(a, acc)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(
-        _mul_add, R, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)), A(_rows(acc)[0]),
-        R, L, N, b.shape[0],
+    _launch3(
+        _mul_add, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
+        A(_rows(acc)[0]), a.shape[0], L, N, b.shape[0],
     )  # fmt: skip
 
 
@@ -280,9 +361,9 @@ def mul_scalar(a, s, q, mu, out):
     _check_out(a, out)
     a2, R, L, N = _rows(a)
     A = C.arg
-    _launch(
-        _mul_scalar, R, N, A(a2), A(C.asdev(s, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)),
-        A(_rows(out)[0]), R, L, N,
+    _launch3(
+        _mul_scalar, a.shape[0], L, N, A(a2), A(C.asdev(s, np.uint32)), A(C.asdev(q)),
+        A(C.asdev(mu)), A(_rows(out)[0]), a.shape[0], L, N,
     )  # fmt: skip
 
 

@@ -13,11 +13,15 @@ A group covering the k stages with half-sizes t0 = t1*2^(k-1) .. t1 touches, for
 (h, b) with h < N/(2 t0), b < t1, only the P = 2^k elements j = h*2*t0 + a*t1 + b (a < P):
 an independent size-P sub-transform. A block loads C = TILE/P consecutive columns (P*C words,
 coalesced in runs of min(C, t1) words) into shared memory, runs its k stages there with
-__syncthreads between stages, and writes them back. N <= TILE: one launch, one pass over memory
-(every stage in shared memory); N = 2^16 with TILE = 8192: two launches of 8 stages each.
-Butterflies are Harvey lazy ones with Shoup twiddles, 32x32->64-bit products (uint64 in numba,
-the compiler emits mul.wide/mul.hi); the last forward stage / the N^-1 scaling of the inverse are
-fused with the final reduction to [0, q).
+__syncthreads between stages, and writes them back. N <= TILE: one launch, one pass over memory;
+N = 8192 with TILE = 2048: two launches (7 + 6 stages) of 4 blocks per row, so B*L = 64 rows
+give 256 blocks, enough for every SM of an H100/H200 (one block per row would leave half idle).
+Before its stages a block copies the twiddles it needs (a contiguous run per stage, packed with
+their Shoup companions as one 64-bit word) into shared memory, so the butterfly loop reads only
+shared memory. Index arithmetic is 32-bit: a butterfly u = (ps, low) sits at u with a zero bit
+inserted at log2(distance), no division anywhere. Butterflies are Harvey lazy ones with Shoup
+twiddles on 32-bit words (w*y - hi*q is exact mod 2^32); the last forward stage / the N^-1
+scaling of the inverse are fused with the final reduction to [0, q).
 """
 
 from __future__ import annotations
@@ -31,129 +35,182 @@ from kernels.ntt_tables import NTTTables
 
 __all__ = ["ntt_forward", "ntt_inverse", "TILE_MAX"]
 
-TILE_MAX = 8192  # words of shared memory per block (32 KiB, under the 48 KiB static limit)
+TILE_MAX = 2048  # data words per block: 8 KiB, plus 16 KiB of staged (twiddle, Shoup) pairs
 DEFAULT_THREADS = 32 if C.SIM else 512
+
+_U1 = uint32(1)
+_LO = uint64(0xFFFFFFFF)
 
 
 @cuda.jit(device=True, inline=True)
 def _mulshoup(y, w, wp, q):
-    # y < 2^32, w < q, wp = floor(w 2^32 / q): returns w*y mod q in [0, 2q). No wraparound:
-    # hi <= w*y/q so w*y - hi*q >= 0 exactly.
-    hi = (wp * y) >> uint64(32)
-    return w * y - hi * q
+    # y < 2^32, w < q, wp = floor(w 2^32 / q): w*y mod q in [0, 2q). The exact value w*y - hi*q
+    # lies in [0, 2q) with q < 2^30, so it equals the difference taken mod 2^32 (32-bit math).
+    hi = uint32((uint64(wp) * uint64(y)) >> uint64(32))
+    return uint32((uint64(w) * uint64(y) - uint64(hi) * uint64(q)) & _LO)
+
+
+@cuda.jit(device=True, inline=True)
+def _wrapsub(x, y):
+    # x - y mod 2^32 without an intermediate underflow (numpy scalars warn on one in the
+    # simulator); compiles to one 32-bit subtract. min(x, x - y) then reduces x < 2y to [0, y).
+    return uint32((uint64(x) + uint64(0x100000000) - uint64(y)) & _LO)
+
+
+@cuda.jit(device=True, inline=True)
+def _geometry(logt1, k, logC):
+    # 32-bit launch constants: log sizes, the block's first column, its first twiddle group h0
+    lt1 = uint32(logt1)
+    kk = uint32(k)
+    lc = uint32(logC)
+    c0 = uint32(cuda.blockIdx.x) << lc
+    return lt1, kk, lc, c0, c0 >> lt1
+
+
+@cuda.jit(device=True, inline=True)
+def _col_index(e, lt1, kk, lc, c0):
+    # shared slot e = a*C + c_local -> word j = h*2*t0 + a*t1 + b of the row (c = h*t1 + b)
+    c = c0 + (e & ((_U1 << lc) - _U1))
+    return ((c >> lt1) << (lt1 + kk)) | ((e >> lc) << lt1) | (c & ((_U1 << lt1) - _U1))
+
+
+@cuda.jit(device=True, inline=True)
+def _stage_twiddles(tw, wrow, wsrow, N, lt1, kk, lc, h0, tid, nth):
+    # Stage s (half-size t1*2^s) of this block uses the 2^(k-1-s) twiddles of each of its nh
+    # groups h: global w[m_s + (h << (k-1-s)) + r], m_s = N / (2 t1 2^s), a contiguous run.
+    # Stored at tw[nh*(2^(k-1-s) - 1) + (h-h0)*2^(k-1-s) + r]: stages back to back, < 2^k*nh;
+    # each entry packs the twiddle (low word) with its Shoup companion (high): one 64-bit load.
+    nh = max(_U1, (_U1 << lc) >> lt1)
+    for s in range(kk):
+        ks = kk - _U1 - uint32(s)
+        cnt = nh << ks
+        off = nh * ((_U1 << ks) - _U1)
+        g0 = (uint32(N) >> (lt1 + uint32(s) + _U1)) + (h0 << ks)
+        v = tid
+        while v < cnt:
+            tw[off + v] = uint64(wrow[g0 + v]) | (uint64(wsrow[g0 + v]) << uint64(32))
+            v = uint32(v + nth)
 
 
 @cuda.jit
 def _fwd_group(a, R, L, N, q, w, ws, logt1, k, logC, last):
     sh = cuda.shared.array(TILE_MAX, dtype=uint32)
-    tid = cuda.threadIdx.x
-    nth = cuda.blockDim.x
-    ccount = 1 << logC
-    T = ccount << k
-    t1 = 1 << logt1
-    t0 = t1 << (k - 1)
-    c0 = cuda.blockIdx.x * ccount
+    tw = cuda.shared.array(TILE_MAX, dtype=uint64)
+    tid = uint32(cuda.threadIdx.x)
+    nth = uint32(cuda.blockDim.x)
+    lt1, kk, lc, c0, h0 = _geometry(logt1, k, logC)
+    nh = uint32(max(_U1, (_U1 << lc) >> lt1))  # twiddle groups h per block
+    T = uint32(_U1 << (lc + kk))
+    half_t = uint32(T >> _U1)
+    # column bits of a butterfly index that select its twiddle group (c >> lt1 within block)
+    gmask = uint32(((_U1 << lc) - _U1) & ~((_U1 << lt1) - _U1))
     for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
-        qq = uint64(q[l])
-        two_q = qq + qq
-        for e in range(tid, T, nth):
-            aa = e >> logC
-            c = c0 + (e & (ccount - 1))
-            j = (c >> logt1) * 2 * t0 + aa * t1 + (c & (t1 - 1))
-            sh[e] = a[row, j]
+        l = uint32(row) % uint32(L)
+        arow = a[row]
+        qq = uint32(q[l])
+        two_q = uint32(qq + qq)
+        _stage_twiddles(tw, w[l], ws[l], N, lt1, kk, lc, h0, tid, nth)
+        e = tid
+        while e < T:
+            sh[e] = arow[_col_index(e, lt1, kk, lc, c0)]
+            e = uint32(e + nth)
         cuda.syncthreads()
-        for s in range(k - 1, -1, -1):
-            half = 1 << s
-            t = t1 << s
-            m = N // (2 * t)
-            for u in range(tid, T >> 1, nth):
-                cc = u & (ccount - 1)
-                p = u >> logC
-                alo = ((p >> s) << (s + 1)) + (p & (half - 1))
-                h = (c0 + cc) >> logt1
-                i = (h << (k - 1 - s)) + (alo >> (s + 1))
-                W = uint64(w[l, m + i])
-                Wp = uint64(ws[l, m + i])
-                jx = (alo << logC) + cc
-                jy = jx + (half << logC)
-                x = uint64(sh[jx])
-                y = uint64(sh[jy])
-                if x >= two_q:
-                    x = x - two_q
-                tt = _mulshoup(y, W, Wp, qq)
+        for si in range(kk):
+            s = uint32(kk - _U1 - uint32(si))
+            ks = uint32(kk - _U1 - s)
+            off = uint32(nh * ((_U1 << ks) - _U1))
+            hb = uint32(s + lc)
+            hoff = uint32(_U1 << hb)
+            hhi = uint32(~(hoff - _U1))
+            u = tid
+            while u < half_t:
+                # u = ps*hoff + low (low < hoff): the pair is jx = u with a zero bit inserted
+                # at log2(hoff), jy = jx + hoff; twiddle group (cc >> lt1), index ps
+                ps = uint32(u >> hb)
+                jx = uint32(u + (u & hhi))
+                jy = uint32(jx + hoff)
+                ti = uint32(off + (((u & gmask) >> lt1) << ks) + ps)
+                x = sh[jx]
+                y = sh[jy]
+                x = min(x, _wrapsub(x, two_q))  # x < 4q -> [0, 2q)
+                wv = tw[ti]
+                tt = _mulshoup(y, uint32(wv & _LO), uint32(wv >> uint64(32)), qq)
                 sh[jx] = uint32(x + tt)
                 sh[jy] = uint32(x + two_q - tt)
+                u = uint32(u + nth)
             cuda.syncthreads()
-        for e in range(tid, T, nth):
-            aa = e >> logC
-            c = c0 + (e & (ccount - 1))
-            j = (c >> logt1) * 2 * t0 + aa * t1 + (c & (t1 - 1))
-            v = uint64(sh[e])
+        e = tid
+        while e < T:
+            v = sh[e]
             if last:
                 if v >= two_q:
-                    v = v - two_q
+                    v = uint32(v - two_q)
                 if v >= qq:
-                    v = v - qq
-            a[row, j] = uint32(v)
+                    v = uint32(v - qq)
+            arow[_col_index(e, lt1, kk, lc, c0)] = v
+            e = uint32(e + nth)
         cuda.syncthreads()
 
 
 @cuda.jit
 def _inv_group(a, R, L, N, q, wi, wis, ninv, ninvs, logt1, k, logC, last):
     sh = cuda.shared.array(TILE_MAX, dtype=uint32)
-    tid = cuda.threadIdx.x
-    nth = cuda.blockDim.x
-    ccount = 1 << logC
-    T = ccount << k
-    t1 = 1 << logt1
-    t0 = t1 << (k - 1)
-    c0 = cuda.blockIdx.x * ccount
+    tw = cuda.shared.array(TILE_MAX, dtype=uint64)
+    tid = uint32(cuda.threadIdx.x)
+    nth = uint32(cuda.blockDim.x)
+    lt1, kk, lc, c0, h0 = _geometry(logt1, k, logC)
+    nh = uint32(max(_U1, (_U1 << lc) >> lt1))  # twiddle groups h per block
+    T = uint32(_U1 << (lc + kk))
+    half_t = uint32(T >> _U1)
+    # column bits of a butterfly index that select its twiddle group (c >> lt1 within block)
+    gmask = uint32(((_U1 << lc) - _U1) & ~((_U1 << lt1) - _U1))
     for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        l = row % L
-        qq = uint64(q[l])
-        two_q = qq + qq
-        for e in range(tid, T, nth):
-            aa = e >> logC
-            c = c0 + (e & (ccount - 1))
-            j = (c >> logt1) * 2 * t0 + aa * t1 + (c & (t1 - 1))
-            sh[e] = a[row, j]
+        l = uint32(row) % uint32(L)
+        arow = a[row]
+        qq = uint32(q[l])
+        two_q = uint32(qq + qq)
+        _stage_twiddles(tw, wi[l], wis[l], N, lt1, kk, lc, h0, tid, nth)
+        e = tid
+        while e < T:
+            sh[e] = arow[_col_index(e, lt1, kk, lc, c0)]
+            e = uint32(e + nth)
         cuda.syncthreads()
-        for s in range(k):
-            half = 1 << s
-            t = t1 << s
-            m = N // (2 * t)
-            for u in range(tid, T >> 1, nth):
-                cc = u & (ccount - 1)
-                p = u >> logC
-                alo = ((p >> s) << (s + 1)) + (p & (half - 1))
-                h = (c0 + cc) >> logt1
-                i = (h << (k - 1 - s)) + (alo >> (s + 1))
-                W = uint64(wi[l, m + i])
-                Wp = uint64(wis[l, m + i])
-                jx = (alo << logC) + cc
-                jy = jx + (half << logC)
-                x = uint64(sh[jx])
-                y = uint64(sh[jy])
-                sm = x + y
-                if sm >= two_q:
-                    sm = sm - two_q
-                d = x + two_q - y
-                sh[jx] = uint32(sm)
-                sh[jy] = uint32(_mulshoup(d, W, Wp, qq))
+        for si in range(kk):
+            s = uint32(si)
+            ks = uint32(kk - _U1 - s)
+            off = uint32(nh * ((_U1 << ks) - _U1))
+            hb = uint32(s + lc)
+            hoff = uint32(_U1 << hb)
+            hhi = uint32(~(hoff - _U1))
+            u = tid
+            while u < half_t:
+                # u = ps*hoff + low (low < hoff): the pair is jx = u with a zero bit inserted
+                # at log2(hoff), jy = jx + hoff; twiddle group (cc >> lt1), index ps
+                ps = uint32(u >> hb)
+                jx = uint32(u + (u & hhi))
+                jy = uint32(jx + hoff)
+                ti = uint32(off + (((u & gmask) >> lt1) << ks) + ps)
+                x = sh[jx]
+                y = sh[jy]
+                sm = uint32(x + y)
+                sh[jx] = min(sm, _wrapsub(sm, two_q))
+                wv = tw[ti]
+                sh[jy] = _mulshoup(
+                    uint32(x + two_q - y), uint32(wv & _LO), uint32(wv >> uint64(32)), qq
+                )
+                u = uint32(u + nth)
             cuda.syncthreads()
-        ni = uint64(ninv[l])
-        nis = uint64(ninvs[l])
-        for e in range(tid, T, nth):
-            aa = e >> logC
-            c = c0 + (e & (ccount - 1))
-            j = (c >> logt1) * 2 * t0 + aa * t1 + (c & (t1 - 1))
-            v = uint64(sh[e])
+        ni = uint32(ninv[l])
+        nis = uint32(ninvs[l])
+        e = tid
+        while e < T:
+            v = sh[e]
             if last:
                 v = _mulshoup(v, ni, nis, qq)
                 if v >= qq:
-                    v = v - qq
-            a[row, j] = uint32(v)
+                    v = uint32(v - qq)
+            arow[_col_index(e, lt1, kk, lc, c0)] = v
+            e = uint32(e + nth)
         cuda.syncthreads()
 
 
@@ -192,7 +249,6 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
     tile = min(tile, n)
     L = len(tables.moduli)
     a2 = C.arg(a.reshape(R, n))
-    st = C.stream()
     groups = _plan(log_n, tile)
     gy = min(R, C.MAX_GRID_Y)
     if not inverse:
@@ -203,8 +259,21 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
             logt1 = log_n - done
             logc = (tile.bit_length() - 1) - k
             nthr = max(1, min(threads, tile // 2))
-            _fwd_group[(n // tile, gy), nthr, st](
-                a2, R, L, n, q, w, ws, logt1, k, logc, g == len(groups) - 1
+            C.launch(
+                _fwd_group,
+                (n // tile, gy),
+                nthr,
+                a2,
+                R,
+                L,
+                n,
+                q,
+                w,
+                ws,
+                logt1,
+                k,
+                logc,
+                g == len(groups) - 1,
             )
     else:
         q, wi, wis, ni, nis = (
@@ -215,8 +284,23 @@ def _run(a: Any, tables: NTTTables, inverse: bool, tile: int, threads: int) -> N
         for g, k in enumerate(rev):
             logc = (tile.bit_length() - 1) - k
             nthr = max(1, min(threads, tile // 2))
-            _inv_group[(n // tile, gy), nthr, st](
-                a2, R, L, n, q, wi, wis, ni, nis, logt1, k, logc, g == len(rev) - 1
+            C.launch(
+                _inv_group,
+                (n // tile, gy),
+                nthr,
+                a2,
+                R,
+                L,
+                n,
+                q,
+                wi,
+                wis,
+                ni,
+                nis,
+                logt1,
+                k,
+                logc,
+                g == len(rev) - 1,
             )
             logt1 += k
 

@@ -249,7 +249,7 @@ def _key_nonce(key: Any, nonce: Any) -> Any:
 
 def _launch(kernel: Any, nblocks: int, *args: Any) -> None:
     grid, threads = C.grid_1d(nblocks)
-    kernel[grid, threads, C.stream()](*args)
+    C.launch(kernel, grid, threads, *args)
 
 
 def _check_count(count: Any) -> int:

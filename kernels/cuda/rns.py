@@ -68,19 +68,30 @@ def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
     n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     if n >= N:
         return
-    sums = cuda.local.array(MAX_OMEGA_CHUNKS, dtype=uint64)
+    # Four named accumulators, not an indexed array: a per-thread array lives in local memory.
     for m in range(cuda.blockIdx.y, M, cuda.gridDim.y):
-        for c in range(CH):
-            sums[c] = uint64(0)
+        s0 = uint64(0)
+        s1 = uint64(0)
+        s2 = uint64(0)
+        s3 = uint64(0)
         frac = 0.0
         for i in range(L):
             xv = uint64(x[m, i, n])
             frac = C.fadd(frac, C.fmul(float64(xv), theta[i]))
-            for c in range(CH):
-                sums[c] += xv * uint64(omega16[c, i])
-        r = sums[0] % t
-        for c in range(1, CH):
-            r = (_mulmod_2k(r, 16, t) + sums[c] % t) % t
+            s0 += xv * uint64(omega16[0, i])
+            if CH > 1:
+                s1 += xv * uint64(omega16[1, i])
+            if CH > 2:
+                s2 += xv * uint64(omega16[2, i])
+            if CH > 3:
+                s3 += xv * uint64(omega16[3, i])
+        r = s0 % t
+        if CH > 1:
+            r = (_mulmod_2k(r, 16, t) + s1 % t) % t
+        if CH > 2:
+            r = (_mulmod_2k(r, 16, t) + s2 % t) % t
+        if CH > 3:
+            r = (_mulmod_2k(r, 16, t) + s3 % t) % t
         rnd = int64(math.floor(frac + 0.5)) % int64(t)
         out[m, n] = (r + uint64(rnd)) % t
 
@@ -160,7 +171,7 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
     if R == 0 or N == 0:
         return
     grid, threads = C.grid_rows_cols(R, N)
-    kernel[grid, threads, C.stream()](*args)
+    C.launch(kernel, grid, threads, *args)
 
 
 def _u32(x: Any, name: str) -> None:

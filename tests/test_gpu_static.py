@@ -1,0 +1,147 @@
+"""Static GPU budgets: every CUDA kernel compiled for sm_90 (sm_80 in the slow test) without a
+GPU, checked for compile errors, spills, local memory in loops, and its instruction budget.
+
+Runs benchmarks/gpu_static.py in a subprocess (the rest of the session runs numba's CUDA
+simulator, which has no compiler). Skips, saying what is missing, when the `gpu-static` extra
+(numba-cuda with NVVM, nvJitLink, nvdisasm) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_static.py"
+
+TARGET = 24  # SASS instructions per butterfly / per element in the hot loop (issue 11)
+_TODO = "not rewritten yet: measured value; target 24 per item and no 64-bit div/rem"
+_EW = "3-D grid, per-block modulus, 32-bit indices, no div/rem; above target 24"
+_NTT = (
+    "rewritten (was 98/95): 32-bit indices, twiddles staged in shared memory, no division per "
+    "stage, N split over blocks; still above target 24 (twiddle-group index, address math)"
+)
+
+# kernel -> (max SASS per item in the hot loop, max 64-bit div/rem calls there,
+#            max 64-bit div/rem instructions in the whole PTX, note). sm_90.
+BUDGETS: dict[str, tuple[float, int, int, str]] = {
+    "_fwd_group": (31, 0, 1, _NTT),
+    "_inv_group": (33, 0, 1, _NTT),
+    "_add": (27, 0, 0, _EW + " (was 144)"),
+    "_sub": (TARGET, 0, 0, "3-D grid, per-block modulus, 32-bit indices (was 137)"),
+    "_neg": (10, 0, 0, "3-D grid, per-block modulus, 32-bit indices (was 69)"),
+    "_mul": (44, 0, 0, _EW + "; Barrett on 64-bit words remains (was 165)"),
+    "_mul_add": (46, 0, 0, _EW + "; Barrett on 64-bit words remains (was 171)"),
+    "_mul_scalar": (40, 0, 0, _EW + "; Barrett on 64-bit words remains (was 151)"),
+    "_sum_batch": (36, 0, 2, _TODO),
+    "_from_signed": (195, 6, 17, _TODO),
+    "_automorphism": (132, 1, 6, _TODO),
+    "_drop_last_limb": (297, 2, 3, _TODO),
+    "_base_convert": (37, 2, 10, _TODO),
+    "_hps_scale_to_r": (59, 4, 12, _TODO),
+    "_scale_round_to_t": (
+        TARGET,
+        0,
+        10,
+        "limb loop within budget, no local memory; the per-output % t (outside it) remain",
+    ),
+    "_add_scaled_plain": (365, 7, 7, _TODO + " (no inner loop: whole kernel per output)"),
+    "_chacha_kernel": (18, 0, 0, "whole kernel per output word (one block = 16 words)"),
+    "_uniform_mod_kernel": (228, 60, 60, _TODO),
+    "_cbd_kernel": (76, 0, 0, _TODO),
+    "_ternary_kernel": (53, 0, 0, _TODO),
+    "_gauss_kernel": (271, 0, 0, _TODO),
+    "_bounded_kernel": (798, 12, 12, _TODO),
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _missing() -> str | None:
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, env=_env()
+    )
+    return None if res.returncode == 0 else (res.stderr.strip() or "gpu_static --check failed")
+
+
+_WHY = _missing()
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"static GPU toolchain: {_WHY}")
+
+
+def _run(tmp: Path, cc: int) -> tuple[int, list[dict], str]:
+    out = tmp / f"static_{cc}.json"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cc", str(cc), "--out", str(tmp / "s.md"),
+         "--json", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )  # fmt: skip
+    rows = json.loads(out.read_text()) if out.exists() else []
+    return res.returncode, rows, res.stderr
+
+
+@pytest.fixture(scope="module")
+def sm90(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict], str]:
+    return _run(tmp_path_factory.mktemp("gpu_static"), 90)
+
+
+def _check_hard(rc: int, rows: list[dict], err: str) -> None:
+    assert rows, f"gpu_static produced nothing: {err[-2000:]}"
+    errors = [f"{r['name']}: {r['error']}" for r in rows if r["error"]]
+    assert not errors, errors
+    spills = [r["name"] for r in rows if r["spill_stores"] or r["spill_loads"]]
+    assert not spills, f"register spills in {spills}"
+    local = [r["name"] for r in rows if r["local_in_loops"]]
+    assert not local, f"local memory inside loops in {local}"
+    assert rc == 0, err[-2000:]
+
+
+def test_every_kernel_compiles_sm90_without_spills_or_local_memory(sm90) -> None:
+    from kernels.cuda._sigs import SIGNATURES
+
+    rc, rows, err = sm90
+    _check_hard(rc, rows, err)
+    assert sorted(r["name"] for r in rows) == sorted(n for _, n in SIGNATURES)
+
+
+def test_budget_table_covers_every_kernel() -> None:
+    from kernels.cuda._sigs import SIGNATURES
+
+    assert sorted(BUDGETS) == sorted(n for _, n in SIGNATURES)
+
+
+def test_instruction_and_divrem_budgets_sm90(sm90) -> None:
+    _, rows, err = sm90
+    assert rows, err[-2000:]
+    over = []
+    for r in rows:
+        per, hot, ptx, note = BUDGETS[r["name"]]
+        if not r["per_item"] <= per:
+            over.append(f"{r['name']}: {r['per_item']:.1f} SASS/{r['item']} > {per} ({note})")
+        if r["divrem_hot"] > hot:
+            over.append(f"{r['name']}: {r['divrem_hot']} div/rem calls in the hot loop > {hot}")
+        if r["divrem_ptx"] > ptx:
+            over.append(f"{r['name']}: {r['divrem_ptx']} 64-bit div/rem in the PTX > {ptx}")
+    assert not over, "\n".join(over)
+
+
+def test_budgets_above_target_say_so() -> None:
+    # A budget is the target or the value measured when it was set; one above the target must
+    # say why in its note (naming the target), so a loosened budget cannot pass silently.
+    for name, (per, hot, _, note) in BUDGETS.items():
+        if per > TARGET or hot:
+            assert f"target {TARGET}" in note, name
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_sm80(tmp_path: Path) -> None:
+    _check_hard(*_run(tmp_path, 80))
