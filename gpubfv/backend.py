@@ -23,7 +23,10 @@ def _cuda_available() -> tuple[bool, str]:
     try:
         import cupy  # noqa: F401
     except Exception as exc:  # pragma: no cover - depends on the machine
-        return False, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+        return False, (
+            f"CuPy is not importable ({exc.__class__.__name__}: {exc}); install the GPU extra: "
+            "pip install 'gpubfv[gpu]' (numba-cuda[cu13] + cupy-cuda13x, CUDA 13 like torch 2.14.1)"
+        )
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # pragma: no cover
