@@ -454,6 +454,7 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
     from gpubfv import (
         PRNG,
         BatchEncoder,
+        Context,
         Decryptor,
         Encryptor,
         Evaluator,
@@ -466,15 +467,16 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
         log_n=4, q_bits=(28, 28, 28), p_bits=(28,), t_bits=17, allow_insecure=True
     )
     params = Parameters(lit)
+    ctx = Context(params, backend)
     prng = PRNG(seed, backend=backend)
-    kg = KeyGenerator(params, backend=backend, prng=prng)
+    kg = KeyGenerator(ctx, prng=prng)
     sk = kg.gen_secret_key()
     pk = kg.gen_public_key(sk)
-    enc = Encryptor(params, public_key=pk, backend=backend, prng=prng)
-    senc = Encryptor(params, secret_key=sk, backend=backend, prng=prng)
-    dec = Decryptor(params, sk, backend=backend)
-    ev = Evaluator(params, backend=backend)
-    be = BatchEncoder(params, backend=backend)
+    enc = Encryptor(ctx, pk, prng=prng)
+    senc = Encryptor(ctx, sk, prng=prng)
+    dec = Decryptor(ctx, sk)
+    ev = Evaluator(ctx)
+    be = BatchEncoder(ctx)
     pt = be.encode(backend.asarray(values))
     ct = enc.encrypt(pt)
     ct2 = senc.encrypt(pt)
@@ -482,21 +484,39 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
     # multiplication (HPS), relinearization and rotations (key switching), modulus switching
     rlk = kg.gen_relin_key(sk)
     gks = kg.gen_galois_keys(sk, steps=[1], columns=True)
-    evk = Evaluator(params, rlk, gks, backend=backend)
+    evk = Evaluator(ctx, rlk, gks)
     prod = evk.relinearize(evk.mul(ct, ct2))
     rot = evk.rotate_rows(ct, 1)
     low = evk.mod_switch_to(ct, 2)
     # multiparty: collective public key of 2 peers, collective decryption with smudging
-    from gpubfv.mhe import CollectiveDecrypt, NoiseEstimate, PublicKeyGen
+    from gpubfv.mhe import (
+        CollectiveDecrypt,
+        NoiseEstimate,
+        Party,
+        PublicKeyGen,
+        ShareJournal,
+        Smudging,
+    )
 
-    sks = [sk, KeyGenerator(params, backend=backend, prng=prng).gen_secret_key()]
-    ckg = PublicKeyGen(params, backend)
+    sks = [sk, KeyGenerator(ctx, prng=prng).gen_secret_key()]
+    parties = [
+        Party(
+            ctx,
+            s,
+            peer_id=i,
+            journal=ShareJournal.in_memory(unsafe_not_persistent=True),
+            prng=prng,
+        )
+        for i, s in enumerate(sks)
+    ]
+    ckg = PublicKeyGen(ctx, peers=2)
     crp = ckg.sample_crp(bytes(32))
-    shares = [ckg.gen_share(s, crp, i, prng) for i, s in enumerate(sks)]
-    cpk = ckg.finalize(ckg.aggregate(shares), crp, 2)
-    cct = Encryptor(params, public_key=cpk, backend=backend, prng=prng).encrypt(pt)
-    cd = CollectiveDecrypt(params, NoiseEstimate.fresh(params, 2), 2, lam=20, backend=backend)
-    dshares = [cd.gen_share(s, cct, i, prng) for i, s in enumerate(sks)]
+    cpk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
+    cct = Encryptor(ctx, cpk, prng=prng).encrypt(pt)
+    # a toy ring cannot hold statistical smudging: the opt-in renyi notion at its minimum lambda
+    smudging = Smudging(1, notion="renyi", lam=32)
+    cd = CollectiveDecrypt(ctx, NoiseEstimate.fresh(params, 2), peers=2, smudging=smudging)
+    dshares = [pa.decryption_share(cd, cct) for pa in parties]
     out = {
         "prod": prod.data,
         "rot": rot.data,
@@ -506,7 +526,7 @@ def _scheme_run(backend, seed: bytes, values: np.ndarray):
         "dec_low": be.decode(dec.decrypt(low)),
         "cpk": cpk.data,
         "cct": cct.data,
-        "dec_collective": be.decode(cd.decrypt(cct, cd.aggregate(dshares), 2)),
+        "dec_collective": be.decode(cd.decrypt(cct, cd.aggregate(dshares))),
         "sk": sk.data,
         "pk": pk.data,
         "ct": ct.data,
