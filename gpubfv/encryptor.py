@@ -158,13 +158,10 @@ def noise_budget(ctx: Context, ct: Ciphertext, sk: SecretKey) -> float:
     return max(0.0, math.log2(big / 2) - math.log2(max(worst, 1)))
 
 
-# check_ciphertext lives in gpubfv.ciphertext; re-exported here while gpubfv.mhe imports it from
-# this module (transitional).
 __all__ = [
     "Decryptor",
     "Encryptor",
     "add_scaled_plaintext",
-    "check_ciphertext",
     "invariant_noise_max",
     "noise_budget",
     "phase",
