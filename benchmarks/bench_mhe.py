@@ -87,26 +87,26 @@ class Round:
             k, VALUE_BITS, values_per_round=values, rounds=rounds, notion=notion, lam=LAM
         )
         self.params = p = plan.params
-        self.enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
+        self.ctx = ctx = Context(p, get_backend("cpu"))
+        self.enc = CoefficientEncoder(ctx, pack=plan.pack, width=plan.width)
         self.batch = -(-values // self.enc.slots)
         self.values = values
         self.rngs = [PRNG(bytes([i + 1, 7]) * 16) for i in range(k)]
-        self.sks = [KeyGenerator(p, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
-        self.ctx = Context(p, get_backend("cpu"))
+        self.sks = [KeyGenerator(ctx, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
         self.run_dir = tempfile.mkdtemp(prefix="bench-mhe-")
         self.fresh = itertools.count()
         self.ckg = PublicKeyGen(self.ctx, peers=k)
         self.crp = self.ckg.sample_crp(b"\x5a" * 32)
         self.ckg_shares = [self.party(i).public_key_share(self.ckg, self.crp) for i in range(k)]
         self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp)
-        self.ev = Evaluator(p)
+        self.ev = Evaluator(ctx)
         self.offset = 1 << (VALUE_BITS - 1)
         rng = np.random.default_rng(k)  # benchmark data, not key material
         self.data = rng.integers(-self.offset, self.offset, (k, values), dtype=np.int64)
         self.noise = noise = NoiseEstimate.fresh(p, k).mod_switch(p, plan.level, k).summed(k)
         self.cd = CollectiveDecrypt(self.ctx, noise, peers=k, smudging=plan.smudging)
         assert self.batch <= self.cd.budget, "the plan's budget covers one round"
-        self.encryptors = [Encryptor(p, self.pk, prng=self.rngs[i]) for i in range(k)]
+        self.encryptors = [Encryptor(ctx, self.pk, prng=self.rngs[i]) for i in range(k)]
 
     def party(self, i: int) -> Party:
         """Peer i with a new persistent journal file: every timed share is a real first share

@@ -40,6 +40,9 @@ MODES: dict[str, Mode] = {
 }
 SECURE_MODES = ("secagg", "encrypted", "encrypted-dp")
 
+# Config fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = frozenset({"rounds", "out_dir", "device"})
+
 
 class ConfigError(ValueError):
     """An impossible or unsafe training configuration, refused before training starts."""
@@ -100,6 +103,15 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config fields: {sorted(unknown)}")
         return cls(**d)
+
+    def resume_conflicts(self, saved: dict[str, Any]) -> list[str]:
+        """Fields in which this config differs from ``saved`` (a checkpoint's ``to_dict``) that
+        forbid resuming it; empty when the run may resume."""
+        new = self.to_dict()
+        changed = {k for k in new if saved.get(k) != new[k]} - RESUMABLE_CHANGES
+        if MODES[self.mode].dp and saved.get("rounds") != new["rounds"]:
+            changed.add("rounds (the DP noise was calibrated for the original number)")
+        return sorted(changed)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with the reason if the configuration cannot run."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["MODELS", "ModelError", "build_model"]
+__all__ = ["MODELS", "ModelError", "build_model", "evaluate_model"]
 
 MODELS = ("mlp", "cnn", "cifar_cnn", "resnet18")
 
@@ -92,3 +93,20 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     raise ModelError(
         f"unknown model {name!r}; known: {', '.join(MODELS)} or a torchvision classification model"
     )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 1000
+) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy loss)`` of ``model`` on a labelled dataset."""
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    for x, y in DataLoader(data, batch_size=batch_size):
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss_sum += float(loss_fn(out, y))
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1), loss_sum / max(total, 1)

@@ -35,7 +35,7 @@ from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import MODES, SECURE_MODES, ConfigError, TrainConfig, UpdateRefused
 from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
-from dmhe.models import ModelError, build_model
+from dmhe.models import ModelError, build_model, evaluate_model
 from dmhe.pipeline import UpdatePipeline
 from dmhe.rundir import CHECKPOINT, METRICS, RUN_INFO, RunDir
 from dmhe.state import flatten_state, float_keys, load_flat_state, state_digest
@@ -55,9 +55,6 @@ __all__ = [
     "load_flat_state",
     "state_digest",
 ]
-
-# Config fields that may change between a run and its resumption.
-_RESUMABLE_CHANGES = frozenset({"rounds", "out_dir", "device"})
 
 
 def _stream_seed(*parts: int) -> int:
@@ -360,20 +357,9 @@ class Trainer:
             metrics["dp_epsilon"] = dp_mod.epsilon(sigma=self.sigma, rounds=rnd, delta=cfg.dp_delta)
         return metrics
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """``(accuracy, mean loss)`` of the common model on the test split."""
-        self.model.eval()
-        loader = DataLoader(self.data.test, batch_size=1000)
-        correct, total, loss_sum = 0, 0, 0.0
-        loss_fn = nn.CrossEntropyLoss(reduction="sum")
-        for x, y in loader:
-            x, y = x.to(self.device), y.to(self.device)
-            out = self.model(x)
-            loss_sum += float(loss_fn(out, y))
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-        return correct / max(total, 1), loss_sum / max(total, 1)
+        return evaluate_model(self.model, self.data.test, self.device)
 
     # ------------------------------------------------------------------ runs, checkpoints
 
@@ -408,12 +394,9 @@ class Trainer:
         ckpt = self.run_dir.load_checkpoint(self.device)
         if ckpt is None:
             return False
-        old, new = ckpt["config"], self.config.to_dict()
-        changed = {k for k in new if old.get(k) != new[k]} - _RESUMABLE_CHANGES
-        if self.dp and old.get("rounds") != new["rounds"]:
-            changed.add("rounds (the DP noise was calibrated for the original number)")
+        changed = self.config.resume_conflicts(ckpt["config"])
         if changed:
-            raise ConfigError(f"cannot resume: config differs in {sorted(changed)}")
+            raise ConfigError(f"cannot resume: config differs in {changed}")
         self.model.load_state_dict(ckpt["model"])
         self.round = int(ckpt["round"])
         self.run_dir.truncate_metrics(self.round)  # rounds logged after it (killed in between)

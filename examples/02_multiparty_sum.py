@@ -77,7 +77,7 @@ def main() -> None:
     parties = [
         Party(
             ctx,
-            KeyGenerator(params, prng=rngs[i]).gen_secret_key(),
+            KeyGenerator(ctx, prng=rngs[i]).gen_secret_key(),
             peer_id=i,
             journal=ShareJournal.open(f"{run_dir}/peer{i}.journal"),
             prng=rngs[i],
@@ -94,7 +94,7 @@ def main() -> None:
     clock["collective key"] = time.perf_counter() - t0
 
     # 3. each peer encrypts signed 16-bit values, offset to [0, 2^16) and packed
-    encoder = CoefficientEncoder(params, pack=plan.pack, width=plan.width)
+    encoder = CoefficientEncoder(ctx, pack=plan.pack, width=plan.width)
     per_ct = encoder.slots
     count = count or 4 * per_ct
     batch = -(-count // per_ct)
@@ -102,13 +102,13 @@ def main() -> None:
         ap.error(f"{count} values need {batch} decryptions, above --decryptions {args.decryptions}")
     offset = 1 << (VALUE_BITS - 1)
     data = np.random.default_rng(2).integers(-offset, offset, (k, count))
-    evaluator = Evaluator(params)
+    evaluator = Evaluator(ctx)
     t0 = time.perf_counter()
     sent = []
     for i in range(k):
         padded = np.zeros((batch, per_ct), dtype=np.int64)
         padded.reshape(-1)[:count] = data[i] + offset
-        ct = Encryptor(params, pk, prng=rngs[i]).encrypt(encoder.encode(padded))
+        ct = Encryptor(ctx, pk, prng=rngs[i]).encrypt(encoder.encode(padded))
         sent.append(evaluator.mod_switch_to(ct, plan.level))
     clock["encrypt + switch (all peers)"] = time.perf_counter() - t0
     wire_bytes = nbytes(sent[0])

@@ -39,7 +39,7 @@ def main(peers: int = 5, threshold: int = 3, lost: tuple[int, ...] = (2, 4)) -> 
     run_dir = tempfile.mkdtemp(prefix="gpubfv-example-04-")
     points = list(range(1, peers + 1))  # peer at point x_j (Shamir evaluation points)
     journals = {x: ShareJournal.open(f"{run_dir}/peer{x}.journal") for x in points}
-    sks = [KeyGenerator(params).gen_secret_key() for _ in points]
+    sks = [KeyGenerator(ctx).gen_secret_key() for _ in points]
 
     # set-up with everyone present: collective public key, then Shamir shares of every s_i
     setup = [Party(ctx, sk, peer_id=x, journal=ShareJournal.open(f"{run_dir}/setup{x}.journal"))
@@ -52,11 +52,11 @@ def main(peers: int = 5, threshold: int = 3, lost: tuple[int, ...] = (2, 4)) -> 
     tsks = {x: th.aggregate([d[j] for d in dealt], x) for j, x in enumerate(points)}
 
     # one round: every peer encrypts its update, anyone sums
-    enc = BatchEncoder(params)
+    enc = BatchEncoder(ctx)
     bound = params.t // (2 * peers)
     values = np.random.default_rng(0).integers(-bound, bound + 1, (peers, params.n))
-    total = Evaluator(params).sum(
-        [Encryptor(params, pk).encrypt(enc.encode(v)) for v in values]
+    total = Evaluator(ctx).sum(
+        [Encryptor(ctx, pk).encrypt(enc.encode(v)) for v in values]
     )  # fmt: skip
     noise = NoiseEstimate.fresh(params, peers).summed(peers)
     # TOY8 is far too small for the default statistical notion (2^-40 statistical distance):

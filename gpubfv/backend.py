@@ -47,7 +47,8 @@ def _cuda_sim_available() -> tuple[bool, str]:
         )
     from numba import config
 
-    if not config.ENABLE_CUDASIM:
+    # numba.config sets its options as module attributes at import: invisible to a type checker
+    if not getattr(config, "ENABLE_CUDASIM", 0):
         return False, (
             "NUMBA_ENABLE_CUDASIM=1 was set after numba was imported; set it before starting "
             "Python (or before the first numba import)"
@@ -61,6 +62,11 @@ class Backend:
     `Backend("cuda-sim")`: numpy arrays with the `kernels.cuda` kernels run by numba's CUDA
     simulator, for CI without a GPU; only when NUMBA_ENABLE_CUDASIM=1 (slow, tests only).
     """
+
+    # numpy or cupy: the array API both share has no single static type
+    xp: Any
+    k: ModuleType
+    name: str
 
     def __init__(self, name: str = "cpu") -> None:
         if name not in ("cpu", "cuda", "auto", "cuda-sim"):
@@ -86,8 +92,8 @@ class Backend:
                 )
             import cupy
 
-            self.xp: ModuleType = cupy
-            self.k: ModuleType = importlib.import_module("kernels.cuda")
+            self.xp = cupy
+            self.k = importlib.import_module("kernels.cuda")
         else:
             self.xp = np
             self.k = importlib.import_module("kernels.cpu")

@@ -179,43 +179,40 @@ class Context:
         return [self.params.big_p % q for q in self.params.q]
 
 
-def as_context(
-    ctx_or_params: Context | Parameters, backend: Backend | str | None = None
-) -> Context:
-    """TRANSITIONAL PATH: the Context for a constructor's first argument.
+def require_context(ctx: object, who: str) -> Context:
+    """`ctx` itself when it is a `Context`; a TypeError naming the fix otherwise.
 
-    A `Context` is returned as it is (a `backend` given alongside must name the same backend).
-    A bare `Parameters` (the old `Cls(params, ..., backend=...)` form) gets one Context per
-    backend name, cached on that Parameters object itself, so that the old form still shares
-    tables between objects. New code builds a `Context` once and passes it; this helper goes
-    away once every caller does.
+    Every scheme and protocol constructor takes a Context only: a bare `Parameters` (the
+    pre-Context form) would silently build its own tables per object, so it is refused.
     """
-    if isinstance(ctx_or_params, Context):
-        if backend is not None:
-            name = backend if isinstance(backend, str) else backend.name
-            if get_backend(name).name != ctx_or_params.backend.name:
-                raise ValueError(
-                    f"backend {name!r} given with a Context on {ctx_or_params.backend.name!r}"
-                )
-        return ctx_or_params
-    if not isinstance(ctx_or_params, Parameters):
+    if isinstance(ctx, Context):
+        return ctx
+    if isinstance(ctx, Parameters):
         raise TypeError(
-            "expected a Context (or, transitionally, Parameters), "
-            f"got {type(ctx_or_params).__name__}"
+            f"{who} takes a Context, not Parameters: "
+            "build a gpubfv.Context(params, backend) and pass it"
         )
-    params = ctx_or_params
-    be = get_backend("cpu") if backend is None else backend
-    be = get_backend(be) if isinstance(be, str) else be
+    raise TypeError(f"{who} takes a gpubfv.Context, got {type(ctx).__name__}")
+
+
+def _context_for(params: Parameters, backend: Backend | str) -> Context:
+    # For gpubfv.serialization only: a decoded object has its Parameters but no Context, and
+    # decoding many frames of one parameter set must share one set of tables, so the Context
+    # is cached per backend name on the Parameters object itself (a frozen dataclass, hence
+    # the private slot set through object.__setattr__).
+    if not isinstance(params, Parameters):
+        raise TypeError(f"expected Parameters, got {type(params).__name__}")
+    be = get_backend(backend) if isinstance(backend, str) else backend
     cache_ = params.__dict__.get("_contexts")
     if cache_ is None:
         cache_ = {}
-        object.__setattr__(params, "_contexts", cache_)  # frozen dataclass: private slot
+        object.__setattr__(params, "_contexts", cache_)
     ctx = cache_.get(be.name)
     if ctx is None:
         ctx = cache_[be.name] = Context(params, be)
     return ctx
 
 
-# TRANSITIONAL alias of `as_context` for gpubfv.serialization, gpubfv.mhe, dmhe and their tests,
-# which import it today; no id()-keyed cache behind it any more. Remove with `as_context`.
-get_context = as_context
+# Old name still imported by gpubfv/serialization/format.py (lines 72 and 120), which another
+# change is rewriting; delete this line once that file calls `_context_for`.
+get_context = _context_for

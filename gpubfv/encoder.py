@@ -20,10 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend
 from gpubfv.ciphertext import Plaintext, check_plaintext
-from gpubfv.context import Context, as_context
-from gpubfv.params import Parameters
+from gpubfv.context import Context, require_context
 from gpubfv.ring.basis import RNSBasis
 
 
@@ -63,12 +61,11 @@ def _from_mod_t(data: Any, t: int, signed: bool, xp: Any) -> Any:
 class BatchEncoder:
     """SIMD encoding: `BatchEncoder(ctx)`; N integer slots as a 2 x N/2 matrix.
 
-    Needs a batching parameter set (t = 1 mod 2N). Transitional: `BatchEncoder(params,
-    backend=...)` still works (see `as_context`).
+    Needs a batching parameter set (t = 1 mod 2N).
     """
 
-    def __init__(self, ctx: Context | Parameters, backend: Backend | str | None = None) -> None:
-        self.ctx = as_context(ctx, backend)
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = require_context(ctx, "BatchEncoder")
         params = self.params = self.ctx.params
         self.backend = self.ctx.backend
         if not params.batching:
@@ -117,19 +114,11 @@ class CoefficientEncoder:
     every sum the plaintext will undergo (caller's headroom): the whole packed value must stay
     below t, checked here.
 
-    `CoefficientEncoder(ctx, pack=1, width=0)`. Transitional: `CoefficientEncoder(params,
-    backend, pack=..., width=...)` still works (see `as_context`).
+    `CoefficientEncoder(ctx, pack=1, width=0)`.
     """
 
-    def __init__(
-        self,
-        ctx: Context | Parameters,
-        backend: Backend | str | None = None,
-        *,
-        pack: int = 1,
-        width: int = 0,
-    ) -> None:
-        self.ctx = as_context(ctx, backend)
+    def __init__(self, ctx: Context, *, pack: int = 1, width: int = 0) -> None:
+        self.ctx = require_context(ctx, "CoefficientEncoder")
         params = self.params = self.ctx.params
         self.backend = self.ctx.backend
         if pack < 1:
@@ -193,8 +182,7 @@ class FixedPointEncoder:
         clip: float,
         inner: BatchEncoder | CoefficientEncoder | None = None,
     ) -> None:
-        if not isinstance(ctx, Context):
-            raise TypeError(f"FixedPointEncoder takes a Context, got {type(ctx).__name__}")
+        ctx = require_context(ctx, "FixedPointEncoder")
         if inner is None:
             inner = BatchEncoder(ctx) if ctx.params.batching else CoefficientEncoder(ctx)
         elif not isinstance(inner, (BatchEncoder, CoefficientEncoder)):

@@ -7,11 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend
 from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
-from gpubfv.context import Context, as_context
+from gpubfv.context import Context, require_context
 from gpubfv.keys import PublicKey, SecretKey
-from gpubfv.params import Parameters
 from gpubfv.ring.rns import crt_centered
 from gpubfv.ring.sampling import PRNG, expand_uniform
 
@@ -37,43 +35,28 @@ def add_scaled_plaintext(ctx: Context, c0: Any, m: Any) -> None:
 class Encryptor:
     """Encrypt under a public key, or under a secret key (seeded c1, smaller on the wire).
 
-    `Encryptor(ctx, key, prng=None)` with `key` a `PublicKey` or a `SecretKey`. Transitional:
-    `Encryptor(params, public_key=..., secret_key=..., backend=..., prng=...)` still works; with
-    both keys, `encrypt` uses the public one and `encrypt_symmetric` the secret one.
+    `Encryptor(ctx, key, prng=None)` with `key` a `PublicKey` or a `SecretKey`: `encrypt` is
+    then public-key or secret-key (seeded) encryption.
     """
 
     def __init__(
-        self,
-        ctx: Context | Parameters,
-        key: PublicKey | SecretKey | None = None,
-        secret_key: SecretKey | None = None,
-        backend: Backend | str | None = None,
-        prng: PRNG | None = None,
-        *,
-        public_key: PublicKey | None = None,
+        self, ctx: Context, key: PublicKey | SecretKey, *, prng: PRNG | None = None
     ) -> None:
-        self.ctx = as_context(ctx, backend)
+        self.ctx = require_context(ctx, "Encryptor")
         self.params = self.ctx.params
         self.backend = self.ctx.backend
-        if isinstance(key, SecretKey):
-            if secret_key is not None:
-                raise TypeError("secret key given twice")
-            key, secret_key = None, key
-        elif key is not None and not isinstance(key, PublicKey):
+        self.pk: PublicKey | None = None
+        self.sk: SecretKey | None = None
+        if isinstance(key, PublicKey):
+            self.ctx.check(key, "public key")
+            self.pk = key
+        elif isinstance(key, SecretKey):
+            self.ctx.check(key, "secret key")
+            self.sk = key
+        else:
             raise TypeError(f"expected a PublicKey or a SecretKey, got {type(key).__name__}")
-        if key is not None and public_key is not None:
-            raise TypeError("public key given twice")
-        if secret_key is not None and not isinstance(secret_key, SecretKey):
-            raise TypeError(f"secret_key must be a SecretKey, got {type(secret_key).__name__}")
-        if public_key is not None and not isinstance(public_key, PublicKey):
-            raise TypeError(f"public_key must be a PublicKey, got {type(public_key).__name__}")
-        self.pk, self.sk = key or public_key, secret_key
-        if self.pk is None and self.sk is None:
-            raise ValueError("Encryptor needs a public key or a secret key")
-        if self.pk is not None:
-            self.ctx.check(self.pk, "public key")
-        if self.sk is not None:
-            self.ctx.check(self.sk, "secret key")
+        if prng is not None and not isinstance(prng, PRNG):
+            raise TypeError(f"prng must be a PRNG, got {type(prng).__name__}")
         self.prng = prng or PRNG(backend=self.backend)
 
     def encrypt(self, pt: Plaintext) -> Ciphertext:
@@ -135,15 +118,10 @@ def phase(ctx: Context, ct: Ciphertext, sk: SecretKey) -> Any:
 
 
 class Decryptor:
-    """Decrypt with a secret key: `Decryptor(ctx, sk)` (transitional: `backend=` with params)."""
+    """Decrypt with a secret key: `Decryptor(ctx, sk)`."""
 
-    def __init__(
-        self,
-        ctx: Context | Parameters,
-        secret_key: SecretKey,
-        backend: Backend | str | None = None,
-    ) -> None:
-        self.ctx = as_context(ctx, backend)
+    def __init__(self, ctx: Context, secret_key: SecretKey) -> None:
+        self.ctx = require_context(ctx, "Decryptor")
         self.params = self.ctx.params
         self.backend = self.ctx.backend
         self.ctx.check(secret_key, "secret key")
@@ -180,13 +158,10 @@ def noise_budget(ctx: Context, ct: Ciphertext, sk: SecretKey) -> float:
     return max(0.0, math.log2(big / 2) - math.log2(max(worst, 1)))
 
 
-# check_ciphertext lives in gpubfv.ciphertext; re-exported here while gpubfv.mhe imports it from
-# this module (transitional).
 __all__ = [
     "Decryptor",
     "Encryptor",
     "add_scaled_plaintext",
-    "check_ciphertext",
     "invariant_noise_max",
     "noise_budget",
     "phase",

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from gpubfv.backend import Backend
 from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
-from gpubfv.context import Context, as_context
+from gpubfv.context import Context, require_context
 from gpubfv.encryptor import add_scaled_plaintext
 from gpubfv.keys import (
     GaloisKeys,
@@ -22,7 +21,6 @@ from gpubfv.keys import (
     galois_element_columns,
     galois_element_rows,
 )
-from gpubfv.params import Parameters
 
 
 def key_switch(ctx: Context, c: Any, key_data: Any) -> Any:
@@ -61,18 +59,16 @@ def mod_down(ctx: Context, x: Any) -> Any:
 class Evaluator:
     """Homomorphic operations: `Evaluator(ctx, relin_key=None, galois_keys=None)`.
 
-    The keys are needed only by `relinearize`/`multiply` and the rotations. Transitional:
-    `Evaluator(params, ..., backend=...)` still works (see `as_context`).
+    The keys are needed only by `relinearize`/`multiply` and the rotations.
     """
 
     def __init__(
         self,
-        ctx: Context | Parameters,
+        ctx: Context,
         relin_key: SwitchingKey | None = None,
         galois_keys: GaloisKeys | None = None,
-        backend: Backend | str | None = None,
     ) -> None:
-        self.ctx = as_context(ctx, backend)
+        self.ctx = require_context(ctx, "Evaluator")
         self.params = self.ctx.params
         self.backend = self.ctx.backend
         if relin_key is not None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubfv.backend import Backend
-from gpubfv.context import Context, as_context
+from gpubfv.context import Context, require_context
 from gpubfv.params import Parameters
 from gpubfv.ring.sampling import PRNG, expand_uniform
 
@@ -112,25 +111,15 @@ class KeyGenerator:
     """Single-key generation (the multiparty versions live in gpubfv.mhe).
 
     `KeyGenerator(ctx, prng=None)`: secrets and noise come from `prng` (a fresh OS-seeded
-    ChaCha20 PRNG by default). Transitional: `KeyGenerator(params, backend, prng)` and
-    `KeyGenerator(params, prng=..., backend=...)` still work (see `as_context`).
+    ChaCha20 PRNG by default).
     """
 
-    def __init__(
-        self,
-        ctx: Context | Parameters,
-        prng: PRNG | None = None,
-        legacy_prng: PRNG | None = None,
-        *,
-        backend: Backend | str | None = None,
-    ) -> None:
-        if isinstance(prng, Backend):  # transitional: the old positional (params, backend, prng)
-            if backend is not None:
-                raise TypeError("backend given twice")
-            backend, prng = prng, legacy_prng
-        elif legacy_prng is not None:
-            raise TypeError("KeyGenerator(ctx, prng): one PRNG only")
-        self.ctx = as_context(ctx, backend)
+    def __init__(self, ctx: Context, prng: PRNG | None = None) -> None:
+        self.ctx = require_context(ctx, "KeyGenerator")
+        if prng is not None and not isinstance(prng, PRNG):
+            raise TypeError(
+                f"KeyGenerator(ctx, prng): prng must be a PRNG, got {type(prng).__name__}"
+            )
         self.params = self.ctx.params
         self.backend = self.ctx.backend
         self.prng = prng or PRNG(backend=self.backend)

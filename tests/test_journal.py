@@ -18,7 +18,7 @@ import pytest
 
 from gpubfv import PRNG, BatchEncoder, Encryptor, KeyGenerator, preset
 from gpubfv.ciphertext import Ciphertext
-from gpubfv.context import get_context
+from gpubfv.context import Context
 from gpubfv.mhe import (
     CollectiveDecrypt,
     DecryptionBudgetExceeded,
@@ -48,13 +48,13 @@ def spec(budget: int = 100, notion: str = "renyi", lam: int = LAM) -> Smudging:
 @cache
 def setup():
     p = preset("TOY6")
-    ctx = get_context(p)
-    sks = [KeyGenerator(p, prng=PRNG(bytes([i + 1]) * 32)).gen_secret_key() for i in range(K)]
-    kg = KeyGenerator(p, prng=PRNG(b"\x55" * 32))
+    ctx = Context(p, "cpu")
+    sks = [KeyGenerator(ctx, prng=PRNG(bytes([i + 1]) * 32)).gen_secret_key() for i in range(K)]
+    kg = KeyGenerator(ctx, prng=PRNG(b"\x55" * 32))
     pk = kg.gen_public_key(kg.gen_secret_key())  # any key: the journal only sees c1
-    enc = BatchEncoder(p)
+    enc = BatchEncoder(ctx)
     x = np.arange(4 * p.n).reshape(4, p.n) % 50
-    ct = Encryptor(p, pk, prng=PRNG(b"\x56" * 32)).encrypt(enc.encode(x))  # batch of 4 rows
+    ct = Encryptor(ctx, pk, prng=PRNG(b"\x56" * 32)).encrypt(enc.encode(x))  # batch of 4 rows
     noise = NoiseEstimate.fresh(p, K).summed(K)
     return p, ctx, sks, ct, noise
 
@@ -100,7 +100,7 @@ def test_one_namespace_for_cks_cks_to_a_key_and_pcks():
     p, ctx, sks, ct, noise = setup()
     pa = party(mem())
     pa.decryption_share(cd(), rows(ct, [0, 1]))
-    kg = KeyGenerator(p, prng=PRNG(b"\x57" * 32))
+    kg = KeyGenerator(ctx, prng=PRNG(b"\x57" * 32))
     pk_r = kg.gen_public_key(kg.gen_secret_key())
     pcks = PublicKeySwitch(ctx, noise, peers=K, smudging=spec())
     ks = KeySwitch(ctx, noise, peers=K, smudging=spec())
@@ -121,7 +121,7 @@ def test_one_namespace_for_cks_cks_to_a_key_and_pcks():
     # the refused requests recorded nothing: row 2 is still fresh for any protocol
     assert pa.journal.key_switch_rows == 2
     pa.public_key_switch_share(pcks, rows(ct, [2]), pk_r)
-    kg2 = KeyGenerator(p, prng=PRNG(b"\x58" * 32))
+    kg2 = KeyGenerator(ctx, prng=PRNG(b"\x58" * 32))
     with pytest.raises(ShareReplay):  # PCKS of the same row to another receiver
         pa.public_key_switch_share(pcks, rows(ct, [2]), kg2.gen_public_key(kg2.gen_secret_key()))
 
@@ -262,7 +262,7 @@ def test_key_switch_to_a_second_target_key_is_refused():
     p, ctx, sks, ct, noise = setup()
     pa = party(mem())
     ks = KeySwitch(ctx, noise, peers=K, smudging=spec())
-    t1, t2 = (KeyGenerator(p, prng=PRNG(bytes([b]) * 32)).gen_secret_key() for b in (0x61, 0x62))
+    t1, t2 = (KeyGenerator(ctx, prng=PRNG(bytes([b]) * 32)).gen_secret_key() for b in (0x61, 0x62))
     first = pa.key_switch_share(ks, rows(ct, [0]), t1)
     assert np.array_equal(pa.key_switch_share(ks, rows(ct, [0]), t1).data, first.data)
     with pytest.raises(ShareReplay):

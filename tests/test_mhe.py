@@ -42,7 +42,7 @@ from gpubfv import (
     ParametersLiteral,
     preset,
 )
-from gpubfv.context import get_context
+from gpubfv.context import Context
 from gpubfv.encryptor import invariant_noise_max, phase
 from gpubfv.keys import GaloisKeys, SecretKey, gadget_add, galois_element_rows
 from gpubfv.mhe import (
@@ -112,9 +112,9 @@ class World:
     def __init__(self, name: str, k: int) -> None:
         self.name, self.k = name, k
         self.p = p = params_named(name)
-        self.ctx = ctx = get_context(p)
+        self.ctx = ctx = Context(p, "cpu")
         self.rngs = [PRNG(bytes([i + 1, k]) * 16) for i in range(k)]
-        self.sks = [KeyGenerator(p, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
+        self.sks = [KeyGenerator(ctx, prng=self.rngs[i]).gen_secret_key() for i in range(k)]
         self.parties = make_parties(ctx, self.sks, self.rngs)
         self.sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in self.sks])))
         self.ckg = PublicKeyGen(ctx, peers=k)
@@ -122,19 +122,19 @@ class World:
         self.ckg_shares = [pa.public_key_share(self.ckg, self.crp) for pa in self.parties]
         self.pk = self.ckg.finalize(self.ckg.aggregate(self.ckg_shares), self.crp)
         self.batching = p.batching
-        self.enc = BatchEncoder(p) if p.batching else CoefficientEncoder(p)
-        self.ev = Evaluator(p)
+        self.enc = BatchEncoder(ctx) if p.batching else CoefficientEncoder(ctx)
+        self.ev = Evaluator(ctx)
         data_rng = np.random.default_rng(1000 * k + p.n)  # test data, not key material
         self.x = data_rng.integers(-100, 101, (k, p.n))
         self.cts = [
-            Encryptor(p, self.pk, prng=self.rngs[i]).encrypt(self.enc.encode(self.x[i]))
+            Encryptor(ctx, self.pk, prng=self.rngs[i]).encrypt(self.enc.encode(self.x[i]))
             for i in range(k)
         ]
         self.ct_sum = self.ev.sum(self.cts)
         self.noise_sum = NoiseEstimate.fresh(p, k).summed(k)
         self.smudging = smudging_for(name)
         self.cd = self.decryptor(peers=k)
-        self.d_ideal = Decryptor(p, self.sk_ideal)
+        self.d_ideal = Decryptor(ctx, self.sk_ideal)
 
     def decryptor(self, **kw) -> CollectiveDecrypt:
         kw.setdefault("peers", self.k)
@@ -235,8 +235,8 @@ def test_ckg_public_key_is_a_key_for_sk_ideal(case):
     assert limb_consistent(err, w.k * ETA)
     assert np.abs(err).max() > 0
     # and it encrypts like a single-key public key made from sk_ideal
-    pk_single = KeyGenerator(w.p, prng=PRNG(b"\x44" * 32)).gen_public_key(w.sk_ideal)
-    ct = Encryptor(w.p, pk_single, prng=PRNG(b"\x45" * 32)).encrypt(w.enc.encode(w.x[0]))
+    pk_single = KeyGenerator(w.ctx, prng=PRNG(b"\x44" * 32)).gen_public_key(w.sk_ideal)
+    ct = Encryptor(w.ctx, pk_single, prng=PRNG(b"\x45" * 32)).encrypt(w.enc.encode(w.x[0]))
     assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(ct)), w.x[0])
     assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(w.cts[0])), w.x[0])
 
@@ -289,10 +289,10 @@ def test_rkg_key_is_a_relin_key_for_sk_ideal(case):
 def test_rkg_relinearizes_like_single_key(case):
     w = world(*case)
     rlk = collective_rlk(*case)
-    single = KeyGenerator(w.p, prng=PRNG(b"\x46" * 32)).gen_relin_key(w.sk_ideal)
+    single = KeyGenerator(w.ctx, prng=PRNG(b"\x46" * 32)).gen_relin_key(w.sk_ideal)
     prod = w.ev.mul(w.cts[0], w.cts[1])
-    a = Evaluator(w.p, rlk).relinearize(prod)
-    b = Evaluator(w.p, single).relinearize(prod)
+    a = Evaluator(w.ctx, rlk).relinearize(prod)
+    b = Evaluator(w.ctx, single).relinearize(prod)
     assert a.size == 2
     want = mod_t(w.x[0] * w.x[1], w.p.t)
     got = w.enc.decode(w.d_ideal.decrypt(a))
@@ -321,12 +321,12 @@ def test_gkg_rotation_matches_single_key(case):
     s_g = qp.ntt(qp.automorphism(qp.intt(w.sk_ideal.data), g), inplace=True)
     err = switching_key_error(w, gk, s_g)
     assert limb_consistent(err, w.k * ETA)  # sum of K fresh errors
-    rot = Evaluator(w.p, galois_keys=GaloisKeys(w.p, {g: gk})).apply_galois(w.cts[0], g)
+    rot = Evaluator(w.ctx, galois_keys=GaloisKeys(w.p, {g: gk})).apply_galois(w.cts[0], g)
     got = w.enc.decode(w.d_ideal.decrypt(rot))
     if w.batching:
         want = rotate_slots(w.x[0], 1)
-        single = KeyGenerator(w.p, prng=PRNG(b"\x47" * 32)).gen_galois_key(w.sk_ideal, g)
-        ref = Evaluator(w.p, galois_keys=GaloisKeys(w.p, {g: single})).apply_galois(w.cts[0], g)
+        single = KeyGenerator(w.ctx, prng=PRNG(b"\x47" * 32)).gen_galois_key(w.sk_ideal, g)
+        ref = Evaluator(w.ctx, galois_keys=GaloisKeys(w.p, {g: single})).apply_galois(w.cts[0], g)
         assert np.array_equal(w.enc.decode(w.d_ideal.decrypt(ref)), want)
     else:
         want = automorphism_plain(w.x[0], g)
@@ -337,7 +337,7 @@ def test_gkg_rotation_matches_single_key(case):
 @pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
 def test_pcks_reaches_the_receiver_only(case):
     w = world(*case)
-    kg = KeyGenerator(w.p, prng=PRNG(b"\x48" * 32))
+    kg = KeyGenerator(w.ctx, prng=PRNG(b"\x48" * 32))
     sk_r = kg.gen_secret_key()
     pk_r = kg.gen_public_key(sk_r)
     pcks = PublicKeySwitch(w.ctx, w.noise_sum, peers=w.k, smudging=w.smudging)
@@ -350,17 +350,19 @@ def test_pcks_reaches_the_receiver_only(case):
     shares = [pa.public_key_switch_share(pcks, w.ct_sum, pk_r) for pa in parties]
     out = pcks.finalize(w.ct_sum, pcks.aggregate(shares))
     want = w.x.sum(0)
-    assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_r).decrypt(out)), want)
+    assert np.array_equal(w.enc.decode(Decryptor(w.ctx, sk_r).decrypt(out)), want)
     assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
-    other = KeyGenerator(w.p, prng=PRNG(b"\x49" * 32)).gen_secret_key()
-    assert not np.array_equal(w.enc.decode(Decryptor(w.p, other).decrypt(out)), want)
+    other = KeyGenerator(w.ctx, prng=PRNG(b"\x49" * 32)).gen_secret_key()
+    assert not np.array_equal(w.enc.decode(Decryptor(w.ctx, other).decrypt(out)), want)
 
 
 # ---- CKS to another collective key ------------------------------------------------------------
 @pytest.mark.parametrize("case", TABLE_R, ids=ids(TABLE_R))
 def test_keyswitch_to_another_collective_key(case):
     w = world(*case)
-    new = [KeyGenerator(w.p, prng=PRNG(bytes([i + 70]) * 32)).gen_secret_key() for i in range(w.k)]
+    new = [
+        KeyGenerator(w.ctx, prng=PRNG(bytes([i + 70]) * 32)).gen_secret_key() for i in range(w.k)
+    ]
     sk_new = SecretKey(w.p, w.ctx.qp.sum(np.stack([s.data for s in new])))
     ks = KeySwitch(w.ctx, w.noise_sum, peers=w.k, smudging=w.smudging)
     assert ks.smudging.notion == ("statistical" if w.name == REALISTIC else "renyi")
@@ -368,7 +370,7 @@ def test_keyswitch_to_another_collective_key(case):
     shares = [pa.key_switch_share(ks, w.ct_sum, new[i]) for i, pa in enumerate(parties)]
     out = ks.finalize(w.ct_sum, ks.aggregate(shares))
     want = w.x.sum(0)
-    assert np.array_equal(w.enc.decode(Decryptor(w.p, sk_new).decrypt(out)), want)
+    assert np.array_equal(w.enc.decode(Decryptor(w.ctx, sk_new).decrypt(out)), want)
     assert not np.array_equal(w.enc.decode(w.d_ideal.decrypt(out)), want)
     # decrypting `out` again must smudge ITS noise: e_ct plus the K smudging noises of the switch
     v = ks.smudging.cell(ks.sigma_smudge).proxy_variance()
@@ -463,7 +465,7 @@ def test_threshold_t_minus_one_is_refused_and_forced_is_wrong(case):
 
 def test_thresholdizer_refuses_bad_points():
     p = preset("TOY8")
-    ctx = get_context(p)
+    ctx = Context(p, "cpu")
     with pytest.raises(ThresholdError, match="distinct"):
         Thresholdizer(ctx, 2, [1, 1, 2])
     with pytest.raises(ThresholdError, match="must lie"):
@@ -485,7 +487,7 @@ def zero_cts(w: World, count: int, level: int | None = None):
     """Encryptions of zero under the collective key (phase = noise exactly)."""
     zeros = w.enc.encode(np.zeros((count, w.p.n), dtype=np.int64))
     cts = [
-        Encryptor(w.p, w.pk, prng=PRNG(bytes([i + 100]) * 32)).encrypt(zeros) for i in range(w.k)
+        Encryptor(w.ctx, w.pk, prng=PRNG(bytes([i + 100]) * 32)).encrypt(zeros) for i in range(w.k)
     ]
     if level is not None:
         cts = [w.ev.mod_switch_to(c, level) for c in cts]
@@ -715,23 +717,23 @@ def test_planned_set_decrypts_the_smudged_sum_of_4_peers():
     # two ciphertext rows are decrypted below: D = 2, default (statistical) notion
     plan = choose_parameters(k, 16, smudging=Smudging(2))
     p = Parameters(plan.literal)
-    ctx = get_context(p)
+    ctx = Context(p, "cpu")
     rngs = [PRNG(bytes([i + 130]) * 32) for i in range(k)]
-    sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
+    sks = [KeyGenerator(ctx, prng=rngs[i]).gen_secret_key() for i in range(k)]
     parties = make_parties(ctx, sks, rngs)
     ckg = PublicKeyGen(ctx, peers=k)
     crp = ckg.sample_crp(b"\x39" * 32)
     pk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
-    enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
+    enc = CoefficientEncoder(ctx, pack=plan.pack, width=plan.width)
     values = np.random.default_rng(5).integers(-(1 << 15), 1 << 15, (k, 2, enc.slots))
     values[0, 0, :8] = (1 << 15) - 1  # extremes: the K-fold sum must not carry
     values[1:, 0, :8] = (1 << 15) - 1
     values[:, 1, :8] = -(1 << 15)
     offset = 1 << 15
-    ev = Evaluator(p)
+    ev = Evaluator(ctx)
     cts = [
         ev.mod_switch_to(
-            Encryptor(p, pk, prng=rngs[i]).encrypt(enc.encode(values[i] + offset)), plan.level
+            Encryptor(ctx, pk, prng=rngs[i]).encrypt(enc.encode(values[i] + offset)), plan.level
         )
         for i in range(k)
     ]
@@ -776,14 +778,14 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
         p = Parameters(lit)
     except ParameterError:
         assume(False)  # e.g. no t of that size = 1 mod 2N
-    ctx = get_context(p)
+    ctx = Context(p, "cpu")
     rngs = [PRNG(bytes([i + 1]) * 32) for i in range(k)]
-    sks = [KeyGenerator(p, prng=rngs[i]).gen_secret_key() for i in range(k)]
+    sks = [KeyGenerator(ctx, prng=rngs[i]).gen_secret_key() for i in range(k)]
     parties = make_parties(ctx, sks)
     ckg = PublicKeyGen(ctx, peers=k)
     crp = ckg.sample_crp(bytes(32))
     pk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
-    enc = BatchEncoder(p)
+    enc = BatchEncoder(ctx)
     bound = (p.t // 2) // k
     xs = np.array(
         data.draw(
@@ -795,8 +797,8 @@ def test_property_collective_sum_equals_numpy(log_n, q_bits, t_bits, k, lam, dat
         ),
         dtype=np.int64,
     )
-    total = Evaluator(p).sum(
-        [Encryptor(p, pk, prng=rngs[i]).encrypt(enc.encode(xs[i])) for i in range(k)]
+    total = Evaluator(ctx).sum(
+        [Encryptor(ctx, pk, prng=rngs[i]).encrypt(enc.encode(xs[i])) for i in range(k)]
     )
     noise = NoiseEstimate.fresh(p, k).summed(k)
     try:

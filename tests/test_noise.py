@@ -33,7 +33,7 @@ from gpubfv import (  # noqa: E402
     KeyGenerator,
     preset,
 )
-from gpubfv.context import get_context  # noqa: E402
+from gpubfv.context import Context  # noqa: E402
 from gpubfv.encryptor import invariant_noise_max  # noqa: E402
 from gpubfv.params import ERROR_BOUND  # noqa: E402
 
@@ -44,17 +44,17 @@ TOYS = ["TOY4", "TOY6", "TOY8"]
 class Kit:
     def __init__(self, name: str) -> None:
         self.p = p = preset(name)
-        self.ctx = get_context(p)
-        kg = KeyGenerator(p, prng=PRNG(b"\x05" * 32))
+        self.ctx = ctx = Context(p, "cpu")
+        kg = KeyGenerator(ctx, prng=PRNG(b"\x05" * 32))
         self.sk = kg.gen_secret_key()
         self.pk = kg.gen_public_key(self.sk)
         self.rlk = kg.gen_relin_key(self.sk)
         self.gks = kg.gen_galois_keys(self.sk, steps=[1])
-        self.enc = BatchEncoder(p)
-        self.e = Encryptor(p, self.pk, prng=PRNG(b"\x06" * 32))
-        self.es = Encryptor(p, secret_key=self.sk, prng=PRNG(b"\x07" * 32))
-        self.d = Decryptor(p, self.sk)
-        self.ev = Evaluator(p, self.rlk, self.gks)
+        self.enc = BatchEncoder(ctx)
+        self.e = Encryptor(ctx, self.pk, prng=PRNG(b"\x06" * 32))
+        self.es = Encryptor(ctx, self.sk, prng=PRNG(b"\x07" * 32))
+        self.d = Decryptor(ctx, self.sk)
+        self.ev = Evaluator(ctx, self.rlk, self.gks)
 
     def noise(self, ct: Ciphertext) -> int:
         return invariant_noise_max(self.ctx, ct, self.sk)

@@ -181,13 +181,15 @@ def test_parameters_are_frozen():
 
 
 def test_parameters_pickle_without_cached_contexts():
-    """A Context cached on Parameters by the transitional path never travels with them."""
-    from gpubfv.context import as_context
+    """The Context that deserialization caches on Parameters never travels with them."""
+    from gpubfv.context import _context_for
 
     p = preset("TOY4")
-    ctx = as_context(p)
+    ctx = _context_for(p, "cpu")
     ctx.q_basis()
+    assert _context_for(p, "cpu") is ctx  # one set of tables per (parameters, backend)
     for back in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p)):
         assert back.fingerprint == p.fingerprint and back.q == p.q and back.t == p.t
         assert "_contexts" not in back.__dict__
-        assert as_context(back) is not ctx and as_context(back).params is back
+        fresh = _context_for(back, "cpu")
+        assert fresh is not ctx and fresh.params is back

@@ -159,22 +159,22 @@ def _smudged_sum(plan: AggregationPlan, widen: float = 1.0) -> tuple[list[int], 
 
     from gpubfv import PRNG, Encryptor, Evaluator, KeyGenerator
     from gpubfv.ciphertext import Plaintext
-    from gpubfv.context import get_context
+    from gpubfv.context import Context
     from gpubfv.encoder import CoefficientEncoder
     from gpubfv.keys import SecretKey
 
     p, k = plan.params, plan.peers
-    ctx = get_context(p)
-    sks = [KeyGenerator(p, prng=PRNG(bytes([i + 1]) * 32)).gen_secret_key() for i in range(k)]
+    ctx = Context(p, "cpu")
+    sks = [KeyGenerator(ctx, prng=PRNG(bytes([i + 1]) * 32)).gen_secret_key() for i in range(k)]
     sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in sks])))
-    pk = KeyGenerator(p, prng=PRNG(b"\x31" * 32)).gen_public_key(sk_ideal)
-    enc = CoefficientEncoder(p, pack=plan.pack, width=plan.width)
+    pk = KeyGenerator(ctx, prng=PRNG(b"\x31" * 32)).gen_public_key(sk_ideal)
+    enc = CoefficientEncoder(ctx, pack=plan.pack, width=plan.width)
     values = np.random.default_rng(7).integers(0, 1 << plan.value_bits, (k, enc.slots))
     cts = [
-        Encryptor(p, pk, prng=PRNG(bytes([i + 40]) * 32)).encrypt(enc.encode(values[i]))
+        Encryptor(ctx, pk, prng=PRNG(bytes([i + 40]) * 32)).encrypt(enc.encode(values[i]))
         for i in range(k)
     ]
-    ev = Evaluator(p)
+    ev = Evaluator(ctx)
     ct = ev.mod_switch_to(ev.sum(cts), plan.level)
     qb = ctx.q_basis(plan.level)
     phase = ct.data[0].copy()

@@ -35,10 +35,8 @@ from gpubfv import (  # noqa: E402
     Parameters,
     ParametersLiteral,
     Plaintext,
-    get_backend,
     preset,
 )
-from gpubfv.context import as_context  # noqa: E402
 from gpubfv.ring.sampling import expand_uniform  # noqa: E402
 
 EXAMPLES = int(os.environ.get("GPUBFV_EXAMPLES", "10"))
@@ -325,22 +323,32 @@ def test_context_tables_die_with_it():
     assert ref() is None
 
 
-def test_as_context_transitional_path():
-    p = preset("TOY4")
-    ctx = as_context(p)
-    assert isinstance(ctx, Context) and ctx.params is p and ctx.backend.name == "cpu"
-    assert as_context(p, "cpu") is ctx and as_context(p, get_backend("cpu")) is ctx
-    assert as_context(ctx) is ctx and as_context(ctx, "cpu") is ctx
-    # cached on the object, not by id(): an equal literal is another parameter set object
-    assert as_context(preset("TOY4")) is not ctx
-    assert not hasattr(gpubfv.context, "_CONTEXTS")
+def test_constructors_take_a_context_only():
+    """The pre-Context `Cls(params, ..., backend=...)` form is refused with the fix named."""
+    k = kit("TOY4")
+    fix = r"build a gpubfv\.Context\(params, backend\) and pass it"
+    for build in (
+        lambda c: KeyGenerator(c),
+        lambda c: Encryptor(c, k.pk),
+        lambda c: Decryptor(c, k.sk),
+        lambda c: Evaluator(c, k.rlk),
+        lambda c: BatchEncoder(c),
+        lambda c: CoefficientEncoder(c, pack=1),
+        lambda c: FixedPointEncoder(c, 4, 1.0),
+    ):
+        assert build(k.ctx).ctx is k.ctx
+        with pytest.raises(TypeError, match=fix):
+            build(k.p)
+    with pytest.raises(TypeError, match="Context"):
+        Decryptor("cpu", k.sk)  # type: ignore[arg-type]
+    assert not hasattr(gpubfv.context, "as_context")
     with pytest.raises(TypeError):
-        as_context(p.literal)
+        Evaluator(k.ctx, backend="cpu")  # type: ignore[call-arg]
 
 
 def test_encryptor_needs_a_key():
-    with pytest.raises(ValueError):
-        Encryptor(kit("TOY4").ctx)
+    with pytest.raises(TypeError):
+        Encryptor(kit("TOY4").ctx, None)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- hypothesis: random inputs

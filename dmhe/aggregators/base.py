@@ -59,7 +59,7 @@ class Option:
             raise ConfigError(f"{owner} option {self.name}: expected {self._kind()}, got {value!r}")
         if not isinstance(value, self.types):
             raise ConfigError(f"{owner} option {self.name}: expected {self._kind()}, got {value!r}")
-        if value is not None and not isinstance(value, (list, tuple, str)):
+        if isinstance(value, (int, float)):  # the only kinds that carry a range
             if self.low is not None and value < self.low:
                 raise ConfigError(f"{owner} option {self.name}={value!r} below {self.low}")
             if self.high is not None and value > self.high:

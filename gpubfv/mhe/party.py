@@ -18,7 +18,7 @@ import numpy as np
 
 from gpubfv.backend import Backend
 from gpubfv.ciphertext import Ciphertext
-from gpubfv.context import Context
+from gpubfv.context import Context, require_context
 from gpubfv.keys import PublicKey, SecretKey
 from gpubfv.mhe.journal import ShareJournal
 from gpubfv.mhe.protocols import (
@@ -77,8 +77,7 @@ class Party:
         active_set: frozenset[int] = frozenset(),
         _binding: bytes | None = None,
     ) -> None:
-        if not isinstance(ctx, Context):
-            raise TypeError(f"expected a gpubfv.context.Context, got {type(ctx).__name__}")
+        ctx = require_context(ctx, type(self).__name__)
         if not isinstance(journal, ShareJournal):
             raise TypeError(
                 "a Party needs a ShareJournal (ShareJournal.open(path); tests may use "

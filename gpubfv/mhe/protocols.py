@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gpubfv.ciphertext import Ciphertext, Plaintext
-from gpubfv.context import Context
-from gpubfv.encryptor import check_ciphertext
+from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext
+from gpubfv.context import Context, require_context
 from gpubfv.keys import (
     PublicKey,
     SwitchingKey,
@@ -77,8 +76,7 @@ class _Protocol:
     share_types: tuple[type[ProtocolShare], ...] = ()
 
     def __init__(self, ctx: Context, *, peers: int | Iterable[int]) -> None:
-        if not isinstance(ctx, Context):
-            raise TypeError(f"expected a gpubfv.context.Context, got {type(ctx).__name__}")
+        ctx = require_context(ctx, type(self).__name__)
         self.ctx = ctx
         self.params = ctx.params
         self.backend = ctx.backend

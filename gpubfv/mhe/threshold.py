@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpubfv.context import Context
+from gpubfv.context import Context, require_context
 from gpubfv.keys import SecretKey
 from gpubfv.params import Parameters
 from gpubfv.ring.sampling import PRNG
@@ -48,8 +48,7 @@ class Thresholdizer:
     """t-out-of-K set-up over `points` (one distinct evaluation point per peer)."""
 
     def __init__(self, ctx: Context, threshold: int, points: Sequence[int]) -> None:
-        if not isinstance(ctx, Context):
-            raise TypeError(f"expected a gpubfv.context.Context, got {type(ctx).__name__}")
+        ctx = require_context(ctx, type(self).__name__)
         self.ctx = ctx
         self.params = params = ctx.params
         self.backend = ctx.backend
