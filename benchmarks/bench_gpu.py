@@ -153,6 +153,7 @@ def bench_scheme(cupy, rep: Report, presets, batches) -> None:
     from gpubfv import (
         Backend,
         BatchEncoder,
+        Context,
         Decryptor,
         Encryptor,
         KeyGenerator,
@@ -162,12 +163,13 @@ def bench_scheme(cupy, rep: Report, presets, batches) -> None:
     be_cuda = Backend("cuda")
     for name in presets:
         params = preset(name)
-        kg = KeyGenerator(params, backend=be_cuda)
+        ctx = Context(params, be_cuda)
+        kg = KeyGenerator(ctx)
         sk = kg.gen_secret_key()
         pk = kg.gen_public_key(sk)
-        enc = Encryptor(params, public_key=pk, backend=be_cuda)
-        dec = Decryptor(params, sk, backend=be_cuda)
-        encoder = BatchEncoder(params, backend=be_cuda)
+        enc = Encryptor(ctx, pk)
+        dec = Decryptor(ctx, sk)
+        encoder = BatchEncoder(ctx)
         n, L = params.n, len(params.q)
         for B in batches:
             if B * 2 * L * n * 4 > 2 * 2**30:

@@ -211,8 +211,3 @@ def _context_for(params: Parameters, backend: Backend | str) -> Context:
     if ctx is None:
         ctx = cache_[be.name] = Context(params, be)
     return ctx
-
-
-# Old name still imported by gpubfv/serialization/format.py (lines 72 and 120), which another
-# change is rewriting; delete this line once that file calls `_context_for`.
-get_context = _context_for

@@ -18,8 +18,16 @@ from functools import cache
 import numpy as np
 import pytest
 
-from gpubfv import PRNG, BatchEncoder, Encryptor, Evaluator, KeyGenerator, Parameters, preset
-from gpubfv.context import get_context
+from gpubfv import (
+    PRNG,
+    BatchEncoder,
+    Context,
+    Encryptor,
+    Evaluator,
+    KeyGenerator,
+    Parameters,
+    preset,
+)
 from gpubfv.mhe import (
     CollectiveDecrypt,
     DecryptionShare,
@@ -86,9 +94,9 @@ class Shares:
 
     def __init__(self, name: str) -> None:
         self.p = p = preset(name)
-        self.ctx = ctx = get_context(p)
+        self.ctx = ctx = Context(p, "cpu")
         rng = [PRNG(bytes([i + 1]) * 32) for i in range(K)]
-        sks = [KeyGenerator(p, prng=rng[i]).gen_secret_key() for i in range(K)]
+        sks = [KeyGenerator(ctx, prng=rng[i]).gen_secret_key() for i in range(K)]
         self.sks = sks
         ps = parties(ctx, sks)
         out: dict[str, ProtocolShare] = {}
@@ -111,11 +119,11 @@ class Shares:
         gs = [pa.galois_key_share(gkg, gcrp, 3) for pa in ps]
         out["gkg"], out["gkg-agg"] = gs[2], gkg.aggregate(gs)
 
-        enc = BatchEncoder(p)
+        enc = BatchEncoder(ctx)
         self.x = np.random.default_rng(3).integers(-50, 50, (K, 2, p.n))
-        cts = [Encryptor(p, pk, prng=rng[i]).encrypt(enc.encode(self.x[i])) for i in range(K)]
-        self.ct = Evaluator(p).sum(cts)  # a batch of 2 ciphertexts
-        self.other_ct = Evaluator(p).sum(cts[:2])
+        cts = [Encryptor(ctx, pk, prng=rng[i]).encrypt(enc.encode(self.x[i])) for i in range(K)]
+        self.ct = Evaluator(ctx).sum(cts)  # a batch of 2 ciphertexts
+        self.other_ct = Evaluator(ctx).sum(cts[:2])
         self.enc = enc
         noise = NoiseEstimate.fresh(p, K).summed(K)
         self.cd = cd = CollectiveDecrypt(ctx, noise, peers=K, smudging=SMUDGING)
@@ -128,7 +136,7 @@ class Shares:
         ks = KeySwitch(ctx, noise, peers=K, smudging=SMUDGING)
         out["cks-switch"] = parties(ctx, sks[1:2], [1])[0].key_switch_share(ks, self.ct, sks[2])
 
-        kg = KeyGenerator(p, prng=PRNG(b"\x04" * 32))
+        kg = KeyGenerator(ctx, prng=PRNG(b"\x04" * 32))
         pk_r = kg.gen_public_key(kg.gen_secret_key())
         pcks = PublicKeySwitch(ctx, noise, peers=K, smudging=SMUDGING)
         pss = [pa.public_key_switch_share(pcks, self.ct, pk_r) for pa in parties(ctx, sks)]

@@ -16,6 +16,7 @@ from gpubfv import (
     BatchEncoder,
     Ciphertext,
     CoefficientEncoder,
+    Context,
     Decryptor,
     Encryptor,
     Evaluator,
@@ -29,8 +30,6 @@ from gpubfv import (
     SwitchingKey,
 )
 from gpubfv import serialization as ser
-from gpubfv.backend import get_backend
-from gpubfv.context import get_context
 from gpubfv.params import PRESETS
 from gpubfv.serialization import SerializationError, from_bytes, nbytes, to_bytes
 
@@ -52,19 +51,20 @@ def packed_bits_size(moduli, n, rows):
 class World:
     def __init__(self, lit: ParametersLiteral) -> None:
         self.params = p = Parameters(lit)
-        kg = KeyGenerator(p, prng=PRNG(b"\x01" * 32))
+        self.ctx = ctx = Context(p, "cpu")
+        kg = KeyGenerator(ctx, prng=PRNG(b"\x01" * 32))
         self.sk = kg.gen_secret_key()
         self.pk = kg.gen_public_key(self.sk)
         self.rlk = kg.gen_relin_key(self.sk)
         self.gks = kg.gen_galois_keys(self.sk, steps=[1, -1]) if p.batching else None
-        self.enc = BatchEncoder(p) if p.batching else CoefficientEncoder(p)
+        self.enc = BatchEncoder(ctx) if p.batching else CoefficientEncoder(ctx)
         rng = np.random.default_rng(7)  # test data only, not key material
         self.values = rng.integers(0, min(p.t, 1 << 20), size=(3, p.n))
         self.pt1 = self.enc.encode(self.values[0])
         self.ptb = self.enc.encode(self.values)
-        pk_enc = Encryptor(p, self.pk, prng=PRNG(b"\x02" * 32))
-        sk_enc = Encryptor(p, secret_key=self.sk, prng=PRNG(b"\x03" * 32))
-        self.ev = Evaluator(p, relin_key=self.rlk)
+        pk_enc = Encryptor(ctx, self.pk, prng=PRNG(b"\x02" * 32))
+        sk_enc = Encryptor(ctx, self.sk, prng=PRNG(b"\x03" * 32))
+        self.ev = Evaluator(ctx, relin_key=self.rlk)
         low = 1 if p.t.bit_length() < 20 else 2
         self.cts = {
             "single": (pk_enc.encrypt(self.pt1), self.values[0]),
@@ -77,7 +77,7 @@ class World:
         if p.batching:
             a = pk_enc.encrypt(self.pt1)
             self.cts["size3-mul"] = (self.ev.mul(a, a), self.values[0] ** 2 % p.t)
-        self.dec = Decryptor(p, self.sk)
+        self.dec = Decryptor(ctx, self.sk)
 
     def decrypt(self, ct: Ciphertext) -> np.ndarray:
         return self.enc.decode(self.dec.decrypt(ct), signed=False)
@@ -158,12 +158,12 @@ def test_keys_still_work_after_roundtrip(world):
     p = world.params
     sk = from_bytes(p, to_bytes(world.sk), SecretKey)
     pk = from_bytes(p, to_bytes(world.pk), PublicKey)
-    ct = Encryptor(p, pk).encrypt(world.pt1)
-    got = world.enc.decode(Decryptor(p, sk).decrypt(ct), signed=False)
+    ct = Encryptor(world.ctx, pk).encrypt(world.pt1)
+    got = world.enc.decode(Decryptor(world.ctx, sk).decrypt(ct), signed=False)
     assert np.array_equal(got, world.values[0])
     if p.batching:
         rlk = from_bytes(p, to_bytes(world.rlk), SwitchingKey)
-        ev = Evaluator(p, relin_key=rlk)
+        ev = Evaluator(world.ctx, relin_key=rlk)
         out = world.decrypt(ev.relinearize(world.cts["size3-mul"][0]))
         assert np.array_equal(out, world.values[0] ** 2 % p.t)
 
@@ -496,7 +496,7 @@ def test_too_many_moduli_refused_before_primality_tests():
 
 
 def test_context_as_first_argument(world):
-    ctx = get_context(world.params, get_backend("cpu"))
+    ctx = Context(world.params, "cpu")
     for name in ("ct-seeded", "pk", "relin", "galois"):
         obj = all_objects(world).get(name)
         if obj is None:
@@ -546,7 +546,7 @@ def test_ciphertext_chunk_roundtrip(world, c1_only):
         else:
             np.testing.assert_array_equal(back.data, ct.data)
             assert np.array_equal(world.decrypt(back), world.decrypt(ct))
-        ctx = get_context(p, get_backend("cpu"))
+        ctx = Context(p, "cpu")
         again = ser.ciphertext_from_body(ctx, body, batch, level, c1_only=c1_only)
         np.testing.assert_array_equal(again.data, back.data)
 

@@ -20,6 +20,7 @@ from gpubfv import (
     PRNG,
     BatchEncoder,
     Ciphertext,
+    Context,
     Encryptor,
     Evaluator,
     KeyGenerator,
@@ -40,16 +41,17 @@ MAX_PEAK = 64 << 20
 @cache
 def world() -> dict:
     p = Parameters(PRESETS["TOY4"])
-    kg = KeyGenerator(p, prng=PRNG(b"\x11" * 32))
+    ctx = Context(p, "cpu")
+    kg = KeyGenerator(ctx, prng=PRNG(b"\x11" * 32))
     sk = kg.gen_secret_key()
     pk = kg.gen_public_key(sk)
     rlk = kg.gen_relin_key(sk)
-    enc = BatchEncoder(p)
+    enc = BatchEncoder(ctx)
     rng = np.random.default_rng(3)  # test data only
     pt = enc.encode(rng.integers(0, p.t, size=p.n))
     ptb = enc.encode(rng.integers(0, p.t, size=(2, p.n)))
-    ct = Encryptor(p, pk, prng=PRNG(b"\x12" * 32)).encrypt(pt)
-    seeded = Encryptor(p, secret_key=sk, prng=PRNG(b"\x13" * 32)).encrypt(ptb)
+    ct = Encryptor(ctx, pk, prng=PRNG(b"\x12" * 32)).encrypt(pt)
+    seeded = Encryptor(ctx, sk, prng=PRNG(b"\x13" * 32)).encrypt(ptb)
     objs = {
         "params": p,
         "secret-key": sk,
@@ -62,7 +64,7 @@ def world() -> dict:
         "plaintext-batched": ptb,
         "ciphertext": ct,
         "ciphertext-seeded-batched": seeded,
-        "ciphertext-size3": Evaluator(p, relin_key=rlk).mul(ct, ct),
+        "ciphertext-size3": Evaluator(ctx, relin_key=rlk).mul(ct, ct),
     }
     return {"params": p, "objs": objs, "batched": Ciphertext(p, np.array(seeded.data))}
 

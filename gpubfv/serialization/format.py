@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubfv.backend import Backend, get_backend
-from gpubfv.context import get_context
+from gpubfv.context import _context_for
 from gpubfv.params import Parameters
 from gpubfv.serialization.errors import SerializationError
 
@@ -117,7 +117,7 @@ class Frame:
         """The Context to regenerate seeded parts with: the caller's own, or the shared one."""
         if self.given_context is not None:
             return self.given_context
-        return get_context(self.params, self.backend)
+        return _context_for(self.params, self.backend)
 
 
 @dataclass(frozen=True)
