@@ -35,8 +35,10 @@ from dmhe.transport import Transport
 
 __all__ = [
     "HALVING",
+    "Op",
     "TOPOLOGY_NAMES",
     "RecursiveHalving",
+    "collective_program",
     "collective_steps",
     "make_topology",
 ]
@@ -152,6 +154,95 @@ class RecursiveHalving:
 
 #: the log-depth topology (stateless, shared)
 HALVING = RecursiveHalving()
+
+
+# --------------------------------------------------------------------------- schedules
+
+#: one step of a peer's program: ("send" | "recv", peer, bytes, messages)
+Op = tuple[str, int, int, int]
+
+
+def _halving_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`~dmhe.topologies.RecursiveHalving`, one op per step (the chunks
+    of a step leave back to back, so under the model they act as one message of their sum)."""
+    p = 1 << (k.bit_length() - 1)
+    extra = k - p
+    shift = 1  # reduce-scatter leaves rank q with chunk (q + 1) % k; all-gather starts there
+    order = [q for v in range(p) for q in ([v, p + v] if v < extra else [v])]
+    pos = [0] * (p + 1)  # virtual peer v's ranks start at order[pos[v]]
+    for v in range(p):
+        pos[v + 1] = pos[v] + (2 if v < extra else 1)
+    prefix = [0]
+    for q in order:
+        prefix.append(prefix[-1] + block_bytes[(q + shift) % k])
+
+    def window(base: int, size: int) -> tuple[int, int]:
+        a, b = pos[base], pos[base + size]
+        return prefix[b] - prefix[a], b - a
+
+    total = sum(block_bytes)
+    progs: list[list[Op]] = []
+    for r in range(k):
+        ops: list[Op] = []
+        own = block_bytes[(r + shift) % k]
+        if r >= p:
+            if kind == "rs":
+                ops += [("send", r - p, total, k), ("recv", r - p, own, 1)]
+            else:
+                ops += [("send", r - p, own, 1), ("recv", r - p, total - own, k - 1)]
+            progs.append(ops)
+            continue
+        mate = block_bytes[(p + r + shift) % k] if r < extra else 0
+        if kind == "rs":
+            if r < extra:
+                ops.append(("recv", p + r, total, k))
+            m = p // 2
+            while m >= 1:
+                base = r & ~(2 * m - 1)
+                mine, theirs = (base, base + m) if not r & m else (base + m, base)
+                ops += [("send", r ^ m, *window(theirs, m)), ("recv", r ^ m, *window(mine, m))]
+                m //= 2
+            if r < extra:
+                ops.append(("send", p + r, mate, 1))
+        else:
+            if r < extra:
+                ops.append(("recv", p + r, mate, 1))
+            m = 1
+            while m < p:
+                base = r & ~(m - 1)
+                ops += [("send", r ^ m, *window(base, m)), ("recv", r ^ m, *window(base ^ m, m))]
+                m *= 2
+            if r < extra:
+                ops.append(("send", p + r, total - mate, k - 1))
+        progs.append(ops)
+    return progs
+
+
+def _ring_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`~dmhe.collectives.Ring` (all-gather from the ring's index)."""
+    progs: list[list[Op]] = []
+    for r in range(k):
+        start = r if kind == "rs" else (r + 1) % k
+        ops: list[Op] = []
+        for s in range(k - 1):
+            ops.append(("send", (r + 1) % k, block_bytes[(start - s) % k], 1))
+            ops.append(("recv", (r - 1) % k, block_bytes[(start - s - 1) % k], 1))
+        progs.append(ops)
+    return progs
+
+
+def collective_program(name: str, kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """Per-peer op lists of one collective: ``name`` "ring" or "halving", ``kind`` "rs"
+    (reduce-scatter) or "ag" (all-gather), ``block_bytes[i]`` the encoded size of chunk i."""
+    if len(block_bytes) != k:
+        raise ValueError(f"need {k} block sizes, got {len(block_bytes)}")
+    if kind not in ("rs", "ag"):
+        raise ValueError(f"kind must be 'rs' or 'ag', got {kind!r}")
+    if name == "ring":
+        return _ring_program(kind, k, block_bytes)
+    if name == "halving":
+        return _halving_program(kind, k, block_bytes)
+    raise ValueError(f"unknown topology {name!r}; valid: ring, halving")
 
 
 def collective_steps(name: str, k: int) -> int:
