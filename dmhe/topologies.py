@@ -1,27 +1,27 @@
-"""Log-depth topologies for :mod:`dmhe.collectives`: recursive halving and doubling.
+"""Log-depth topologies for :mod:`dmhe.collectives`: recursive halving/doubling, and Bruck.
 
 The ring of :mod:`dmhe.collectives` takes K-1 sequential message steps per collective, so on a
-link with one-way latency ``a`` a collective waits at least ``(K-1)·a``. :class:`RecursiveHalving`
-moves the same bytes in ``ceil(log2 K)`` steps (plus one fold-in step at each end when K is not
-a power of two):
+link with one-way latency ``a`` a collective waits at least ``(K-1)·a``. Both topologies here
+move the ring's bytes in about ``log2 K`` steps:
 
-* reduce-scatter by recursive halving: at step ``m = P/2, P/4, ..., 1`` a peer exchanges with
-  ``v XOR m`` and sends the half of its remaining chunks that the partner's side keeps, folding
-  the other half in; after ``log2 P`` steps each peer holds one chunk reduced over all peers;
-* all-gather by recursive doubling: the reverse, each step doubling the chunks a peer holds.
+* :class:`RecursiveHalving`: reduce-scatter by recursive halving (at step ``m = P/2, ..., 1`` a
+  peer exchanges with ``v XOR m`` the half of its remaining chunks that the partner's side
+  keeps) and all-gather by recursive doubling (the reverse). K not a power of two: with
+  ``P = 2**floor(log2 K)`` the K - P extra peers ``P + i`` first fold all their chunks into
+  partner ``i``, the P peers run the power-of-two schedule for both, and the partner hands the
+  extra its result: ``floor(log2 K) + 2`` steps, and the partners carry up to twice the ring's
+  bytes (the extra's whole vector). For K a power of two: exactly the ring's bytes and messages.
+* :class:`Bruck`: Bruck's all-gather and its transpose as the reduce-scatter: ``ceil(log2 K)``
+  steps for every K, and exactly the ring's K-1 chunks per peer per collective.
 
-K not a power of two: with ``P = 2**floor(log2 K)``, the ``K - P`` extra peers ``P + i`` first
-fold all their chunks into partner ``i`` (one step), the P peers run the power-of-two schedule
-on behalf of both, and the partner hands the extra its result (one step). The partner then
-carries up to twice the ring's bytes; every other peer carries exactly the ring's bytes.
-
-Every chunk travels as its own message, as on the ring, so for K a power of two each peer sends
-and receives exactly the ring's messages and bytes. A reduce-scatter leaves peer r with chunk
-``(r + 1) % K``, the ring's choice, so ``all_gather_bytes`` and ownership checks written for the
-ring hold unchanged; :meth:`RecursiveHalving.all_gather` accepts any index of the form
+Every chunk travels as its own message, as on the ring. A reduce-scatter leaves peer r with
+chunk ``(r + 1) % K``, the ring's choice, so ``all_gather_bytes`` and the ownership checks
+written for the ring hold unchanged; ``all_gather`` accepts any index of the form
 ``(r + c) % K`` with the same ``c`` on every peer (as the ring does). Every chunk is reduced
 along one path, so every peer ends with the same bits even for floats; for exact combines
-(integers, residues, ciphertexts) the result equals the ring's.
+(integers, residues, ciphertexts, decryption shares) the result equals the ring's.
+``collective_program`` gives the same schedules as per-peer steps for
+:func:`dmhe.netmodel.replay`, which predicts round times for K up to 10,000.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from dmhe.collectives import RING, Codec, Topology
 from dmhe.transport import Transport
 
 __all__ = [
+    "BRUCK",
     "HALVING",
     "Op",
     "TOPOLOGY_NAMES",
+    "Bruck",
     "RecursiveHalving",
     "collective_program",
     "collective_steps",
@@ -46,7 +48,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: the names :func:`make_topology` accepts
-TOPOLOGY_NAMES = ("ring", "halving", "auto")
+TOPOLOGY_NAMES = ("ring", "halving", "bruck", "auto")
 
 
 def _layout(k: int) -> tuple[int, int]:
@@ -156,6 +158,72 @@ class RecursiveHalving:
 HALVING = RecursiveHalving()
 
 
+def _distances(k: int) -> list[int]:
+    """1, 2, 4, ... below K: the hop lengths of the Bruck schedule."""
+    out, d = [], 1
+    while d < k:
+        out.append(d)
+        d *= 2
+    return out
+
+
+class Bruck:
+    """Bruck's all-gather and its transpose, a reduce-scatter: ``ceil(log2 K)`` steps for every
+    K, no fold-in, and exactly the ring's K-1 chunks per peer per collective.
+
+    A peer sees the chunks rotated: position ``i`` on peer r is chunk ``(r + shift + i) % K``.
+    All-gather: at hop ``d = 1, 2, 4, ...`` peer r sends its first ``min(d, K - d)`` positions
+    to ``r - d`` and appends as many from ``r + d``. Reduce-scatter runs the same edges backwards
+    (hops ``d`` descending): peer r sends the partial sums of positions ``d .. d + cnt - 1`` to
+    ``r + d`` (where they are positions ``0 .. cnt - 1``) and adds those from ``r - d``. Each
+    position is sent only after every addition into it, so peer r ends with position 0 summed
+    over all peers, once each: chunk ``(r + 1) % K``, the ring's.
+    """
+
+    name = "bruck"
+
+    def reduce_scatter(
+        self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
+    ) -> tuple[int, T]:
+        """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
+        k, r = transport.world_size, transport.rank
+        if len(chunks) != k:
+            raise ValueError(f"need {k} chunks, got {len(chunks)}")
+        if codec.combine is None:
+            raise ValueError("reduce_scatter needs a codec with combine")
+        acc = [chunks[(r + 1 + i) % k] for i in range(k)]
+        for d in reversed(_distances(k)):
+            cnt = min(d, k - d)
+            for i in range(d, d + cnt):
+                transport.send((r + d) % k, codec.encode(acc[i]))
+            for i in range(cnt):
+                incoming = codec.decode(transport.recv((r - d) % k), (r + 1 + i) % k)
+                acc[i] = codec.combine(acc[i], incoming)
+        return (r + 1) % k, acc[0]
+
+    def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
+        """Peer r's chunk ``index`` in (``index - r`` the same mod K on every peer); all K
+        chunks, in index order, out."""
+        k, r = transport.world_size, transport.rank
+        if not 0 <= index < k:
+            raise ValueError(f"chunk index {index} outside [0, {k})")
+        buf: list[Any] = [chunk]
+        for d in _distances(k):
+            cnt = min(d, k - d)
+            for i in range(cnt):
+                transport.send((r - d) % k, codec.encode(buf[i]))
+            for i in range(cnt):
+                buf.append(codec.decode(transport.recv((r + d) % k), (index + d + i) % k))
+        out: list[Any] = [None] * k
+        for i, c in enumerate(buf):
+            out[(index + i) % k] = c
+        return out
+
+
+#: Bruck's schedule (stateless, shared)
+BRUCK = Bruck()
+
+
 # --------------------------------------------------------------------------- schedules
 
 #: one step of a peer's program: ("send" | "recv", peer, bytes, messages)
@@ -218,6 +286,32 @@ def _halving_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]
     return progs
 
 
+def _bruck_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`Bruck`, one op per hop."""
+    prefix = [0]
+    for i in range(2 * k):
+        prefix.append(prefix[-1] + block_bytes[i % k])
+    dists = _distances(k)
+    progs: list[list[Op]] = []
+    for r in range(k):
+        first = (r + 1) % k  # position 0 is chunk (r + 1) % k in both collectives
+
+        def span(a: int, b: int, first: int = first) -> int:
+            return prefix[first + b] - prefix[first + a]
+
+        ops: list[Op] = []
+        for d in reversed(dists) if kind == "rs" else dists:
+            cnt = min(d, k - d)
+            if kind == "rs":
+                ops += [("send", (r + d) % k, span(d, d + cnt), cnt)]
+                ops += [("recv", (r - d) % k, span(0, cnt), cnt)]
+            else:
+                ops += [("send", (r - d) % k, span(0, cnt), cnt)]
+                ops += [("recv", (r + d) % k, span(d, d + cnt), cnt)]
+        progs.append(ops)
+    return progs
+
+
 def _ring_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
     """The messages of :class:`~dmhe.collectives.Ring` (all-gather from the ring's index)."""
     progs: list[list[Op]] = []
@@ -242,7 +336,9 @@ def collective_program(name: str, kind: str, k: int, block_bytes: list[int]) -> 
         return _ring_program(kind, k, block_bytes)
     if name == "halving":
         return _halving_program(kind, k, block_bytes)
-    raise ValueError(f"unknown topology {name!r}; valid: ring, halving")
+    if name == "bruck":
+        return _bruck_program(kind, k, block_bytes)
+    raise ValueError(f"unknown topology {name!r}; valid: ring, halving, bruck")
 
 
 def collective_steps(name: str, k: int) -> int:
@@ -254,26 +350,27 @@ def collective_steps(name: str, k: int) -> int:
     if name == "halving":
         p, extra = _layout(k)
         return int(math.log2(p)) + (2 if extra else 0)
-    raise ValueError(f"unknown topology {name!r}; valid: ring, halving")
+    if name == "bruck":
+        return len(_distances(k))
+    raise ValueError(f"unknown topology {name!r}; valid: ring, halving, bruck")
 
 
 def make_topology(
     name: str, k: int, link: Any = None, payload_bytes: int = 0, passes: int = 2
 ) -> Topology:
-    """The topology named ``name`` ("ring", "halving" or "auto") for ``k`` peers.
+    """The topology named ``name`` ("ring", "halving", "bruck" or "auto") for ``k`` peers.
 
-    ``auto`` picks whichever of the two has the lower predicted time for ``passes`` collectives
-    of ``payload_bytes`` per peer on ``link`` (a :class:`dmhe.netmodel.LinkProfile` or a profile
-    name; default "internet"), by :func:`dmhe.netmodel.predict_collective`.
+    ``auto`` picks the one with the lowest predicted time for ``passes`` alternating
+    reduce-scatters and all-gathers of ``payload_bytes`` per peer on ``link`` (a
+    :class:`dmhe.netmodel.LinkProfile` or a profile name; default "internet"), by
+    :func:`dmhe.netmodel.predict_collective`; ties go to the earlier of ring, halving, bruck.
     """
-    if name == "ring":
-        return RING
-    if name == "halving":
-        return HALVING
+    named: dict[str, Topology] = {"ring": RING, "halving": HALVING, "bruck": BRUCK}
+    if name in named:
+        return named[name]
     if name != "auto":
         raise ValueError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
     from dmhe.netmodel import predict_collective
 
-    ring = predict_collective("ring", k, payload_bytes, link, passes=passes)
-    halving = predict_collective("halving", k, payload_bytes, link, passes=passes)
-    return HALVING if halving < ring else RING
+    cost = {n: predict_collective(n, k, payload_bytes, link, passes=passes) for n in named}
+    return named[min(named, key=lambda n: cost[n])]

@@ -21,11 +21,11 @@ from dmhe.netmodel import (
     replay,
     simulate,
 )
-from dmhe.topologies import HALVING, collective_program, make_topology
+from dmhe.topologies import BRUCK, HALVING, collective_program, make_topology
 from dmhe.transport import InProcessNetwork
 
 LINK = LinkProfile("test", 8e6, 0.01)  # 1 MB/s, 10 ms: 1000 bytes take 1 ms on the wire
-TOPOS = {"ring": RING, "halving": HALVING}
+TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK}
 
 
 def _net_only(k, fn, link=LINK, **kw):
@@ -131,7 +131,7 @@ def test_jitter_and_loss_are_seeded_and_keep_order():
     assert a.round_time > 0.010 + 0.021
 
 
-@pytest.mark.parametrize("name", ["ring", "halving"])
+@pytest.mark.parametrize("name", ["ring", "halving", "bruck"])
 @pytest.mark.parametrize("k", [2, 3, 5, 8, 12])
 def test_replay_equals_the_threaded_simulation(name, k):
     n = 101  # uneven chunks
@@ -147,13 +147,17 @@ def test_replay_equals_the_threaded_simulation(name, k):
     assert pred == pytest.approx(sim.round_time, rel=1e-3)
 
 
-def test_auto_picks_by_latency_and_payload():
-    assert make_topology("auto", 1000, "internet", payload_bytes=2**21) is HALVING
+def test_auto_picks_the_lowest_prediction():
+    # Bruck: log2 steps without the fold-in's extra vector; halving wins ties (K = 2**j);
+    # the ring wins ties with both (K <= 2, where all three are the same exchange)
+    assert make_topology("auto", 1000, "internet", payload_bytes=2**21) is BRUCK
     assert make_topology("auto", 16, "datacenter", payload_bytes=2**21) is HALVING
-    # K not a power of two on a fast link with a big payload: the fold-in's extra vector costs
-    # more than the ring's extra latencies
-    assert make_topology("auto", 13, "datacenter", payload_bytes=2**26) is RING
-    assert make_topology("ring", 1000) is RING
+    assert make_topology("auto", 2, "internet", payload_bytes=2**21) is RING
+    for k in (3, 13):
+        costs = {n: predict_collective(n, k, 2**26, "datacenter") for n in ("ring", "halving")}
+        assert costs["halving"] > costs["ring"]  # fold-in: bandwidth beats the saved latency
+    for name, topo in (("ring", RING), ("halving", HALVING), ("bruck", BRUCK)):
+        assert make_topology(name, 1000) is topo
 
 
 def test_delayed_transport_threads_match_the_prediction():
@@ -193,7 +197,7 @@ def _gloo_worker(rank: int, port: int, out_dir: str) -> None:
         t = DelayedTransport(inner, GLOO_LINK)
         xs = np.arange(N_GLOO, dtype=np.int64) * (rank + 1)
         times = []
-        for name in ("ring", "halving"):
+        for name in TOPOS:
             for _ in range(REPS):
                 inner.barrier()
                 t0 = time.monotonic()
@@ -211,7 +215,7 @@ def test_gloo_round_time_matches_the_prediction(tmp_path):
     prediction (measured: ring 0.263 s vs 0.249 s, halving 0.219 s vs 0.208 s)."""
     mp.spawn(_gloo_worker, args=(_free_port(), str(tmp_path)), nprocs=K_GLOO, join=True)
     times = np.stack([np.load(tmp_path / f"times{r}.npy") for r in range(K_GLOO)])
-    for j, name in enumerate(("ring", "halving")):
+    for j, name in enumerate(TOPOS):
         rows = times[:, j * REPS : (j + 1) * REPS]  # (rank, rep, start/end)
         measured = np.median(rows[:, :, 1].max(axis=0) - rows[:, :, 0].min(axis=0))
 
