@@ -113,7 +113,8 @@ class SimulatedLinks:
     instead of one per destination. ``header_bytes`` is added to every message (the framing a
     real transport puts on the wire: 8 for :class:`~dmhe.transport.TorchDistributedTransport`).
     ``measure_compute=False`` leaves compute out (network time only); ``compute_scale``
-    multiplies it (a slower or faster CPU than this one).
+    multiplies it (a slower or faster CPU than this one). Call :meth:`reset` between rounds and
+    after ``InProcessNetwork.revive_all`` (which drops queued messages the model still holds).
     """
 
     def __init__(

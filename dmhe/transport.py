@@ -128,7 +128,8 @@ class InProcessNetwork:
     probability (it raises :class:`PeerDropped` there, and every later ``recv`` from it raises
     :class:`PeerDropped` on the receiver once its queue is drained). ``drop(rank)`` does the same
     on demand. The dropout decisions come from a seeded ``random.Random``: they are simulation
-    events, not secrets.
+    events, not secrets. ``observer`` (e.g. :class:`dmhe.netmodel.SimulatedLinks`) is told of
+    every message sent and received, on the peer's own thread.
     """
 
     def __init__(
