@@ -27,6 +27,7 @@ along one path, so every peer ends with the same bits even for floats; for exact
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -35,7 +36,9 @@ from dmhe.transport import Transport
 
 __all__ = [
     "BRUCK",
+    "BRUCK_BATCHED",
     "HALVING",
+    "HALVING_BATCHED",
     "Op",
     "TOPOLOGY_NAMES",
     "Bruck",
@@ -43,12 +46,14 @@ __all__ = [
     "collective_program",
     "collective_steps",
     "make_topology",
+    "pack_blobs",
+    "unpack_blobs",
 ]
 
 T = TypeVar("T")
 
 #: the names :func:`make_topology` accepts
-TOPOLOGY_NAMES = ("ring", "halving", "bruck", "auto")
+TOPOLOGY_NAMES = ("ring", "halving", "bruck", "halving-batched", "bruck-batched", "auto")
 
 
 def _layout(k: int) -> tuple[int, int]:
@@ -57,10 +62,61 @@ def _layout(k: int) -> tuple[int, int]:
     return p, k - p
 
 
-class RecursiveHalving:
+class _Steps:
+    """What both log-depth topologies share: the chunks of one step go to one peer, either
+    one message each (as on the ring) or, with ``batch``, as one message per step."""
+
+    base_name = ""
+
+    def __init__(self, *, batch: bool = False) -> None:
+        self.batch = batch
+        self.name = self.base_name + ("-batched" if batch else "")
+
+    def _send(self, transport: Transport, dst: int, blobs: list[bytes]) -> None:
+        if self.batch:
+            transport.send(dst, pack_blobs(blobs))
+        else:
+            for blob in blobs:
+                transport.send(dst, blob)
+
+    def _recv(self, transport: Transport, src: int, count: int) -> list[bytes]:
+        if not self.batch:
+            return [transport.recv(src) for _ in range(count)]
+        blobs = unpack_blobs(transport.recv(src))
+        if len(blobs) != count:
+            raise ValueError(
+                f"peer {transport.rank}: expected {count} chunks from peer {src}, got {len(blobs)}"
+            )
+        return blobs
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    """One message from several: a uint32 count, the uint32 lengths, then the bytes."""
+    head = struct.pack(f"<{len(blobs) + 1}I", len(blobs), *(len(b) for b in blobs))
+    return head + b"".join(blobs)
+
+
+def unpack_blobs(buf: bytes) -> list[bytes]:
+    """The inverse of :func:`pack_blobs`; a malformed message raises ``ValueError``."""
+    if len(buf) < 4:
+        raise ValueError("batched message shorter than its header")
+    (n,) = struct.unpack_from("<I", buf)
+    if len(buf) < 4 * (n + 1):
+        raise ValueError(f"batched message too short for {n} lengths")
+    lengths = struct.unpack_from(f"<{n}I", buf, 4)
+    pos, out = 4 * (n + 1), []
+    for ln in lengths:
+        out.append(bytes(buf[pos : pos + ln]))
+        pos += ln
+    if pos != len(buf):
+        raise ValueError(f"batched message holds {len(buf)} bytes, its lengths say {pos}")
+    return out
+
+
+class RecursiveHalving(_Steps):
     """Recursive-halving reduce-scatter and recursive-doubling all-gather (see the module)."""
 
-    name = "halving"
+    base_name = "halving"
 
     @staticmethod
     def _members(v: int, p: int, extra: int) -> list[int]:
@@ -91,26 +147,26 @@ class RecursiveHalving:
             return (q + 1) % k
 
         if r >= p:  # an extra peer: fold everything into the partner, wait for the result
-            for b in range(k):
-                transport.send(r - p, codec.encode(chunks[b]))
-            return block(r), codec.decode(transport.recv(r - p), block(r))
+            self._send(transport, r - p, [codec.encode(c) for c in chunks])
+            (mine,) = self._recv(transport, r - p, 1)
+            return block(r), codec.decode(mine, block(r))
         acc = list(chunks)
         if r < extra:
-            for b in range(k):
-                acc[b] = combine(acc[b], codec.decode(transport.recv(p + r), b))
+            for b, blob in enumerate(self._recv(transport, p + r, k)):
+                acc[b] = combine(acc[b], codec.decode(blob, b))
         m = p // 2
         while m >= 1:
             base = r & ~(2 * m - 1)
             mine, theirs = (base, base + m) if not r & m else (base + m, base)
             peer = r ^ m
-            for q in self._window(theirs, m, p, extra):
-                transport.send(peer, codec.encode(acc[block(q)]))
-            for q in self._window(mine, m, p, extra):
-                b = block(q)
-                acc[b] = combine(acc[b], codec.decode(transport.recv(peer), b))
+            out = [codec.encode(acc[block(q)]) for q in self._window(theirs, m, p, extra)]
+            self._send(transport, peer, out)
+            keep = [block(q) for q in self._window(mine, m, p, extra)]
+            for b, blob in zip(keep, self._recv(transport, peer, len(keep))):
+                acc[b] = combine(acc[b], codec.decode(blob, b))
             m //= 2
         if r < extra:
-            transport.send(p + r, codec.encode(acc[block(p + r)]))
+            self._send(transport, p + r, [codec.encode(acc[block(p + r)])])
         return block(r), acc[block(r)]
 
     def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
@@ -128,34 +184,33 @@ class RecursiveHalving:
         out: list[Any] = [None] * k
         out[index] = chunk
         if r >= p:  # an extra peer: hand the chunk to the partner, receive everything else
-            transport.send(r - p, codec.encode(chunk))
-            for b in range(k):
-                if b != index:
-                    out[b] = codec.decode(transport.recv(r - p), b)
+            self._send(transport, r - p, [codec.encode(chunk)])
+            rest = [b for b in range(k) if b != index]
+            for b, blob in zip(rest, self._recv(transport, r - p, k - 1)):
+                out[b] = codec.decode(blob, b)
             return out
         if r < extra:
             b = block(p + r)
-            out[b] = codec.decode(transport.recv(p + r), b)
+            out[b] = codec.decode(self._recv(transport, p + r, 1)[0], b)
         m = 1
         while m < p:
             base = r & ~(m - 1)
             peer = r ^ m
-            for q in self._window(base, m, p, extra):
-                transport.send(peer, codec.encode(out[block(q)]))
-            for q in self._window(base ^ m, m, p, extra):
-                b = block(q)
-                out[b] = codec.decode(transport.recv(peer), b)
+            mine = [codec.encode(out[block(q)]) for q in self._window(base, m, p, extra)]
+            self._send(transport, peer, mine)
+            theirs = [block(q) for q in self._window(base ^ m, m, p, extra)]
+            for b, blob in zip(theirs, self._recv(transport, peer, len(theirs))):
+                out[b] = codec.decode(blob, b)
             m *= 2
         if r < extra:
-            mine = block(p + r)
-            for b in range(k):
-                if b != mine:
-                    transport.send(p + r, codec.encode(out[b]))
+            skip = block(p + r)
+            self._send(transport, p + r, [codec.encode(out[b]) for b in range(k) if b != skip])
         return out
 
 
-#: the log-depth topology (stateless, shared)
+#: the log-depth topologies (stateless, shared); ``*_BATCHED`` send one message per step
 HALVING = RecursiveHalving()
+HALVING_BATCHED = RecursiveHalving(batch=True)
 
 
 def _distances(k: int) -> list[int]:
@@ -167,7 +222,7 @@ def _distances(k: int) -> list[int]:
     return out
 
 
-class Bruck:
+class Bruck(_Steps):
     """Bruck's all-gather and its transpose, a reduce-scatter: ``ceil(log2 K)`` steps for every
     K, no fold-in, and exactly the ring's K-1 chunks per peer per collective.
 
@@ -180,7 +235,7 @@ class Bruck:
     over all peers, once each: chunk ``(r + 1) % K``, the ring's.
     """
 
-    name = "bruck"
+    base_name = "bruck"
 
     def reduce_scatter(
         self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
@@ -194,11 +249,9 @@ class Bruck:
         acc = [chunks[(r + 1 + i) % k] for i in range(k)]
         for d in reversed(_distances(k)):
             cnt = min(d, k - d)
-            for i in range(d, d + cnt):
-                transport.send((r + d) % k, codec.encode(acc[i]))
-            for i in range(cnt):
-                incoming = codec.decode(transport.recv((r - d) % k), (r + 1 + i) % k)
-                acc[i] = codec.combine(acc[i], incoming)
+            self._send(transport, (r + d) % k, [codec.encode(acc[i]) for i in range(d, d + cnt)])
+            for i, blob in enumerate(self._recv(transport, (r - d) % k, cnt)):
+                acc[i] = codec.combine(acc[i], codec.decode(blob, (r + 1 + i) % k))
         return (r + 1) % k, acc[0]
 
     def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
@@ -210,18 +263,17 @@ class Bruck:
         buf: list[Any] = [chunk]
         for d in _distances(k):
             cnt = min(d, k - d)
-            for i in range(cnt):
-                transport.send((r - d) % k, codec.encode(buf[i]))
-            for i in range(cnt):
-                buf.append(codec.decode(transport.recv((r + d) % k), (index + d + i) % k))
+            self._send(transport, (r - d) % k, [codec.encode(buf[i]) for i in range(cnt)])
+            for i, blob in enumerate(self._recv(transport, (r + d) % k, cnt)):
+                buf.append(codec.decode(blob, (index + d + i) % k))
         out: list[Any] = [None] * k
         for i, c in enumerate(buf):
             out[(index + i) % k] = c
         return out
 
 
-#: Bruck's schedule (stateless, shared)
 BRUCK = Bruck()
+BRUCK_BATCHED = Bruck(batch=True)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -330,6 +382,9 @@ def collective_program(name: str, kind: str, k: int, block_bytes: list[int]) -> 
     (reduce-scatter) or "ag" (all-gather), ``block_bytes[i]`` the encoded size of chunk i."""
     if len(block_bytes) != k:
         raise ValueError(f"need {k} block sizes, got {len(block_bytes)}")
+    if name.endswith("-batched"):  # one message per step: the packed lengths on top
+        plain = collective_program(name.removesuffix("-batched"), kind, k, block_bytes)
+        return [[(w, peer, nb + 4 * (nm + 1), 1) for w, peer, nb, nm in ops] for ops in plain]
     if kind not in ("rs", "ag"):
         raise ValueError(f"kind must be 'rs' or 'ag', got {kind!r}")
     if name == "ring":
@@ -345,6 +400,7 @@ def collective_steps(name: str, k: int) -> int:
     """Sequential message steps of one reduce-scatter or all-gather on ``k`` peers."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    name = name.removesuffix("-batched")
     if name == "ring":
         return k - 1
     if name == "halving":
@@ -358,19 +414,28 @@ def collective_steps(name: str, k: int) -> int:
 def make_topology(
     name: str, k: int, link: Any = None, payload_bytes: int = 0, passes: int = 2
 ) -> Topology:
-    """The topology named ``name`` ("ring", "halving", "bruck" or "auto") for ``k`` peers.
+    """The topology named ``name`` (one of :data:`TOPOLOGY_NAMES`) for ``k`` peers.
 
-    ``auto`` picks the one with the lowest predicted time for ``passes`` alternating
-    reduce-scatters and all-gathers of ``payload_bytes`` per peer on ``link`` (a
-    :class:`dmhe.netmodel.LinkProfile` or a profile name; default "internet"), by
-    :func:`dmhe.netmodel.predict_collective`; ties go to the earlier of ring, halving, bruck.
+    ``auto`` picks the one of ring, halving and bruck with the lowest predicted network time
+    for ``passes`` alternating reduce-scatters and all-gathers of ``payload_bytes`` per peer on
+    ``link`` (a :class:`dmhe.netmodel.LinkProfile` or a profile name; default "internet"), by
+    :func:`dmhe.netmodel.predict_collective` (ties go to the earlier); a log-depth choice is
+    batched from K = 64 on, where chunks are small and per-message costs dominate.
     """
-    named: dict[str, Topology] = {"ring": RING, "halving": HALVING, "bruck": BRUCK}
+    named: dict[str, Topology] = {
+        "ring": RING,
+        "halving": HALVING,
+        "bruck": BRUCK,
+        "halving-batched": HALVING_BATCHED,
+        "bruck-batched": BRUCK_BATCHED,
+    }
     if name in named:
         return named[name]
     if name != "auto":
         raise ValueError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
     from dmhe.netmodel import predict_collective
 
-    cost = {n: predict_collective(n, k, payload_bytes, link, passes=passes) for n in named}
-    return named[min(named, key=lambda n: cost[n])]
+    cands = ("ring", "halving", "bruck")
+    cost = {n: predict_collective(n, k, payload_bytes, link, passes=passes) for n in cands}
+    best = min(cands, key=lambda n: cost[n])
+    return named[f"{best}-batched"] if best != "ring" and k >= 64 else named[best]

@@ -21,11 +21,18 @@ from dmhe.netmodel import (
     replay,
     simulate,
 )
-from dmhe.topologies import BRUCK, HALVING, collective_program, make_topology
+from dmhe.topologies import (
+    BRUCK,
+    BRUCK_BATCHED,
+    HALVING,
+    HALVING_BATCHED,
+    collective_program,
+    make_topology,
+)
 from dmhe.transport import InProcessNetwork
 
 LINK = LinkProfile("test", 8e6, 0.01)  # 1 MB/s, 10 ms: 1000 bytes take 1 ms on the wire
-TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK}
+TOPOS = {"ring": RING, **{t.name: t for t in (HALVING, BRUCK, HALVING_BATCHED, BRUCK_BATCHED)}}
 
 
 def _net_only(k, fn, link=LINK, **kw):
@@ -131,7 +138,7 @@ def test_jitter_and_loss_are_seeded_and_keep_order():
     assert a.round_time > 0.010 + 0.021
 
 
-@pytest.mark.parametrize("name", ["ring", "halving", "bruck"])
+@pytest.mark.parametrize("name", list(TOPOS))
 @pytest.mark.parametrize("k", [2, 3, 5, 8, 12])
 def test_replay_equals_the_threaded_simulation(name, k):
     n = 101  # uneven chunks
@@ -150,13 +157,14 @@ def test_replay_equals_the_threaded_simulation(name, k):
 def test_auto_picks_the_lowest_prediction():
     # Bruck: log2 steps without the fold-in's extra vector; halving wins ties (K = 2**j);
     # the ring wins ties with both (K <= 2, where all three are the same exchange)
-    assert make_topology("auto", 1000, "internet", payload_bytes=2**21) is BRUCK
+    assert make_topology("auto", 1000, "internet", payload_bytes=2**21) is BRUCK_BATCHED
+    assert make_topology("auto", 13, "internet", payload_bytes=2**21) is BRUCK
     assert make_topology("auto", 16, "datacenter", payload_bytes=2**21) is HALVING
     assert make_topology("auto", 2, "internet", payload_bytes=2**21) is RING
     for k in (3, 13):
         costs = {n: predict_collective(n, k, 2**26, "datacenter") for n in ("ring", "halving")}
         assert costs["halving"] > costs["ring"]  # fold-in: bandwidth beats the saved latency
-    for name, topo in (("ring", RING), ("halving", HALVING), ("bruck", BRUCK)):
+    for name, topo in TOPOS.items():
         assert make_topology(name, 1000) is topo
 
 

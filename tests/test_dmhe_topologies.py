@@ -28,11 +28,21 @@ from dmhe.collectives import (
     split_chunks,
 )
 from dmhe.netmodel import LinkProfile, simulate
-from dmhe.topologies import BRUCK, HALVING, collective_steps, make_topology
+from dmhe.topologies import (
+    BRUCK,
+    BRUCK_BATCHED,
+    HALVING,
+    HALVING_BATCHED,
+    Bruck,
+    collective_steps,
+    make_topology,
+    pack_blobs,
+    unpack_blobs,
+)
 from dmhe.transport import run_peers
 
 KS = [1, 2, 3, 4, 5, 8, 13]
-LOG = [HALVING, BRUCK]
+LOG = [HALVING, BRUCK, HALVING_BATCHED, BRUCK_BATCHED]
 log_topologies = pytest.mark.parametrize("topo", LOG, ids=lambda t: t.name)
 # one latency unit per message, no bandwidth cost, no compute: the clock counts steps
 UNIT = LinkProfile("unit", 1e30, 1.0)
@@ -159,7 +169,7 @@ def test_sequential_steps_are_logarithmic(k, topo):
     for res in (rs, ag):
         assert res.steps <= bound
         assert res.steps <= collective_steps(topo.name, k)
-        if topo is BRUCK:
+        if isinstance(topo, Bruck):
             assert res.steps == math.ceil(math.log2(k)) if k > 1 else res.steps == 0
         assert res.round_time == pytest.approx(res.steps)  # one latency per step, nothing else
 
@@ -179,14 +189,33 @@ def test_sequential_steps_are_logarithmic(k, topo):
 @log_topologies
 def test_bytes_match_the_ring(k, topo):
     xs = np.arange(16 * 13 * 15, dtype=np.int64)  # divisible by every K here: equal chunks
-    ring = simulate(k, lambda t: all_reduce_array(t, xs, RING), measure_compute=False)
-    log = simulate(k, lambda t: all_reduce_array(t, xs, topo), measure_compute=False)
+
+    def run(topology):
+        return simulate(k, lambda t: all_reduce_array(t, xs, topology), measure_compute=False)
+
+    ring, log = run(RING), run(topo)
     assert sum(log.bytes_sent) == sum(log.bytes_received)
-    if k & (k - 1) == 0 or topo is BRUCK:  # Bruck: for every K
+    if topo.batch:  # one message per step, with a 4-byte count and 4 bytes per chunk on top
+        single = run(BRUCK if isinstance(topo, Bruck) else HALVING)
+        for r in range(k):
+            assert log.messages[r] <= 2 * collective_steps(topo.name, k)
+            extra = 4 * (single.messages[r] + log.messages[r])
+            assert log.bytes_sent[r] == single.bytes_sent[r] + extra
+    elif k & (k - 1) == 0 or isinstance(topo, Bruck):  # Bruck: for every K
         assert log.bytes_sent == ring.bytes_sent
         assert log.messages == ring.messages
     else:  # the fold-in partners carry their extra's vector on top
         assert max(log.bytes_sent) <= 2 * max(ring.bytes_sent) + xs.nbytes
+
+
+def test_batched_messages_round_trip_and_refuse_garbage():
+    blobs = [b"", b"abc", bytes(range(256)), b""]
+    assert unpack_blobs(pack_blobs(blobs)) == blobs
+    assert unpack_blobs(pack_blobs([])) == []
+    good = pack_blobs(blobs)
+    for bad in (b"", good[:-1], good + b"x", b"\xff\xff\xff\xff"):
+        with pytest.raises(ValueError, match="batched message"):
+            unpack_blobs(bad)
 
 
 @pytest.mark.parametrize("k", [3, 4, 5, 8, 13], ids=_ids)
@@ -206,7 +235,7 @@ def test_encrypted_reduce_scatters_give_the_rings_bits(k):
         sizes = agg._chunk_sizes(n)
         values = np.arange(n, dtype=np.int64) % 100 - 50 + t.rank
         chunks = agg.encrypt(agg._validated(values), sizes)
-        both = (RING, HALVING, BRUCK)
+        both = (RING, *LOG)
         ct_codec, c1_codec = agg.ct_codec(sizes, False), agg.ct_codec(sizes, True)
         rs = [reduce_scatter(t, chunks, ct_codec, topo) for topo in both]
         c1s = [all_gather(t, i, c, c1_codec, topo) for (i, c), topo in zip(rs, both)]
@@ -229,12 +258,12 @@ def test_encrypted_reduce_scatters_give_the_rings_bits(k):
 
     want = np.sum([np.arange(n) % 100 - 50 + r for r in range(k)], axis=0)
     for r, (idx, cts, c1s, shares, sums) in enumerate(run_peers(k, body)):
-        assert idx == [(r + 1) % k] * 6
-        assert cts[0] == cts[1] == cts[2]  # the aggregated ciphertext, bit for bit
-        assert c1s[0] == c1s[1] == c1s[2]
-        assert shares[0] == shares[1] == shares[2]
-        for s in sums[1:]:
-            np.testing.assert_array_equal(sums[0], s)
+        assert idx == [(r + 1) % k] * (2 * len(cts))
+        for j in range(1, len(cts)):  # every topology gives the ring's bits
+            assert cts[j] == cts[0]  # the aggregated ciphertext
+            assert c1s[j] == c1s[0]
+            assert shares[j] == shares[0]
+            np.testing.assert_array_equal(sums[j], sums[0])
         agg = EncryptedAggregator(k, value_bits=8)
         got = sums[0].reshape(-1)[:n].astype(np.int64) - k * agg.offset
         np.testing.assert_array_equal(got, want)
