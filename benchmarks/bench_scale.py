@@ -38,13 +38,14 @@ from dmhe.collectives import Codec, all_reduce  # noqa: E402
 from dmhe.netmodel import PROFILES, replay, simulate  # noqa: E402
 from dmhe.topologies import (  # noqa: E402
     BRUCK,
+    BRUCK_BATCHED,
     HALVING,
     RING,
     collective_program,
     collective_steps,
 )
 
-TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK}
+TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK, "bruck-batched": BRUCK_BATCHED}
 N_VALUES = 2**20
 KS = [4, 8, 16, 32, 64, 128, 256, 1000, 1024, 4096, 10_000]
 
@@ -96,9 +97,10 @@ def ring_replay(k: int, kinds_blocks, link: str, a: float = 0.0, b: float = 0.0)
     return float(clock.max())
 
 
-def modeled(name, k, kinds_blocks, link, fit=(0.0, 0.0, 0.0)):
-    """(round seconds, steps, max bytes sent per peer) from the replayed schedule."""
-    c0, a, b = fit
+def modeled(name, k, kinds_blocks, link, fit=(0.0, 0.0, 0.0, 0.0)):
+    """(round seconds, steps, max bytes sent per peer) from the replayed schedule; ``fit`` is
+    the compute model (c0, per message, per chunk, per byte)."""
+    c0, a_msg, a_chunk, b = fit
     if name == "ring":
         sent = np.zeros(k)
         for kind, blocks in kinds_blocks:
@@ -106,9 +108,16 @@ def modeled(name, k, kinds_blocks, link, fit=(0.0, 0.0, 0.0)):
             kept = arr[(np.arange(k) + (1 if kind == "rs" else 0)) % k]  # the one not sent
             sent += arr.sum() - kept
         steps = len(kinds_blocks) * (k - 1)
-        return c0 + ring_replay(k, kinds_blocks, link, a, b), steps, int(sent.max())
-    progs = _program(name, kinds_blocks, k)
-    clocks, hops = replay(progs, link, per_message=a, per_byte=b)
+        t = ring_replay(k, kinds_blocks, link, a_msg + a_chunk, b)
+        return c0 + t, steps, int(sent.max())
+    batched = name.endswith("-batched")
+    progs = _program(name.removesuffix("-batched"), kinds_blocks, k)
+    if batched:  # one message per op, carrying its chunks and their lengths
+        progs = [[(w, p, nb + 4 * (nm + 1), nm) for w, p, nb, nm in ops] for ops in progs]
+        kw = dict(per_op=a_msg, per_message=a_chunk)
+    else:
+        kw = dict(per_message=a_msg + a_chunk)
+    clocks, hops = replay(progs, link, per_byte=b, **kw)
     sent = max(sum(op[2] for op in p if op[0] == "send") for p in progs)
     return c0 + max(clocks), max(hops), sent
 
@@ -124,20 +133,20 @@ def _check_ring_replay() -> None:
             assert abs(fast - max(clocks)) <= 1e-9 * max(1.0, fast), (k, link, fast, clocks)
 
 
-def fit_compute(samples: list[tuple[int, int, float]]) -> tuple[float, float, float]:
-    """Least squares ``compute = c0 + a * messages + b * bytes`` (messages and bytes sent plus
+def fit_compute(samples: list[tuple[int, int, int, float]]) -> tuple[float, ...]:
+    """Least squares ``compute = c0 + a * messages + c * chunks + b * bytes`` (sent plus
     received per peer) with every coefficient >= 0 (a negative one is dropped, then refit)."""
-    x = np.array([[1.0, m, by] for m, by, _ in samples])
-    y = np.array([c for _, _, c in samples])
-    active = [0, 1, 2]
-    coef = np.zeros(3)
+    x = np.array([[1.0, m, c, by] for m, c, by, _ in samples])
+    y = np.array([t for *_, t in samples])
+    active = [0, 1, 2, 3]
+    coef = np.zeros(4)
     while active:
         sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
         if (sol >= 0).all():
             coef[active] = sol
             break
         active = [a for a, c in zip(active, sol) if c >= 0] if (sol >= 0).any() else []
-    return float(coef[0]), float(coef[1]), float(coef[2])
+    return tuple(float(c) for c in coef)
 
 
 def run_plain(ks, max_threaded, rows, plot):
@@ -151,14 +160,17 @@ def run_plain(ks, max_threaded, rows, plot):
                 res = simulate(k, lambda t, topo=topo: plain_round(t, values, topo), link)
                 np.testing.assert_array_equal(res.results[0], (values * k).astype(np.uint32))
                 sims[(k, name, link)] = res
-            msgs = [2 * m for m in res.messages]  # sent + received: symmetric collectives
+            if name == "halving" and k & (k - 1):
+                continue  # fold-in: sent and received differ per peer; the rest fit the model
             for r in range(k):
                 by = res.bytes_sent[r] + res.bytes_received[r]
-                samples.append((msgs[r], by, res.compute[r]))
+                chunks = 4 * (k - 1)  # two collectives, K - 1 chunks each way
+                samples.append((2 * res.messages[r], chunks, by, res.compute[r]))
     fit = fit_compute(samples)
     print(
         f"compute fit (plain): c0={fit[0] * 1e3:.2f} ms + {fit[1] * 1e6:.1f} us/message + "
-        f"{fit[2] * 1e9:.3f} ns/byte, from {len(samples)} peer-rounds",
+        f"{fit[2] * 1e6:.1f} us/chunk + {fit[3] * 1e9:.3f} ns/byte, "
+        f"from {len(samples)} peer-rounds",
         flush=True,
     )
     for k in ks:
@@ -263,7 +275,7 @@ def make_plot(plot, path: Path) -> None:
     panels = ["plain", "encrypted-spread", "encrypted-front"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
     colors = {"datacenter": "tab:blue", "regional": "tab:orange", "internet": "tab:red"}
-    styles = {"ring": ":", "halving": "--", "bruck": "-"}
+    styles = {"ring": ":", "halving": "--", "bruck": "-", "bruck-batched": "-."}
     for ax, panel in zip(axes, panels):
         for (wl, name, link), pts in sorted(plot.items()):
             if wl != panel:

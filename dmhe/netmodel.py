@@ -315,11 +315,12 @@ def replay(
     *,
     per_message: float = 0.0,
     per_byte: float = 0.0,
+    per_op: float = 0.0,
     header_bytes: int = 0,
 ) -> tuple[list[float], list[int]]:
     """``(clock per peer, hops per peer)`` after running ``programs`` under the link model of
-    :class:`SimulatedLinks` (no jitter or loss), with ``per_message`` + ``per_byte`` seconds of
-    compute charged to every message sent and received (lumped per step)."""
+    :class:`SimulatedLinks` (no jitter or loss), with ``per_op + per_message * messages +
+    per_byte * bytes`` seconds of compute charged to every op sent and received."""
     prof = get_profile(link)
     k = len(programs)
     clocks, hops, pc = [0.0] * k, [0] * k, [0] * k
@@ -332,7 +333,7 @@ def replay(
         prog = programs[r]
         while pc[r] < len(prog):
             what, peer, nbytes, nmsg = prog[pc[r]]
-            cost = per_message * nmsg + per_byte * nbytes
+            cost = per_op + per_message * nmsg + per_byte * nbytes
             if what == "send":
                 clocks[r] += cost
                 depart = max(clocks[r], free[(r, peer)])
