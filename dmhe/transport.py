@@ -134,7 +134,8 @@ class InProcessNetwork:
     probability (it raises :class:`PeerDropped` there, and every later ``recv`` from it raises
     :class:`PeerDropped` on the receiver once its queue is drained). ``drop(rank)`` does the same
     on demand. The dropout decisions come from a seeded ``random.Random``: they are simulation
-    events, not secrets.
+    events, not secrets. ``observer`` (e.g. :class:`dmhe.netmodel.SimulatedLinks`) is told of
+    every message sent and received, on the peer's own thread.
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class InProcessNetwork:
         drop_prob: float = 0.0,
         seed: int | None = None,
         poll_interval: float = 0.05,
+        observer: Any = None,
     ) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
@@ -151,6 +153,9 @@ class InProcessNetwork:
             raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
         self.world_size = world_size
         self.drop_prob = drop_prob
+        # on_send(src, dst, nbytes) / on_recv(src, dst, nbytes), called on the peer's own thread
+        # (dmhe.netmodel.SimulatedLinks advances simulated clocks there)
+        self.observer = observer
         self._rng = random.Random(seed)
         self._poll = poll_interval
         self._queues: dict[tuple[int, int], queue.SimpleQueue[bytes]] = {}
@@ -263,6 +268,8 @@ class InProcessTransport(Transport):
         self.network._maybe_drop(self.rank)
         data = bytes(payload)
         self.bytes_sent[dst] += len(data)
+        if self.network.observer is not None:
+            self.network.observer.on_send(self.rank, dst, len(data))
         self.network._queue(self.rank, dst).put(data)
 
     def send_control(self, dst: int, payload: bytes) -> None:
@@ -272,6 +279,8 @@ class InProcessTransport(Transport):
             raise PeerDropped(self.rank)
         data = bytes(payload)
         self.bytes_sent[dst] += len(data)
+        if self.network.observer is not None:
+            self.network.observer.on_send(self.rank, dst, len(data))
         self.network._queue(self.rank, dst).put(data)
 
     def leave(self) -> None:
@@ -294,6 +303,8 @@ class InProcessTransport(Transport):
                     raise _NetworkAborted(f"peer {self.rank}: another peer failed") from None
                 continue
             self.bytes_received[src] += len(data)
+            if net.observer is not None:
+                net.observer.on_recv(src, self.rank, len(data))
             return data
 
     def barrier(self) -> None:

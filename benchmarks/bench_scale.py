@@ -1,0 +1,354 @@
+"""Round time and bytes per peer for K = 4 ... 10,000 peers: ring vs log-depth collectives.
+
+Aggregation only (no training), on the link profiles of ``dmhe.netmodel`` (datacenter
+25 Gb/s + 0.05 ms, regional 1 Gb/s + 5 ms, internet 100 Mb/s + 20 ms). Two workloads of
+2^20 16-bit values per peer:
+
+* ``plain``: the summed values as uint32 (exact for K < 65,536): one reduce-scatter and one
+  all-gather of 4 MiB. For K <= --max-threaded the K peers really run (threads, the real
+  collectives and codecs) over simulated links: row source ``simulated``. Above, the per-peer
+  compute is a fit ``c0 + a * messages + b * bytes`` to those runs and the schedule is replayed
+  (``dmhe.netmodel.replay``; the ring in closed form): source ``modeled``.
+* ``encrypted``: the encrypted round's four collectives (ciphertext reduce-scatter, c1
+  all-gather, decryption-share reduce-scatter, plaintext all-gather) with the wire sizes of
+  the real parameter plan for K (``choose_parameters(K, 16)``), network time only, always
+  modeled. Two chunk layouts: ``front`` (``np.array_split`` of the ciphertexts, what the
+  aggregator does today: with more peers than ciphertexts the non-empty chunks sit together)
+  and ``spread`` (the same counts spread evenly over the K chunk indices).
+
+Writes a PNG of round time vs K next to this file (``--plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_lines, markdown_table  # noqa: E402
+
+from dmhe.collectives import Codec, all_reduce  # noqa: E402
+from dmhe.netmodel import PROFILES, replay, simulate  # noqa: E402
+from dmhe.topologies import (  # noqa: E402
+    BRUCK,
+    BRUCK_BATCHED,
+    HALVING,
+    RING,
+    collective_program,
+    collective_steps,
+)
+
+TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK, "bruck-batched": BRUCK_BATCHED}
+N_VALUES = 2**20
+KS = [4, 8, 16, 32, 64, 128, 256, 1000, 1024, 4096, 10_000]
+
+
+def _plain_codec() -> Codec[np.ndarray]:
+    return Codec(
+        encode=lambda a: a.astype("<u4", copy=False).tobytes(),
+        decode=lambda b, _i: np.frombuffer(b, "<u4").copy(),
+        combine=lambda a, b: a + b,  # uint32: wraps mod 2**32, exact below 2**32
+    )
+
+
+def plain_round(t, values: np.ndarray, topo) -> np.ndarray:
+    """One plaintext round: uint32 chunks reduce-scattered and all-gathered."""
+    chunks = np.array_split(values.astype(np.uint32), t.world_size)
+    return np.concatenate(all_reduce(t, chunks, _plain_codec(), topo))
+
+
+def _blocks(n_bytes_per_unit: float, units: list[int]) -> list[int]:
+    return [int(math.ceil(u * n_bytes_per_unit)) for u in units]
+
+
+def _program(name: str, kinds_blocks: list[tuple[str, list[int]]], k: int) -> list[list]:
+    progs: list[list] = [[] for _ in range(k)]
+    for kind, blocks in kinds_blocks:
+        step = collective_program(name, kind, k, blocks)
+        for r in range(k):
+            progs[r].extend(step[r])
+    return progs
+
+
+def ring_replay(k: int, kinds_blocks, link: str, a: float = 0.0, b: float = 0.0) -> float:
+    """The ring's schedule under the same model as ``replay``, vectorised over peers (numpy):
+    step s of every peer at once, so K = 10,000 takes seconds, not hours."""
+    prof = PROFILES[link]
+    r = np.arange(k)
+    clock, free = np.zeros(k), np.zeros(k)
+    for kind, blocks in kinds_blocks:
+        sizes = np.asarray(blocks, dtype=np.float64)
+        start = 0 if kind == "rs" else 1
+        for s in range(k - 1):
+            out = sizes[(r + start - s) % k]  # what r sends to r + 1 at this step
+            clock += a + b * out
+            depart = np.maximum(clock, free)
+            busy = 8.0 * out / prof.bandwidth
+            free = depart + busy
+            arrival = np.roll(depart + busy + prof.latency, 1)  # from r - 1
+            clock = np.maximum(clock, arrival) + a + b * np.roll(out, 1)
+    return float(clock.max())
+
+
+def modeled(name, k, kinds_blocks, link, fit=(0.0, 0.0, 0.0, 0.0)):
+    """(round seconds, steps, max bytes sent per peer) from the replayed schedule; ``fit`` is
+    the compute model (c0, per message, per chunk, per byte)."""
+    c0, a_msg, a_chunk, b = fit
+    if name == "ring":
+        sent = np.zeros(k)
+        for kind, blocks in kinds_blocks:
+            arr = np.asarray(blocks, dtype=np.float64)
+            kept = arr[(np.arange(k) + (1 if kind == "rs" else 0)) % k]  # the one not sent
+            sent += arr.sum() - kept
+        steps = len(kinds_blocks) * (k - 1)
+        t = ring_replay(k, kinds_blocks, link, a_msg + a_chunk, b)
+        return c0 + t, steps, int(sent.max())
+    batched = name.endswith("-batched")
+    progs = _program(name.removesuffix("-batched"), kinds_blocks, k)
+    if batched:  # one message per op, carrying its chunks and their lengths
+        progs = [[(w, p, nb + 4 * (nm + 1), nm) for w, p, nb, nm in ops] for ops in progs]
+        kw = dict(per_op=a_msg, per_message=a_chunk)
+    else:
+        kw = dict(per_message=a_msg + a_chunk)
+    clocks, hops = replay(progs, link, per_byte=b, **kw)
+    sent = max(sum(op[2] for op in p if op[0] == "send") for p in progs)
+    return c0 + max(clocks), max(hops), sent
+
+
+def _check_ring_replay() -> None:
+    """The vectorised ring equals the generic replay (uneven blocks, every link)."""
+    for k in (3, 7, 16):
+        blocks = [100 * (i % 3) + 7 for i in range(k)]
+        kb = [("rs", blocks), ("ag", blocks[::-1])]
+        for link in PROFILES:
+            clocks, _ = replay(_program("ring", kb, k), link, per_message=1e-4, per_byte=1e-9)
+            fast = ring_replay(k, kb, link, 1e-4, 1e-9)
+            assert abs(fast - max(clocks)) <= 1e-9 * max(1.0, fast), (k, link, fast, clocks)
+
+
+def fit_compute(samples: list[tuple[int, int, int, float]]) -> tuple[float, ...]:
+    """Least squares ``compute = c0 + a * messages + c * chunks + b * bytes`` (sent plus
+    received per peer) with every coefficient >= 0 (a negative one is dropped, then refit)."""
+    x = np.array([[1.0, m, c, by] for m, c, by, _ in samples])
+    y = np.array([t for *_, t in samples])
+    active = [0, 1, 2, 3]
+    coef = np.zeros(4)
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[active] = sol
+            break
+        active = [a for a, c in zip(active, sol) if c >= 0] if (sol >= 0).any() else []
+    return tuple(float(c) for c in coef)
+
+
+def run_plain(ks, max_threaded, rows, plot):
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 2**16, size=N_VALUES, dtype=np.int64)
+    samples: list[tuple[int, int, float]] = []
+    sims = {}
+    for k in [k for k in ks if k <= max_threaded]:
+        for name, topo in TOPOS.items():
+            for link in PROFILES:
+                res = simulate(k, lambda t, topo=topo: plain_round(t, values, topo), link)
+                for out in res.results:
+                    np.testing.assert_array_equal(out, (values * k).astype(np.uint32))
+                res.results = []  # K arrays of 4 MiB per run: keep only the numbers
+                sims[(k, name, link)] = res
+            if name == "halving" and k & (k - 1):
+                continue  # fold-in: sent and received differ per peer; the rest fit the model
+            for r in range(k):
+                by = res.bytes_sent[r] + res.bytes_received[r]
+                chunks = 4 * (k - 1)  # two collectives, K - 1 chunks each way
+                samples.append((2 * res.messages[r], chunks, by, res.compute[r]))
+    fit = fit_compute(samples)
+    print(
+        f"compute fit (plain): c0={fit[0] * 1e3:.2f} ms + {fit[1] * 1e6:.1f} us/message + "
+        f"{fit[2] * 1e6:.1f} us/chunk + {fit[3] * 1e9:.3f} ns/byte, "
+        f"from {len(samples)} peer-rounds",
+        flush=True,
+    )
+    for k in ks:
+        blocks = [4 * len(c) for c in np.array_split(np.arange(N_VALUES), k)]
+        kb = [("rs", blocks), ("ag", blocks)]
+        for name in TOPOS:
+            for link in PROFILES:
+                t0 = time.perf_counter()
+                model_t, steps, sent = modeled(name, k, kb, link, fit)
+                src, per_peer_cpu = "modeled", None
+                res = sims.get((k, name, link))
+                if res is not None:
+                    src = f"simulated (model {model_t:.3f} s)"
+                    model_t, steps = res.round_time, res.steps
+                    sent, per_peer_cpu = max(res.bytes_sent), float(np.mean(res.compute))
+                cpu = f"{per_peer_cpu * 1e3:.1f}" if per_peer_cpu is not None else "-"
+                rows.append(
+                    [
+                        "plain",
+                        "-",
+                        str(k),
+                        name,
+                        link,
+                        str(steps),
+                        f"{sent / 2**20:.2f}",
+                        cpu,
+                        f"{model_t:.3f}",
+                        src,
+                    ]
+                )
+                plot.setdefault(("plain", name, link), []).append((k, model_t))
+                if time.perf_counter() - t0 > 5:
+                    print(f"  (K={k} {name} {link}: {time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"plain K={k} done", flush=True)
+    return fit
+
+
+def encrypted_sizes(k: int) -> tuple[int, dict[str, float]]:
+    """Ciphertexts per round and wire bytes per ciphertext of each collective, from the plan."""
+    from gpubfv import Parameters
+    from gpubfv.mhe import choose_parameters
+
+    plan = choose_parameters(k, 16, lam=40)
+    params = Parameters(plan.literal)
+    n = params.n
+    q_bits = sum(q.bit_length() for q in params.q[: plan.level])
+    slots = n * plan.pack
+    per_ct = {
+        "ct": 2 * q_bits * n / 8,  # c0 and c1, bit-packed residues
+        "c1": q_bits * n / 8,
+        "share": q_bits * n / 8,  # one ring element at the wire level (header not counted)
+        "plain": slots * plan.width / 8,
+    }
+    return math.ceil(N_VALUES / slots), per_ct
+
+
+def layout(count: int, k: int, spread: bool) -> list[int]:
+    """Ciphertexts per chunk: ``front`` as ``np.array_split``, ``spread`` evenly over K."""
+    if not spread:
+        return [len(c) for c in np.array_split(np.arange(count), k)]
+    return [(i + 1) * count // k - i * count // k for i in range(k)]
+
+
+def run_encrypted(ks, rows, plot):
+    for k in ks:
+        count, per_ct = encrypted_sizes(k)
+        for lay in ("front", "spread"):
+            units = layout(count, k, lay == "spread")
+            kb = [
+                ("rs", _blocks(per_ct["ct"], units)),
+                ("ag", _blocks(per_ct["c1"], units)),
+                ("rs", _blocks(per_ct["share"], units)),
+                ("ag", _blocks(per_ct["plain"], units)),
+            ]
+            for name in TOPOS:
+                for link in PROFILES:
+                    model_t, steps, sent = modeled(name, k, kb, link)
+                    rows.append(
+                        [
+                            f"encrypted ({count} ct)",
+                            lay,
+                            str(k),
+                            name,
+                            link,
+                            str(steps),
+                            f"{sent / 2**20:.2f}",
+                            "-",
+                            f"{model_t:.3f}",
+                            "modeled, net only",
+                        ]
+                    )
+                    plot.setdefault((f"encrypted-{lay}", name, link), []).append((k, model_t))
+        print(f"encrypted K={k} done", flush=True)
+
+
+def make_plot(plot, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ["plain", "encrypted-spread", "encrypted-front"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
+    colors = {"datacenter": "tab:blue", "regional": "tab:orange", "internet": "tab:red"}
+    styles = {"ring": ":", "halving": "--", "bruck": "-", "bruck-batched": "-."}
+    for ax, panel in zip(axes, panels):
+        for (wl, name, link), pts in sorted(plot.items()):
+            if wl != panel:
+                continue
+            ks, ts = zip(*pts)
+            ax.plot(ks, ts, styles[name], color=colors[link], marker=".", label=f"{name}, {link}")
+        ax.axhline(5.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("peers K")
+        ax.set_title(f"{panel}: 2^20 16-bit values per peer")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("simulated round time (s)")
+    axes[0].legend(fontsize=7, ncol=3, loc="upper left")
+    fig.suptitle("dmhe round time vs K (grey: 5 s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def check_targets(rows) -> None:
+    print("\nTargets:")
+    for k in (1000, 10_000):
+        steps_bound = 4 * math.ceil(math.log2(k)) + 4
+        for r in rows:
+            if r[0].startswith("encrypted") and r[1] == "spread" and r[2] == str(k):
+                if r[3] != "ring" and r[4] == "internet":
+                    ok = int(r[5]) <= steps_bound
+                    print(
+                        f"- K={k} {r[3]}: {r[5]} steps (bound {steps_bound}: "
+                        f"{'ok' if ok else 'MISSED'}); internet round {r[8]} s"
+                    )
+    print("- bytes per peer vs the ring: compare the 'MiB sent/peer' column per K and workload")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ks", type=int, nargs="*", default=KS)
+    ap.add_argument("--max-threaded", type=int, default=64, help="largest K run as threads")
+    ap.add_argument("--plot", type=Path, default=Path(__file__).with_name("scale_round_time.png"))
+    ap.add_argument("--skip-encrypted", action="store_true")
+    args = ap.parse_args(argv)
+    print("\n".join(machine_lines()))
+    for k in (4, 1000, 10_000):
+        print(
+            f"- steps per collective K={k}: "
+            + ", ".join(f"{n} {collective_steps(n, k)}" for n in TOPOS)
+        )
+    _check_ring_replay()
+    rows: list[list[str]] = []
+    plot: dict = {}
+    run_plain(args.ks, args.max_threaded, rows, plot)
+    if not args.skip_encrypted:
+        run_encrypted(args.ks, rows, plot)
+    header = [
+        "workload",
+        "layout",
+        "K",
+        "topology",
+        "link",
+        "steps",
+        "MiB sent/peer",
+        "CPU ms/peer",
+        "round s",
+        "source",
+    ]
+    print(markdown_table(header, rows))
+    check_targets(rows)
+    make_plot(plot, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,441 @@
+"""Log-depth topologies for :mod:`dmhe.collectives`: recursive halving/doubling, and Bruck.
+
+The ring of :mod:`dmhe.collectives` takes K-1 sequential message steps per collective, so on a
+link with one-way latency ``a`` a collective waits at least ``(K-1)·a``. Both topologies here
+move the ring's bytes in about ``log2 K`` steps:
+
+* :class:`RecursiveHalving`: reduce-scatter by recursive halving (at step ``m = P/2, ..., 1`` a
+  peer exchanges with ``v XOR m`` the half of its remaining chunks that the partner's side
+  keeps) and all-gather by recursive doubling (the reverse). K not a power of two: with
+  ``P = 2**floor(log2 K)`` the K - P extra peers ``P + i`` first fold all their chunks into
+  partner ``i``, the P peers run the power-of-two schedule for both, and the partner hands the
+  extra its result: ``floor(log2 K) + 2`` steps, and the partners carry up to twice the ring's
+  bytes (the extra's whole vector). For K a power of two: exactly the ring's bytes and messages.
+* :class:`Bruck`: Bruck's all-gather and its transpose as the reduce-scatter: ``ceil(log2 K)``
+  steps for every K, and exactly the ring's K-1 chunks per peer per collective.
+
+Every chunk travels as its own message, as on the ring. A reduce-scatter leaves peer r with
+chunk ``(r + 1) % K``, the ring's choice, so ``all_gather_bytes`` and the ownership checks
+written for the ring hold unchanged; ``all_gather`` accepts any index of the form
+``(r + c) % K`` with the same ``c`` on every peer (as the ring does). Every chunk is reduced
+along one path, so every peer ends with the same bits even for floats; for exact combines
+(integers, residues, ciphertexts, decryption shares) the result equals the ring's.
+``collective_program`` gives the same schedules as per-peer steps for
+:func:`dmhe.netmodel.replay`, which predicts round times for K up to 10,000.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from dmhe.collectives import RING, Codec, Topology
+from dmhe.transport import Transport
+
+__all__ = [
+    "BRUCK",
+    "BRUCK_BATCHED",
+    "HALVING",
+    "HALVING_BATCHED",
+    "Op",
+    "TOPOLOGY_NAMES",
+    "Bruck",
+    "RecursiveHalving",
+    "collective_program",
+    "collective_steps",
+    "make_topology",
+    "pack_blobs",
+    "unpack_blobs",
+]
+
+T = TypeVar("T")
+
+#: the names :func:`make_topology` accepts
+TOPOLOGY_NAMES = ("ring", "halving", "bruck", "halving-batched", "bruck-batched", "auto")
+
+
+def _layout(k: int) -> tuple[int, int]:
+    """``(P, extra)``: the largest power of two P <= K and the K - P peers folded into it."""
+    p = 1 << (k.bit_length() - 1)
+    return p, k - p
+
+
+class _Steps:
+    """What both log-depth topologies share: the chunks of one step go to one peer, either
+    one message each (as on the ring) or, with ``batch``, as one message per step."""
+
+    base_name = ""
+
+    def __init__(self, *, batch: bool = False) -> None:
+        self.batch = batch
+        self.name = self.base_name + ("-batched" if batch else "")
+
+    def _send(self, transport: Transport, dst: int, blobs: list[bytes]) -> None:
+        if self.batch:
+            transport.send(dst, pack_blobs(blobs))
+        else:
+            for blob in blobs:
+                transport.send(dst, blob)
+
+    def _recv(self, transport: Transport, src: int, count: int) -> list[bytes]:
+        if not self.batch:
+            return [transport.recv(src) for _ in range(count)]
+        blobs = unpack_blobs(transport.recv(src))
+        if len(blobs) != count:
+            raise ValueError(
+                f"peer {transport.rank}: expected {count} chunks from peer {src}, got {len(blobs)}"
+            )
+        return blobs
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    """One message from several: a uint32 count, the uint32 lengths, then the bytes."""
+    head = struct.pack(f"<{len(blobs) + 1}I", len(blobs), *(len(b) for b in blobs))
+    return head + b"".join(blobs)
+
+
+def unpack_blobs(buf: bytes) -> list[bytes]:
+    """The inverse of :func:`pack_blobs`; a malformed message raises ``ValueError``."""
+    if len(buf) < 4:
+        raise ValueError("batched message shorter than its header")
+    (n,) = struct.unpack_from("<I", buf)
+    if len(buf) < 4 * (n + 1):
+        raise ValueError(f"batched message too short for {n} lengths")
+    lengths = struct.unpack_from(f"<{n}I", buf, 4)
+    pos, out = 4 * (n + 1), []
+    for ln in lengths:
+        out.append(bytes(buf[pos : pos + ln]))
+        pos += ln
+    if pos != len(buf):
+        raise ValueError(f"batched message holds {len(buf)} bytes, its lengths say {pos}")
+    return out
+
+
+class RecursiveHalving(_Steps):
+    """Recursive-halving reduce-scatter and recursive-doubling all-gather (see the module)."""
+
+    base_name = "halving"
+
+    @staticmethod
+    def _members(v: int, p: int, extra: int) -> list[int]:
+        """Ranks whose chunks virtual peer ``v`` carries: itself and its extra, if any."""
+        return [v, p + v] if v < extra else [v]
+
+    def _window(self, base: int, size: int, p: int, extra: int) -> list[int]:
+        """Ranks carried by virtual peers ``base .. base + size - 1``, in a fixed order that
+        sender and receiver both derive."""
+        out: list[int] = []
+        for w in range(base, base + size):
+            out.extend(self._members(w, p, extra))
+        return out
+
+    def reduce_scatter(
+        self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
+    ) -> tuple[int, T]:
+        """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
+        k, r = transport.world_size, transport.rank
+        if len(chunks) != k:
+            raise ValueError(f"need {k} chunks, got {len(chunks)}")
+        if codec.combine is None:
+            raise ValueError("reduce_scatter needs a codec with combine")
+        combine = codec.combine
+        p, extra = _layout(k)
+
+        def block(q: int) -> int:
+            return (q + 1) % k
+
+        if r >= p:  # an extra peer: fold everything into the partner, wait for the result
+            self._send(transport, r - p, [codec.encode(c) for c in chunks])
+            (mine,) = self._recv(transport, r - p, 1)
+            return block(r), codec.decode(mine, block(r))
+        acc = list(chunks)
+        if r < extra:
+            for b, blob in enumerate(self._recv(transport, p + r, k)):
+                acc[b] = combine(acc[b], codec.decode(blob, b))
+        m = p // 2
+        while m >= 1:
+            base = r & ~(2 * m - 1)
+            mine, theirs = (base, base + m) if not r & m else (base + m, base)
+            peer = r ^ m
+            out = [codec.encode(acc[block(q)]) for q in self._window(theirs, m, p, extra)]
+            self._send(transport, peer, out)
+            keep = [block(q) for q in self._window(mine, m, p, extra)]
+            for b, blob in zip(keep, self._recv(transport, peer, len(keep))):
+                acc[b] = combine(acc[b], codec.decode(blob, b))
+            m //= 2
+        if r < extra:
+            self._send(transport, p + r, [codec.encode(acc[block(p + r)])])
+        return block(r), acc[block(r)]
+
+    def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
+        """Peer r's chunk ``index`` in (``index - r`` the same mod K on every peer); all K
+        chunks, in index order, out."""
+        k, r = transport.world_size, transport.rank
+        if not 0 <= index < k:
+            raise ValueError(f"chunk index {index} outside [0, {k})")
+        shift = (index - r) % k
+        p, extra = _layout(k)
+
+        def block(q: int) -> int:
+            return (q + shift) % k
+
+        out: list[Any] = [None] * k
+        out[index] = chunk
+        if r >= p:  # an extra peer: hand the chunk to the partner, receive everything else
+            self._send(transport, r - p, [codec.encode(chunk)])
+            rest = [b for b in range(k) if b != index]
+            for b, blob in zip(rest, self._recv(transport, r - p, k - 1)):
+                out[b] = codec.decode(blob, b)
+            return out
+        if r < extra:
+            b = block(p + r)
+            out[b] = codec.decode(self._recv(transport, p + r, 1)[0], b)
+        m = 1
+        while m < p:
+            base = r & ~(m - 1)
+            peer = r ^ m
+            mine = [codec.encode(out[block(q)]) for q in self._window(base, m, p, extra)]
+            self._send(transport, peer, mine)
+            theirs = [block(q) for q in self._window(base ^ m, m, p, extra)]
+            for b, blob in zip(theirs, self._recv(transport, peer, len(theirs))):
+                out[b] = codec.decode(blob, b)
+            m *= 2
+        if r < extra:
+            skip = block(p + r)
+            self._send(transport, p + r, [codec.encode(out[b]) for b in range(k) if b != skip])
+        return out
+
+
+#: the log-depth topologies (stateless, shared); ``*_BATCHED`` send one message per step
+HALVING = RecursiveHalving()
+HALVING_BATCHED = RecursiveHalving(batch=True)
+
+
+def _distances(k: int) -> list[int]:
+    """1, 2, 4, ... below K: the hop lengths of the Bruck schedule."""
+    out, d = [], 1
+    while d < k:
+        out.append(d)
+        d *= 2
+    return out
+
+
+class Bruck(_Steps):
+    """Bruck's all-gather and its transpose, a reduce-scatter: ``ceil(log2 K)`` steps for every
+    K, no fold-in, and exactly the ring's K-1 chunks per peer per collective.
+
+    A peer sees the chunks rotated: position ``i`` on peer r is chunk ``(r + shift + i) % K``.
+    All-gather: at hop ``d = 1, 2, 4, ...`` peer r sends its first ``min(d, K - d)`` positions
+    to ``r - d`` and appends as many from ``r + d``. Reduce-scatter runs the same edges backwards
+    (hops ``d`` descending): peer r sends the partial sums of positions ``d .. d + cnt - 1`` to
+    ``r + d`` (where they are positions ``0 .. cnt - 1``) and adds those from ``r - d``. Each
+    position is sent only after every addition into it, so peer r ends with position 0 summed
+    over all peers, once each: chunk ``(r + 1) % K``, the ring's.
+    """
+
+    base_name = "bruck"
+
+    def reduce_scatter(
+        self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
+    ) -> tuple[int, T]:
+        """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
+        k, r = transport.world_size, transport.rank
+        if len(chunks) != k:
+            raise ValueError(f"need {k} chunks, got {len(chunks)}")
+        if codec.combine is None:
+            raise ValueError("reduce_scatter needs a codec with combine")
+        acc = [chunks[(r + 1 + i) % k] for i in range(k)]
+        for d in reversed(_distances(k)):
+            cnt = min(d, k - d)
+            self._send(transport, (r + d) % k, [codec.encode(acc[i]) for i in range(d, d + cnt)])
+            for i, blob in enumerate(self._recv(transport, (r - d) % k, cnt)):
+                acc[i] = codec.combine(acc[i], codec.decode(blob, (r + 1 + i) % k))
+        return (r + 1) % k, acc[0]
+
+    def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
+        """Peer r's chunk ``index`` in (``index - r`` the same mod K on every peer); all K
+        chunks, in index order, out."""
+        k, r = transport.world_size, transport.rank
+        if not 0 <= index < k:
+            raise ValueError(f"chunk index {index} outside [0, {k})")
+        buf: list[Any] = [chunk]
+        for d in _distances(k):
+            cnt = min(d, k - d)
+            self._send(transport, (r - d) % k, [codec.encode(buf[i]) for i in range(cnt)])
+            for i, blob in enumerate(self._recv(transport, (r + d) % k, cnt)):
+                buf.append(codec.decode(blob, (index + d + i) % k))
+        out: list[Any] = [None] * k
+        for i, c in enumerate(buf):
+            out[(index + i) % k] = c
+        return out
+
+
+BRUCK = Bruck()
+BRUCK_BATCHED = Bruck(batch=True)
+
+
+# --------------------------------------------------------------------------- schedules
+
+#: one step of a peer's program: ("send" | "recv", peer, bytes, messages)
+Op = tuple[str, int, int, int]
+
+
+def _halving_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`~dmhe.topologies.RecursiveHalving`, one op per step (the chunks
+    of a step leave back to back, so under the model they act as one message of their sum)."""
+    p = 1 << (k.bit_length() - 1)
+    extra = k - p
+    shift = 1  # reduce-scatter leaves rank q with chunk (q + 1) % k; all-gather starts there
+    order = [q for v in range(p) for q in ([v, p + v] if v < extra else [v])]
+    pos = [0] * (p + 1)  # virtual peer v's ranks start at order[pos[v]]
+    for v in range(p):
+        pos[v + 1] = pos[v] + (2 if v < extra else 1)
+    prefix = [0]
+    for q in order:
+        prefix.append(prefix[-1] + block_bytes[(q + shift) % k])
+
+    def window(base: int, size: int) -> tuple[int, int]:
+        a, b = pos[base], pos[base + size]
+        return prefix[b] - prefix[a], b - a
+
+    total = sum(block_bytes)
+    progs: list[list[Op]] = []
+    for r in range(k):
+        ops: list[Op] = []
+        own = block_bytes[(r + shift) % k]
+        if r >= p:
+            if kind == "rs":
+                ops += [("send", r - p, total, k), ("recv", r - p, own, 1)]
+            else:
+                ops += [("send", r - p, own, 1), ("recv", r - p, total - own, k - 1)]
+            progs.append(ops)
+            continue
+        mate = block_bytes[(p + r + shift) % k] if r < extra else 0
+        if kind == "rs":
+            if r < extra:
+                ops.append(("recv", p + r, total, k))
+            m = p // 2
+            while m >= 1:
+                base = r & ~(2 * m - 1)
+                mine, theirs = (base, base + m) if not r & m else (base + m, base)
+                ops += [("send", r ^ m, *window(theirs, m)), ("recv", r ^ m, *window(mine, m))]
+                m //= 2
+            if r < extra:
+                ops.append(("send", p + r, mate, 1))
+        else:
+            if r < extra:
+                ops.append(("recv", p + r, mate, 1))
+            m = 1
+            while m < p:
+                base = r & ~(m - 1)
+                ops += [("send", r ^ m, *window(base, m)), ("recv", r ^ m, *window(base ^ m, m))]
+                m *= 2
+            if r < extra:
+                ops.append(("send", p + r, total - mate, k - 1))
+        progs.append(ops)
+    return progs
+
+
+def _bruck_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`Bruck`, one op per hop."""
+    prefix = [0]
+    for i in range(2 * k):
+        prefix.append(prefix[-1] + block_bytes[i % k])
+    dists = _distances(k)
+    progs: list[list[Op]] = []
+    for r in range(k):
+        first = (r + 1) % k  # position 0 is chunk (r + 1) % k in both collectives
+
+        def span(a: int, b: int, first: int = first) -> int:
+            return prefix[first + b] - prefix[first + a]
+
+        ops: list[Op] = []
+        for d in reversed(dists) if kind == "rs" else dists:
+            cnt = min(d, k - d)
+            if kind == "rs":
+                ops += [("send", (r + d) % k, span(d, d + cnt), cnt)]
+                ops += [("recv", (r - d) % k, span(0, cnt), cnt)]
+            else:
+                ops += [("send", (r - d) % k, span(0, cnt), cnt)]
+                ops += [("recv", (r + d) % k, span(d, d + cnt), cnt)]
+        progs.append(ops)
+    return progs
+
+
+def _ring_program(kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """The messages of :class:`~dmhe.collectives.Ring` (all-gather from the ring's index)."""
+    progs: list[list[Op]] = []
+    for r in range(k):
+        start = r if kind == "rs" else (r + 1) % k
+        ops: list[Op] = []
+        for s in range(k - 1):
+            ops.append(("send", (r + 1) % k, block_bytes[(start - s) % k], 1))
+            ops.append(("recv", (r - 1) % k, block_bytes[(start - s - 1) % k], 1))
+        progs.append(ops)
+    return progs
+
+
+def collective_program(name: str, kind: str, k: int, block_bytes: list[int]) -> list[list[Op]]:
+    """Per-peer op lists of one collective: ``name`` "ring" or "halving", ``kind`` "rs"
+    (reduce-scatter) or "ag" (all-gather), ``block_bytes[i]`` the encoded size of chunk i."""
+    if len(block_bytes) != k:
+        raise ValueError(f"need {k} block sizes, got {len(block_bytes)}")
+    if name.endswith("-batched"):  # one message per step: the packed lengths on top
+        plain = collective_program(name.removesuffix("-batched"), kind, k, block_bytes)
+        return [[(w, peer, nb + 4 * (nm + 1), 1) for w, peer, nb, nm in ops] for ops in plain]
+    if kind not in ("rs", "ag"):
+        raise ValueError(f"kind must be 'rs' or 'ag', got {kind!r}")
+    if name == "ring":
+        return _ring_program(kind, k, block_bytes)
+    if name == "halving":
+        return _halving_program(kind, k, block_bytes)
+    if name == "bruck":
+        return _bruck_program(kind, k, block_bytes)
+    raise ValueError(f"unknown topology {name!r}; valid: ring, halving, bruck")
+
+
+def collective_steps(name: str, k: int) -> int:
+    """Sequential message steps of one reduce-scatter or all-gather on ``k`` peers."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    name = name.removesuffix("-batched")
+    if name == "ring":
+        return k - 1
+    if name == "halving":
+        p, extra = _layout(k)
+        return int(math.log2(p)) + (2 if extra else 0)
+    if name == "bruck":
+        return len(_distances(k))
+    raise ValueError(f"unknown topology {name!r}; valid: ring, halving, bruck")
+
+
+def make_topology(
+    name: str, k: int, link: Any = None, payload_bytes: int = 0, passes: int = 2
+) -> Topology:
+    """The topology named ``name`` (one of :data:`TOPOLOGY_NAMES`) for ``k`` peers.
+
+    ``auto`` picks the one of ring, halving and bruck with the lowest predicted network time
+    for ``passes`` alternating reduce-scatters and all-gathers of ``payload_bytes`` per peer on
+    ``link`` (a :class:`dmhe.netmodel.LinkProfile` or a profile name; default "internet"), by
+    :func:`dmhe.netmodel.predict_collective` (ties go to the earlier); a log-depth choice is
+    batched from K = 64 on, where chunks are small and per-message costs dominate.
+    """
+    named: dict[str, Topology] = {
+        "ring": RING,
+        "halving": HALVING,
+        "bruck": BRUCK,
+        "halving-batched": HALVING_BATCHED,
+        "bruck-batched": BRUCK_BATCHED,
+    }
+    if name in named:
+        return named[name]
+    if name != "auto":
+        raise ValueError(f"unknown topology {name!r}; valid: {', '.join(TOPOLOGY_NAMES)}")
+    from dmhe.netmodel import predict_collective
+
+    cands = ("ring", "halving", "bruck")
+    cost = {n: predict_collective(n, k, payload_bytes, link, passes=passes) for n in cands}
+    best = min(cands, key=lambda n: cost[n])
+    return named[f"{best}-batched"] if best != "ring" and k >= 64 else named[best]
