@@ -397,7 +397,9 @@ def test_expected_chunk_layout():
     agg = EncryptedAggregator(DIST_K)
     sizes = agg._chunk_sizes(DIST_N)
     assert sum(sizes) == math.ceil(DIST_N / agg.encoder.slots) and max(sizes) - min(sizes) <= 1
-    assert EncryptedAggregator(8)._chunk_sizes(1) == [1] + [0] * 7
+    assert EncryptedAggregator(8)._chunk_sizes(1) == [0] * 7 + [1]
+    agg8 = EncryptedAggregator(8)
+    assert agg8._chunk_sizes(3 * agg8.encoder.slots) == [0, 0, 1, 0, 0, 1, 0, 1]
 
 
 def test_threshold_round_finishes_when_peers_are_lost_before_decryption():
@@ -510,3 +512,20 @@ def test_engine_encrypted_equals_pairwise_masking():
     enc, ref = run("encrypted"), run("secagg")
     assert all(torch.equal(o, enc[0]) for o in enc)
     assert torch.equal(enc[0], ref[0])
+
+
+@pytest.mark.parametrize("topology", ["halving", "bruck", "auto"])
+def test_encrypted_sum_through_log_depth_topologies_equals_numpy(topology):
+    """Every schedule gives the exact sum (the ring's bits), threshold keys included."""
+    k, n = 5, 3000
+    for options in ({"topology": topology}, {"topology": topology, "threshold": 3}):
+        aggs = [EncryptedAggregator(k, **options) for _ in range(k)]
+        xs = _random_inputs(k, n, aggs[0].offset, seed=11)
+        want = np.sum(xs, axis=0)
+
+        def body(t, aggs=aggs, xs=xs):
+            aggs[t.rank].setup(t)
+            return aggs[t.rank].allreduce_sum(t, xs[t.rank])
+
+        for out in run_peers(k, body):
+            np.testing.assert_array_equal(out, want)

@@ -49,7 +49,7 @@ CLI += ["--synthetic-size", "60,20", "--peers", "3", "--rounds", "1", "--no-prog
         ("encrypted", {"lamda": 80}, "lam"),
         ("encrypted", {"valuebits": 24}, "value_bits"),
         ("secagg", {"rekey": False}, "rekey_each_round"),
-        ("plaintext", {"lam": 40}, "none"),
+        ("plaintext", {"lam": 40}, "topology"),
     ],
     ids=lambda v: str(v),
 )
@@ -304,3 +304,12 @@ def test_another_topology_plugs_in(k):
     outs = run_peers(k, lambda t: all_reduce_array(t, xs[t.rank], topology=_Direct()))
     for out in outs:
         assert np.array_equal(out, np.sum(xs, axis=0))
+
+
+@pytest.mark.parametrize("name", ["plaintext", "secagg", "encrypted"])
+def test_topology_and_link_options_are_checked(name):
+    with pytest.raises(ConfigError, match="choose one of"):
+        make_aggregator(name, 3, topology="tree")
+    with pytest.raises(ConfigError, match="choose one of"):
+        make_aggregator(name, 3, link="moon")
+    assert make_aggregator(name, 3, topology="bruck").options["topology"] == "bruck"

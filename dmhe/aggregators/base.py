@@ -19,7 +19,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from dmhe.collectives import Topology
 from dmhe.config import ConfigError
+from dmhe.netmodel import PROFILES
+from dmhe.topologies import TOPOLOGY_NAMES, make_topology
 from dmhe.transport import Transport
 
 __all__ = [
@@ -92,6 +95,14 @@ def validate_options(
     return {o.name: o.check(owner, options.get(o.name, o.default)) for o in schema}
 
 
+#: the collective schedule, shared by every strategy (``auto``: lowest predicted round time
+#: for K and the link profile; every topology gives the ring's result bit for bit)
+TOPOLOGY_OPTIONS = (
+    Option("topology", (str,), "ring", "collective schedule", choices=TOPOLOGY_NAMES),
+    Option("link", (str,), "internet", "link profile for topology=auto", choices=tuple(PROFILES)),
+)
+
+
 def check_int64(values: Any) -> np.ndarray:
     """``values`` as a 1-D int64 numpy array, else ``TypeError``."""
     values = np.asarray(values)
@@ -149,7 +160,7 @@ class AggregatorBase:
     """Defaults shared by the strategies: no set-up, int64 modulus, no float path."""
 
     name: ClassVar[str] = "base"
-    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    OPTIONS: ClassVar[tuple[Option, ...]] = TOPOLOGY_OPTIONS
     modulus: int = INT64_MODULUS
     accepts_tensors: bool = False
 
@@ -163,6 +174,13 @@ class AggregatorBase:
 
     def setup(self, transport: Transport) -> None:
         """No collective set-up."""
+
+    def topology_for(self, k: int, payload_bytes: int, passes: int = 2) -> Topology:
+        """The collective schedule of the ``topology`` option for ``k`` peers moving
+        ``payload_bytes`` per peer in ``passes`` collectives (``auto`` weighs them)."""
+        return make_topology(
+            self.options["topology"], k, self.options["link"], payload_bytes, passes
+        )
 
     def check(self, *, num_values: int, sum_bound: int, value_bound: int | None = None) -> None:
         """Each value is summed as it is, so the pipeline's no-wrap check modulo ``modulus``

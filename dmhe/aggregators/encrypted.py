@@ -38,8 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from dmhe.aggregators.base import AggregatorBase, Option
-from dmhe.collectives import Codec, all_gather, all_gather_bytes, all_reduce, reduce_scatter
+from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
+from dmhe.collectives import (
+    RING,
+    Codec,
+    Topology,
+    all_gather,
+    all_gather_bytes,
+    all_reduce,
+    reduce_scatter,
+)
 from dmhe.transport import Transport
 from gpubfv import (
     PRNG,
@@ -131,6 +139,7 @@ class EncryptedAggregator(AggregatorBase):
         Option("device", (str,), "cpu", "torch device of the updates: picks the backend"),
         Option("backend", (str, type(None)), None, "gpubfv backend name, overrides device"),
         Option("drop_before_decrypt", (list, tuple), (), "simulated losses (ranks)", item=int),
+        *TOPOLOGY_OPTIONS,
     )
 
     def __init__(self, world_size: int, **options: Any) -> None:
@@ -176,6 +185,7 @@ class EncryptedAggregator(AggregatorBase):
         self._prng: PRNG | None = None
         self._journal: ShareJournal | None = None
         self._threshold: Any = None  # ThresholdDecryption when t < K
+        self.topology: Topology = RING
 
     @property
     def uses_threshold(self) -> bool:
@@ -238,6 +248,8 @@ class EncryptedAggregator(AggregatorBase):
         self._party = Party(
             self.ctx, sk, peer_id=transport.rank, journal=self._journal, prng=self._prng
         )
+        # the schedule of every collective of this run (auto: from K, the link and the payload)
+        self.topology = self.topology_for(self.k, int(self.values * self.bytes_per_value), passes=4)
         seed = self._common_seed(transport)
         ckg = PublicKeyGen(self.ctx, peers=self.k)
         crp = ckg.sample_crp(seed)
@@ -268,10 +280,9 @@ class EncryptedAggregator(AggregatorBase):
         name = f"peer{rank}-{key}-{secrets.token_hex(8)}.journal"
         return ShareJournal.open(path / name)
 
-    @staticmethod
-    def _common_seed(transport: Transport) -> bytes:
+    def _common_seed(self, transport: Transport) -> bytes:
         """Hash of every peer's random contribution: no peer alone chooses the CRP."""
-        contributions = all_gather_bytes(transport, os.urandom(32))
+        contributions = all_gather_bytes(transport, os.urandom(32), self.topology)
         return hashlib.sha256(b"dmhe-crp" + b"".join(contributions)).digest()
 
     def _sum_residues(self, transport: Transport, a: np.ndarray) -> np.ndarray:
@@ -286,13 +297,15 @@ class EncryptedAggregator(AggregatorBase):
             combine=lambda x, y: ((x.astype(np.uint64) + y) % q).astype(np.uint32),
         )
         chunks = [np.ascontiguousarray(a[:, c]) for c in cols]
-        return np.concatenate(all_reduce(transport, chunks, codec), axis=-1)
+        return np.concatenate(all_reduce(transport, chunks, codec, self.topology), axis=-1)
 
     # -- codecs -----------------------------------------------------------------------------------
     def _chunk_sizes(self, n_values: int) -> list[int]:
-        """Ciphertexts per chunk: as even as possible, empty chunks when K > count."""
-        count = max(1, math.ceil(n_values / self.encoder.slots))
-        return [len(c) for c in np.array_split(np.arange(count), self.k)]
+        """Ciphertexts per chunk: as even as possible, and the non-empty chunks spread over the
+        indices when K > count (log-depth schedules move chunks in blocks of neighbouring
+        indices; front-loading them would put every ciphertext in one block)."""
+        count, k = max(1, math.ceil(n_values / self.encoder.slots)), self.k
+        return [(i + 1) * count // k - i * count // k for i in range(k)]
 
     def ct_codec(self, sizes: list[int], c1_only: bool) -> Codec[Ciphertext]:
         """Ciphertext chunks at the wire level in gpubfv's headerless chunk form (``c1_only``:
@@ -412,14 +425,14 @@ class EncryptedAggregator(AggregatorBase):
         self, transport: Transport, chunks: list[Ciphertext], sizes: list[int]
     ) -> tuple[int, Ciphertext]:
         """``(index, chunk summed over all peers)``: every peer's update is in the sum."""
-        return reduce_scatter(transport, chunks, self.ct_codec(sizes, c1_only=False))
+        return reduce_scatter(transport, chunks, self.ct_codec(sizes, c1_only=False), self.topology)
 
     def gather_c1(
         self, transport: Transport, index: int, chunk: Ciphertext, sizes: list[int]
     ) -> list[Ciphertext]:
         """Every aggregated chunk (c1 only, unless a threshold round needs c0 too)."""
         codec = self.ct_codec(sizes, c1_only=not self.uses_threshold)
-        return all_gather(transport, index, chunk, codec)
+        return all_gather(transport, index, chunk, codec, self.topology)
 
     def decryption_shares(
         self, aggs: list[Ciphertext], party: Party | None = None
@@ -434,7 +447,7 @@ class EncryptedAggregator(AggregatorBase):
         self, transport: Transport, shares: list[DecryptionShare], own_idx: int
     ) -> DecryptionShare:
         """The sum of every peer's share of this peer's own chunk."""
-        idx, agg = reduce_scatter(transport, shares, self.share_codec())
+        idx, agg = reduce_scatter(transport, shares, self.share_codec(), self.topology)
         if idx != own_idx:
             raise RuntimeError("ownership of shares and ciphertexts differs")
         return agg
@@ -449,4 +462,4 @@ class EncryptedAggregator(AggregatorBase):
         self, transport: Transport, index: int, opened: np.ndarray, sizes: list[int]
     ) -> list[np.ndarray]:
         """Every opened chunk (packed sub-slots, at the sub-slot width on the wire)."""
-        return all_gather(transport, index, opened, self.sums_codec(sizes))
+        return all_gather(transport, index, opened, self.sums_codec(sizes), self.topology)

@@ -133,15 +133,16 @@ class ThresholdDecryption:
             )
             shares = agg.decryption_shares(aggs, party)
         sub = SubRing(transport, active)
+        sub_topology = agg.topology_for(len(active), 0)
         with agg._phase("communicate"):
             share_codec = _list_codec(agg.share_codec(), groups)
             g_idx, g_agg = reduce_scatter(
-                sub, [[shares[i] for i in g] for g in groups], share_codec
+                sub, [[shares[i] for i in g] for g in groups], share_codec, sub_topology
             )
         with agg._phase("decrypt"):
             opened = [agg.open_chunk(aggs[i], a) for i, a in zip(groups[g_idx], g_agg, strict=True)]
         with agg._phase("communicate"):
-            gathered = all_gather(sub, g_idx, opened, sums_codec)
+            gathered = all_gather(sub, g_idx, opened, sums_codec, sub_topology)
             sums: list[Any] = [None] * agg.k
             for g, items in zip(groups, gathered, strict=True):
                 for i, arr in zip(g, items, strict=True):

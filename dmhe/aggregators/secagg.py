@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dmhe.aggregators.base import AggregatorBase, Option, check_int64
+from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option, check_int64
 from dmhe.collectives import all_reduce_array
 from dmhe.transport import Transport
 
@@ -91,6 +91,7 @@ class PairwiseMaskAggregator(AggregatorBase):
     OPTIONS = (
         Option("rekey_each_round", (bool,), True, "repeat the key agreement every round"),
         Option("force_modp", (bool,), False, "finite-field DH even when X25519 is available"),
+        *TOPOLOGY_OPTIONS,
     )
 
     def __init__(self, world_size: int | None = None, **options: Any) -> None:
@@ -148,7 +149,9 @@ class PairwiseMaskAggregator(AggregatorBase):
         t1 = time.perf_counter()
         masked = self.mask(transport, values)
         t2 = time.perf_counter()
-        out = all_reduce_array(transport, masked)
+        out = all_reduce_array(
+            transport, masked, self.topology_for(transport.world_size, masked.nbytes)
+        )
         t3 = time.perf_counter()
         self.timings["communicate"] = (t1 - t0) + (t3 - t2)
         self.timings["encrypt"] = t2 - t1
