@@ -148,8 +148,8 @@ class RecursiveHalving(_Steps):
 
         if r >= p:  # an extra peer: fold everything into the partner, wait for the result
             self._send(transport, r - p, [codec.encode(c) for c in chunks])
-            (mine,) = self._recv(transport, r - p, 1)
-            return block(r), codec.decode(mine, block(r))
+            (own,) = self._recv(transport, r - p, 1)
+            return block(r), codec.decode(own, block(r))
         acc = list(chunks)
         if r < extra:
             for b, blob in enumerate(self._recv(transport, p + r, k)):

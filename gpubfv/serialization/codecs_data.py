@@ -55,10 +55,10 @@ def _enc_pt(pt: Plaintext) -> tuple[int, bytes]:
 def _dec_pt(f: Frame) -> Plaintext:
     r = Reader(f.body)
     batch = r.batch_shape()
-    n, t = f.params.n, f.params.t
+    n, t = f.p.n, f.p.t
     raw = r.rest(packed_size((t,), n, batch), "plaintext")
     arr = unpack_residues(raw, (t,), n, batch, np.uint64).reshape(batch + (n,))
-    return Plaintext(f.params, f.backend.asarray(arr))
+    return Plaintext(f.p, f.backend.asarray(arr))
 
 
 def _size_pt(pt: Plaintext) -> int:
@@ -94,7 +94,7 @@ def _enc_ct(ct: Ciphertext) -> tuple[int, bytes]:
 
 
 def _dec_ct(f: Frame) -> Ciphertext:
-    r, params, backend = Reader(f.body), f.params, f.backend
+    r, params, backend = Reader(f.body), f.p, f.backend
     size, level = r.u8(), r.u8()
     if size not in (2, 3):
         raise SerializationError(f"ciphertext size {size} (must be 2 or 3)")
@@ -172,10 +172,10 @@ def ciphertext_from_body(
     if isinstance(params, Parameters):
         be = backend if isinstance(backend, Backend) else get_backend(backend or "cpu")
     else:
-        ctx_params, be = getattr(params, "params", None), getattr(params, "backend", None)
-        if not isinstance(ctx_params, Parameters) or not isinstance(be, Backend):
+        ctx_params, ctx_be = getattr(params, "params", None), getattr(params, "backend", None)
+        if not isinstance(ctx_params, Parameters) or not isinstance(ctx_be, Backend):
             raise TypeError(f"ciphertext_from_body takes Parameters or a Context, not {params!r}")
-        params = ctx_params
+        params, be = ctx_params, ctx_be
     batch = tuple(int(b) for b in batch)
     if len(batch) > MAX_BATCH_DIMS or any(b < 0 for b in batch):
         raise SerializationError(f"chunk batch shape {batch} is not a batch")

@@ -46,7 +46,7 @@ def _enc_sk(sk: SecretKey) -> tuple[int, bytes]:
 
 
 def _dec_sk(f: Frame) -> SecretKey:
-    params, qp = f.params, _qp(f.params)
+    params, qp = f.p, _qp(f.p)
     arr = unpack_residues(
         Reader(f.body).rest(packed_size(qp, params.n), "secret key"), qp, params.n
     )
@@ -69,14 +69,14 @@ def _enc_pk(pk: PublicKey) -> tuple[int, bytes]:
 
 def _dec_pk(f: Frame) -> PublicKey:
     r, backend = Reader(f.body), f.backend
-    n, q = f.params.n, f.params.q
+    n, q = f.p.n, f.p.q
     if f.flags & FLAG_SEEDED:
         seed = r.seed()
         b = unpack_residues(r.rest(packed_size(q, n), "public key"), q, n)
         a = crp_public_key(f.context, seed)
-        return PublicKey(f.params, backend.xp.stack([backend.asarray(b), a]), seed)
+        return PublicKey(f.p, backend.xp.stack([backend.asarray(b), a]), seed)
     data = unpack_residues(r.rest(packed_size(q, n, (2,)), "public key"), q, n, (2,))
-    return PublicKey(f.params, backend.asarray(data), None)
+    return PublicKey(f.p, backend.asarray(data), None)
 
 
 def _size_pk(pk: PublicKey) -> int:
@@ -106,7 +106,7 @@ def _enc_swk(k: SwitchingKey) -> tuple[int, bytes]:
 
 
 def _dec_swk(f: Frame) -> SwitchingKey:
-    r, params = Reader(f.body), f.params
+    r, params = Reader(f.body), f.p
     n, qp, D = params.n, _qp(params), _digits(params)
     galois = r.u32()
     if galois != 0 and (galois % 2 == 0 or galois >= 2 * n):
@@ -154,8 +154,8 @@ def _enc_gks(gk: GaloisKeys) -> tuple[int, bytes]:
 def _dec_gks(f: Frame) -> GaloisKeys:
     r = Reader(f.body)
     # at most one key per odd element below 2N; each entry is a length and a whole frame
-    count = r.count("Galois keys", 4 + FRAME_OVERHEAD, f.params.n)
-    handle = f.given_context if f.given_context is not None else f.params
+    count = r.count("Galois keys", 4 + FRAME_OVERHEAD, f.p.n)
+    handle = f.given_context if f.given_context is not None else f.p
     keys: dict[int, SwitchingKey] = {}
     last = 0
     for _ in range(count):
@@ -168,7 +168,7 @@ def _dec_gks(f: Frame) -> GaloisKeys:
         last = k.galois
         keys[k.galois] = k
     r.finish()
-    return GaloisKeys(f.params, keys)
+    return GaloisKeys(f.p, keys)
 
 
 def _size_gks(gk: GaloisKeys) -> int:

@@ -113,11 +113,18 @@ class Frame:
     given_context: Any = field(default=None, repr=False)
 
     @property
+    def p(self) -> Parameters:
+        """The parameters a non-parameter frame is decoded against (always set for those)."""
+        if self.params is None:
+            raise SerializationError("this frame type needs parameters to be decoded")
+        return self.params
+
+    @property
     def context(self) -> Any:
         """The Context to regenerate seeded parts with: the caller's own, or the shared one."""
         if self.given_context is not None:
             return self.given_context
-        return _context_for(self.params, self.backend)
+        return _context_for(self.p, self.backend)
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,7 @@ def register(
         raise ValueError(f"{cls.__name__} is already registered as {_BY_CLS[cls].type_id}")
 
     def dec(frame: Frame) -> Any:
-        return decode_body(frame.params, bytes(frame.body), frame.backend)
+        return decode_body(frame.p, bytes(frame.body), frame.backend)
 
     add_codec(Codec(type_id, cls, lambda obj: (0, bytes(encode_body(obj))), dec, 0))
 
