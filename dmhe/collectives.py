@@ -29,6 +29,7 @@ __all__ = [
     "all_reduce_array",
     "array_codec",
     "reduce_scatter",
+    "reduction_inputs",
     "split_chunks",
 ]
 
@@ -60,6 +61,19 @@ class Topology(Protocol):
         ...
 
 
+def reduction_inputs(
+    transport: Transport, chunks: Sequence[T], codec: Codec[T]
+) -> tuple[int, int, Callable[[T, T], T]]:
+    """``(K, rank, combine)`` for a reduce-scatter, after checking that there is one chunk per
+    peer and that the codec can combine (every topology's first step)."""
+    k = transport.world_size
+    if len(chunks) != k:
+        raise ValueError(f"need {k} chunks, got {len(chunks)}")
+    if codec.combine is None:
+        raise ValueError("reduce_scatter needs a codec with combine")
+    return k, transport.rank, codec.combine
+
+
 class Ring:
     """The ring: peer r sends to r+1 and receives from r-1; each chunk crosses each link once.
 
@@ -73,18 +87,14 @@ class Ring:
         self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
     ) -> tuple[int, T]:
         """See the class docstring; ``codec.combine`` is required."""
-        k, r = transport.world_size, transport.rank
-        if len(chunks) != k:
-            raise ValueError(f"need {k} chunks, got {len(chunks)}")
-        if codec.combine is None:
-            raise ValueError("reduce_scatter needs a codec with combine")
+        k, r, combine = reduction_inputs(transport, chunks, codec)
         acc = list(chunks)
         nxt, prv = (r + 1) % k, (r - 1) % k
         for s in range(k - 1):
             send_idx, recv_idx = (r - s) % k, (r - s - 1) % k
             transport.send(nxt, codec.encode(acc[send_idx]))
             incoming = codec.decode(transport.recv(prv), recv_idx)
-            acc[recv_idx] = codec.combine(acc[recv_idx], incoming)
+            acc[recv_idx] = combine(acc[recv_idx], incoming)
         own = (r + 1) % k
         return own, acc[own]
 

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from dmhe.collectives import RING, Codec, Topology
+from dmhe.collectives import RING, Codec, Topology, reduction_inputs
 from dmhe.transport import Transport
 
 __all__ = [
@@ -135,12 +135,7 @@ class RecursiveHalving(_Steps):
         self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
     ) -> tuple[int, T]:
         """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
-        k, r = transport.world_size, transport.rank
-        if len(chunks) != k:
-            raise ValueError(f"need {k} chunks, got {len(chunks)}")
-        if codec.combine is None:
-            raise ValueError("reduce_scatter needs a codec with combine")
-        combine = codec.combine
+        k, r, combine = reduction_inputs(transport, chunks, codec)
         p, extra = _layout(k)
 
         def block(q: int) -> int:
@@ -241,17 +236,13 @@ class Bruck(_Steps):
         self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
     ) -> tuple[int, T]:
         """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
-        k, r = transport.world_size, transport.rank
-        if len(chunks) != k:
-            raise ValueError(f"need {k} chunks, got {len(chunks)}")
-        if codec.combine is None:
-            raise ValueError("reduce_scatter needs a codec with combine")
+        k, r, combine = reduction_inputs(transport, chunks, codec)
         acc = [chunks[(r + 1 + i) % k] for i in range(k)]
         for d in reversed(_distances(k)):
             cnt = min(d, k - d)
             self._send(transport, (r + d) % k, [codec.encode(acc[i]) for i in range(d, d + cnt)])
             for i, blob in enumerate(self._recv(transport, (r - d) % k, cnt)):
-                acc[i] = codec.combine(acc[i], codec.decode(blob, (r + 1 + i) % k))
+                acc[i] = combine(acc[i], codec.decode(blob, (r + 1 + i) % k))
         return (r + 1) % k, acc[0]
 
     def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:

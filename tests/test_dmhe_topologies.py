@@ -239,11 +239,11 @@ def test_encrypted_reduce_scatters_give_the_rings_bits(k):
         ct_codec, c1_codec = agg.ct_codec(sizes, False), agg.ct_codec(sizes, True)
         rs = [reduce_scatter(t, chunks, ct_codec, topo) for topo in both]
         c1s = [all_gather(t, i, c, c1_codec, topo) for (i, c), topo in zip(rs, both)]
-        shares = agg.decryption_shares(c1s[0], t.rank)  # smudged once: reused by all
+        shares = agg.decryption_shares(c1s[0])  # smudged once: reused by all
         srs = [reduce_scatter(t, shares, agg.share_codec(), topo) for topo in both]
         sums = [
             np.concatenate(
-                all_gather(t, i, agg.open_chunk(c, s, k), agg.sums_codec(sizes), topo), axis=-1
+                all_gather(t, i, agg.open_chunk(c, s), agg.sums_codec(sizes), topo), axis=-1
             )
             for (i, c), (_, s), topo in zip(rs, srs, both)
         ]
