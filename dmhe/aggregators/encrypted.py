@@ -18,7 +18,8 @@ and flat in K. Set-up (once): a common CRP seed from all peers' contributions, t
 collective public key (CKG) summed with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file and ``encrypted_threshold.py`` are the only places in dmhe that call gpubfv.
+This file, ``encrypted_threshold.py`` and ``journals.py`` are the only places in dmhe that call
+gpubfv.
 """
 
 from __future__ import annotations
@@ -28,17 +29,15 @@ import functools
 import hashlib
 import math
 import os
-import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
+from dmhe.aggregators.journals import open_journal
 from dmhe.collectives import (
     RING,
     Codec,
@@ -97,17 +96,6 @@ def _plan(
         peers, value_bits, values_per_round=values, rounds=rounds, notion=notion, lam=lam
     )
     return plan, Context(plan.params, get_backend(backend))
-
-
-@functools.cache
-def _private_dir() -> str:
-    """This process's private directory for the journals of ephemeral key shares."""
-    holder = tempfile.TemporaryDirectory(prefix="dmhe-journals-")
-    _TEMP_DIRS.append(holder)  # kept alive (and removed) with the process
-    return holder.name
-
-
-_TEMP_DIRS: list[tempfile.TemporaryDirectory[str]] = []
 
 
 def sub_slot_width(peers: int, value_bits: int) -> int:
@@ -265,20 +253,9 @@ class EncryptedAggregator(AggregatorBase):
             self._threshold = ThresholdDecryption(self, transport)
 
     def open_journal(self, rank: int, key: str) -> ShareJournal:
-        """A fresh persistent share journal for one new key share of peer ``rank``.
-
-        Key shares are generated at every set-up and never written to disk, so each gets its own
-        journal file: in ``journal_dir`` when given (the trainer uses the run directory), else in
-        a private temporary directory of this process (mode 0700, removed at exit).
-        """
-        folder = self.options["journal_dir"]
-        if folder is None:
-            path = Path(_private_dir())
-        else:
-            path = Path(folder)
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        name = f"peer{rank}-{key}-{secrets.token_hex(8)}.journal"
-        return ShareJournal.open(path / name)
+        """A fresh persistent share journal for one new key share of peer ``rank`` (see
+        :func:`dmhe.aggregators.journals.open_journal`)."""
+        return open_journal(self.options["journal_dir"], rank, key)
 
     def _common_seed(self, transport: Transport) -> bytes:
         """Hash of every peer's random contribution: no peer alone chooses the CRP."""
