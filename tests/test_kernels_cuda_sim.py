@@ -263,6 +263,37 @@ def test_binary_ops(n, L, M, broadcast):
     assert np.array_equal(host(got), ref)
 
 
+def test_mul_barrett_edge_moduli():
+    # The 32-bit-word Barrett of the CUDA multiplies at its edges: 30-bit moduli (largest
+    # estimate), powers of two (mu = 2^(k+1), saturated), q = 1, 2, and operands q - 1.
+    q = np.array([(1 << 30) - 35, (1 << 29) + 1, 1 << 20, 1 << 29, 2, 1, 3], dtype=np.uint32)
+    mu = K.arith.barrett_constants(q)
+    rng = np.random.default_rng(11)
+    M, n = 3, 64
+    a = rand_poly(rng, q, n, M)
+    b = rand_poly(rng, q, n, M)
+    a[0, :, :8] = (q - 1)[:, None]
+    b[:, :, :4] = (q - 1)[:, None]
+    for bm in (M, 1):
+        bb = np.ascontiguousarray(b[:bm])
+        ref = np.empty_like(a)
+        K.mul(a, bb, q, mu, ref)
+        out = poisoned(a.shape)
+        G.mul(dev(a), dev(bb), dev(q), dev(mu), out)
+        assert np.array_equal(host(out), ref)
+        ref = a.copy()
+        K.mul_add(b, bb, q, mu, ref)
+        got = dev(a)
+        G.mul_add(dev(b), dev(bb), dev(q), dev(mu), got)
+        assert np.array_equal(host(got), ref)
+    s = (q - 1).astype(np.uint32)
+    ref = np.empty_like(a)
+    K.mul_scalar(a, s, q, mu, ref)
+    out = poisoned(a.shape)
+    G.mul_scalar(dev(a), dev(s), dev(q), dev(mu), out)
+    assert np.array_equal(host(out), ref)
+
+
 @pytest.mark.parametrize("n,L,M", SHAPES)
 def test_unary_ops(n, L, M):
     rng = np.random.default_rng(3 * n + L + M)

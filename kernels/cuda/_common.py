@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import config, cuda
+from numba import config, cuda, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
 
@@ -196,6 +196,10 @@ if SIM:
     def fadd(a, b):
         return a + b
 
+    @cuda.jit(device=True)
+    def mulhi32(a, b):
+        return uint32((uint64(a) * uint64(b)) >> uint64(32))
+
 else:  # pragma: no cover - needs a GPU
     from numba.cuda import libdevice
 
@@ -206,3 +210,41 @@ else:  # pragma: no cover - needs a GPU
     @cuda.jit(device=True, inline=True)
     def fadd(a, b):
         return libdevice.dadd_rn(a, b)
+
+    # High 32 bits of a 32x32 product as one instruction (written as a 64-bit product and a
+    # shift, ptxas keeps a wide multiply and a dead high-word add).
+    @cuda.jit(device=True, inline=True)
+    def mulhi32(a, b):
+        return uint32(libdevice.umulhi(a, b))
+
+
+# Modular reduction on 32-bit words (packed constants of kernels.cpu.arith.barrett_constants).
+
+
+@cuda.jit(device=True, inline=True)
+def barrett32(x, q, mus, k):
+    # The CPU's Barrett estimate on 32-bit words, for x < 2^(2k), k = bitlen(q) <= 30, with
+    # (mus, k) = unpack_mu(mu_packed): t = x >> (k-1) < 2^(k+1) <= 2^31, and
+    # floor(t*mu / 2^(k+1)) = floor(t * (mu << (31-k)) / 2^32), one high-half multiply
+    # (mu << (31-k) < 2^32). The estimate never exceeds x // q and the remainder before
+    # correction is < 3q < 2^32, so only its low word is formed. Result: x mod q, as on the CPU.
+    t = uint32(x >> (k - uint32(1)))
+    est = mulhi32(t, mus)
+    r = uint32(x - uint64(est) * uint64(q))
+    if r >= q:
+        r = uint32(r - q)
+    if r >= q:
+        r = uint32(r - q)
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def unpack_mu(mu_packed):
+    # (mu << (31-k), k) from a packed Barrett constant. mu < 2^(k+1) unless q = 2^(k-1), where
+    # mu = 2^(k+1) and the shifted value saturates to 2^32 - 1: the estimate is then at most one
+    # below the exact quotient (which floor(x / 2^(k-1)) is), still within two corrections.
+    k = uint32(mu_packed >> uint64(56))
+    m = (mu_packed & uint64((1 << 56) - 1)) << (uint32(31) - k)
+    if m > uint64(0xFFFFFFFF):
+        m = uint64(0xFFFFFFFF)
+    return uint32(m), k

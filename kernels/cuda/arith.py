@@ -114,54 +114,74 @@ def _neg(a, q, out, M, L, N):
         m = uint32(m + mstep)
 
 
+# The multiplying kernels take flat (M*L*N,) views and walk them with one 32-bit word offset
+# (the launcher checks M*L*N < 2^32): an address is then one wide multiply-add per operand
+# instead of a 64-bit row-stride product, and the Barrett reduction runs on 32-bit words.
+
+
+@cuda.jit(device=True, inline=True)
+def _flat(M, L, N):
+    # (first offset, offset step, end, per-limb offset of a broadcast row, limb, in range)
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    l = uint32(cuda.blockIdx.y)
+    n = uint32(N)
+    ln = uint32(uint32(L) * n)
+    off = uint32(uint32(cuda.blockIdx.z) * ln + l * n + i)
+    step = uint32(uint32(cuda.gridDim.z) * ln)
+    end = uint32(uint32(M) * ln)
+    return off, step, end, uint32(l * n + i), l, i < n
+
+
 @cuda.jit
 def _mul(a, b, q, mu, out, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        x = uint64(a[row, i]) * uint64(b[rb, i])
-        out[row, i] = uint32(barrett(x, ql, mul))
-        m = uint32(m + mstep)
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
+    if bm > 1:
+        boff = off
+        bstep = step
+    else:
+        bstep = uint32(0)
+    while off < end:
+        x = uint64(a[off]) * uint64(b[boff])
+        out[off] = C.barrett32(x, ql, mul, k)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
 
 
 @cuda.jit
 def _mul_add(a, b, q, mu, acc, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        x = uint64(a[row, i]) * uint64(b[rb, i]) + uint64(acc[row, i])
-        acc[row, i] = uint32(barrett(x, ql, mul))
-        m = uint32(m + mstep)
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
+    if bm > 1:
+        boff = off
+        bstep = step
+    else:
+        bstep = uint32(0)
+    while off < end:
+        # a*b + acc < q^2 + q < 2^(2k): within the Barrett range
+        x = uint64(a[off]) * uint64(b[boff]) + uint64(acc[off])
+        acc[off] = C.barrett32(x, ql, mul, k)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
 
 
 @cuda.jit
 def _mul_scalar(a, s, q, mu, out, M, L, N):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, _, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
     sl = uint64(s[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        out[row, i] = uint32(barrett(uint64(a[row, i]) * sl, ql, mul))
-        m = uint32(m + mstep)
+    while off < end:
+        out[off] = C.barrett32(uint64(a[off]) * sl, ql, mul, k)
+        off = uint32(off + step)
 
 
 @cuda.jit
@@ -334,36 +354,42 @@ def neg(a, q, out):
     )
 
 
+def _flat_view(a: Any) -> Any:
+    if a.size >= 1 << 32:
+        raise ValueError(f"operand of {a.size} words: the flat kernels index with 32 bits")
+    return a.reshape(a.size)
+
+
 def mul(a, b, q, mu, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(_rows(out)[0]), a.shape[0], L, N, b.shape[0],
+        _mul, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(C.asdev(mu)), A(F(out)), M, L, N,
+        b.shape[0],
     )  # fmt: skip
 
 
 def mul_add(a, b, q, mu, acc):
     _check_pair(a, b)
     _check_out(a, acc)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul_add, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(_rows(acc)[0]), a.shape[0], L, N, b.shape[0],
+        _mul_add, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(C.asdev(mu)), A(F(acc)), M, L, N,
+        b.shape[0],
     )  # fmt: skip
 
 
 def mul_scalar(a, s, q, mu, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul_scalar, a.shape[0], L, N, A(a2), A(C.asdev(s, np.uint32)), A(C.asdev(q)),
-        A(C.asdev(mu)), A(_rows(out)[0]), a.shape[0], L, N,
+        _mul_scalar, M, L, N, A(F(a)), A(C.asdev(s, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)),
+        A(F(out)), M, L, N,
     )  # fmt: skip
 
 
