@@ -337,6 +337,27 @@ def test_from_signed(n, L, M):
     assert np.array_equal(host(out), ref)
 
 
+def test_from_signed_edges():
+    # The float64 quotient estimates of the CUDA kernel at their edges: the int64 extremes,
+    # exact multiples of q and their neighbours, powers of two, moduli 1, 2, 3 and 30-bit ones.
+    q = np.array([(1 << 30) - 35, (1 << 29) + 1, 12289, 1 << 20, 3, 2, 1], dtype=np.uint32)
+    big = np.iinfo(np.int64)
+    vals = [big.min, big.min + 1, big.max, big.max - 1, 0, 1, -1, 2**53, 2**53 + 1, -(2**53) - 1]
+    for qq in q.tolist():
+        for k in (1, 3, (2**62) // qq, -((2**62) // qq), (2**63 - 1) // qq, -((2**63) // qq)):
+            vals += [k * qq + d for d in (-1, 0, 1) if big.min <= k * qq + d <= big.max]
+    vals += [(1 << j) * sgn + d for j in range(31, 63, 4) for sgn in (1, -1) for d in (-1, 0, 1)]
+    rng = np.random.default_rng(99)
+    n = 128 * ((len(vals) + 127) // 128)
+    x = rng.integers(big.min, big.max, (2, n), dtype=np.int64, endpoint=True)
+    x[0, : len(vals)] = vals
+    ref = np.empty((2, len(q), n), dtype=np.uint32)
+    K.from_signed(x, q, ref)
+    out = poisoned(ref.shape)
+    G.from_signed(dev(x), dev(q), out)
+    assert np.array_equal(host(out), ref)
+
+
 @pytest.mark.parametrize("n,L,M", [(16, 1, 1), (64, 2, 3), (256, 3, 2)])
 def test_automorphism(n, L, M):
     rng = np.random.default_rng(n + L + M)

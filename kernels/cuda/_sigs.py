@@ -75,9 +75,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
         "int64",
     ),
     ("arith", "_from_signed"): (
-        "array(int64, 2d, C)",
+        "array(int64, 1d, C)",
         "array(uint32, 1d, C)",
-        "array(uint32, 2d, C)",
+        "array(uint32, 1d, C)",
         "int64",
         "int64",
         "int64",

@@ -10,10 +10,11 @@ kernels.cpu.arith.barrett_constants: mu = floor(2^(2k) / q), k = bitlen(q) in bi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from numba import cuda, int64, uint32, uint64
+from numba import cuda, float64, int32, int64, uint32, uint64
 
 from kernels.cuda import _common as C
 
@@ -201,17 +202,35 @@ def _sum_batch(a, q, out, K, R, L, N):
 
 
 @cuda.jit
-def _from_signed(x, q, out, R, L, N):
-    # x int64 (M, N) -> out (M*L, N); Python/numba floor-mod semantics (result in [0, q))
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _from_signed(x, q, out, M, L, N):
+    # x int64 (M*N,) -> out (M*L*N,) on the flat 3-D grid: floor-mod x % q (in [0, q)) with no
+    # integer division. A float64 quotient estimate of x / q is off by at most 2^12 / q + 1, so
+    # r1 = x - e*q has |r1| < 2^12 + q < 2^31 (exact in 32 bits); a second estimate of r1 / q
+    # is off by < 2^-40 while r1 / q is an integer or >= 1/q from one, so r1 - e2*q is in
+    # [0, 2q). Exact, hence identical to the CPU. q = 1: the first estimate could reach 2^63
+    # (out of int64), so it is skipped (r1 = low word of x) and the second one gives 0.
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        ql = int64(q[row % L])
-        r = x[row // L, i] % ql
-        if r < 0:
-            r += ql
-        out[row, i] = uint32(r)
+    n = uint32(N)
+    xoff = uint32(uint32(cuda.blockIdx.z) * n + cuda.blockIdx.x * cuda.blockDim.x)
+    xoff = uint32(xoff + cuda.threadIdx.x)
+    xstep = uint32(uint32(cuda.gridDim.z) * n)
+    ql = int64(q[l])
+    qinv2 = 1.0 / float64(ql)
+    qinv1 = qinv2 if ql > 1 else 0.0
+    q32 = int32(ql)
+    while off < end:
+        v = x[xoff]
+        e = int64(math.floor(float64(v) * qinv1))
+        r1 = int32(v - e * ql)  # may wrap in int64 near the extremes: the low word is exact
+        e2 = int32(math.floor(float64(r1) * qinv2))
+        r = int32(r1 - e2 * q32)
+        if r >= q32:
+            r = int32(r - q32)
+        out[off] = uint32(r)
+        off = uint32(off + step)
+        xoff = uint32(xoff + xstep)
 
 
 @cuda.jit
@@ -417,9 +436,9 @@ def from_signed(x, q, out):
     if x.shape != (M, N):
         raise ValueError(f"x shape {x.shape} does not match output {out.shape}")
     A = C.arg
-    _launch(
-        _from_signed, M * L, N, A(C.xp().ascontiguousarray(x)), A(C.asdev(q)), A(_rows(out)[0]),
-        M * L, L, N,
+    xf = C.xp().ascontiguousarray(x).reshape(M * N)
+    _launch3(
+        _from_signed, M, L, N, A(xf), A(C.asdev(q)), A(_flat_view(out)), M, L, N,
     )  # fmt: skip
 
 
