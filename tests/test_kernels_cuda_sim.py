@@ -379,13 +379,16 @@ def test_automorphism(n, L, M):
 def test_drop_last_limb(n, L, M):
     """Modulus switching (divide-and-round by the last prime), last prime smaller and larger."""
     rng = np.random.default_rng(7 * n + L + M)
-    for bits in ([29] * (L - 1) + [17], [20] * (L - 1) + [29]):
+    for bits in ([29] * (L - 1) + [17], [20] * (L - 1) + [29], [30] * L, [14] * (L - 1) + [30]):
         q = np.array(generate_ntt_primes(bits, n), dtype=np.uint32)
         mu = barrett_constants(q)
         ql = int(q[-1])
         ql_mod = np.array([ql % int(x) for x in q[:-1]], dtype=np.uint32)
         ql_inv = np.array([pow(ql, -1, int(x)) for x in q[:-1]], dtype=np.uint32)
         a = rand_poly(rng, q, n, M)
+        # edges: last limb 0, q_last - 1 and either side of q_last / 2; other limbs 0, q_i - 1
+        a[0, -1, :5] = [0, ql - 1, ql // 2, ql // 2 + 1, 1]
+        a[0, :-1, :3] = np.array([0, 1, 0])[None, :] + (q[:-1, None] - 1) * np.array([0, 1, 1])
         ref = np.empty((M, L - 1, n), dtype=np.uint32)
         K.drop_last_limb(a, q, mu, ql_mod, ql_inv, ref)
         out = poisoned((M, L - 1, n))

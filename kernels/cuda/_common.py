@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import config, cuda, uint32, uint64
+from numba import config, cuda, float64, int64, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
 
@@ -218,7 +218,34 @@ else:  # pragma: no cover - needs a GPU
         return uint32(libdevice.umulhi(a, b))
 
 
-# Modular reduction on 32-bit words (packed constants of kernels.cpu.arith.barrett_constants).
+# Modular reduction (packed constants of kernels.cpu.arith.barrett_constants: mu = floor(2^(2k)/q)
+# with k = bitlen(q) in bits 56..63).
+
+_MU_MASK = np.uint64((1 << 56) - 1)
+
+
+@cuda.jit(device=True, inline=True)
+def barrett(x, q, mu_packed):
+    # Barrett for x < 2^(2k), k = bitlen(q) <= 30; mu_packed = floor(2^(2k)/q) | k << 56
+    # (kernels.cpu.arith.barrett_constants). Identical to kernels.cpu.arith._barrett.
+    k = mu_packed >> uint64(56)
+    mu = mu_packed & _MU_MASK
+    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
+    r = x - est * q
+    if r >= q:
+        r = r - q
+    if r >= q:
+        r = r - q
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def reduce_any(x, q, mu_packed):
+    # any x < 2^64 (cross-modulus products): Barrett when x < 2^(2k), division otherwise
+    k = mu_packed >> uint64(56)
+    if (x >> (k + k)) != uint64(0):
+        return x % q
+    return barrett(x, q, mu_packed)
 
 
 @cuda.jit(device=True, inline=True)
@@ -248,3 +275,38 @@ def unpack_mu(mu_packed):
     if m > uint64(0xFFFFFFFF):
         m = uint64(0xFFFFFFFF)
     return uint32(m), k
+
+
+@cuda.jit(device=True, inline=True)
+def red32(u, q, m32):
+    # u mod q for any 32-bit u, m32 = (2^32 - 1) // q (a 32-bit division, once per thread):
+    # the estimate mulhi(u, m32) is at most 2 below u // q, so two corrections (q < 2^30).
+    r = uint32(u - mulhi32(u, m32) * q)
+    if r >= q:
+        r = uint32(r - q)
+    if r >= q:
+        r = uint32(r - q)
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def shoup_const(w, q):
+    # floor(w * 2^32 / q) for w < q < 2^30 without integer division (once per thread): the
+    # float64 quotient is within 2^-19 of the exact one, so one integer correction.
+    e = int64(float64(w) * 4294967296.0 / float64(q))
+    rem = (int64(w) << int64(32)) - e * int64(q)
+    if rem < 0:
+        e -= 1
+    elif rem >= int64(q):
+        e += 1
+    return uint32(e)
+
+
+@cuda.jit(device=True, inline=True)
+def shoup_mul(u, w, ws, q):
+    # u * w mod q for any 32-bit u and a constant w < q < 2^30 with ws = shoup_const(w, q):
+    # the estimate mulhi(u, ws) is at most one below (u * w) // q, so one correction.
+    r = uint32(uint64(u) * uint64(w) - uint64(mulhi32(u, ws)) * uint64(q))
+    if r >= q:
+        r = uint32(r - q)
+    return r

@@ -17,35 +17,9 @@ import numpy as np
 from numba import cuda, float64, int32, int64, uint32, uint64
 
 from kernels.cuda import _common as C
+from kernels.cuda._common import barrett, reduce_any
 
 _U32 = np.dtype(np.uint32)
-
-
-_MU_MASK = np.uint64((1 << 56) - 1)
-
-
-@cuda.jit(device=True, inline=True)
-def barrett(x, q, mu_packed):
-    # Barrett for x < 2^(2k), k = bitlen(q) <= 30; mu_packed = floor(2^(2k)/q) | k << 56
-    # (kernels.cpu.arith.barrett_constants). Identical to kernels.cpu.arith._barrett.
-    k = mu_packed >> uint64(56)
-    mu = mu_packed & _MU_MASK
-    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
-    r = x - est * q
-    if r >= q:
-        r = r - q
-    if r >= q:
-        r = r - q
-    return r
-
-
-@cuda.jit(device=True, inline=True)
-def reduce_any(x, q, mu_packed):
-    # any x < 2^64 (cross-modulus products): Barrett when x < 2^(2k), division otherwise
-    k = mu_packed >> uint64(56)
-    if (x >> (k + k)) != uint64(0):
-        return x % q
-    return barrett(x, q, mu_packed)
 
 
 # The element-wise kernels run on a 3-D grid (N / threads, L, min(M, 65535)): the limb is
@@ -247,27 +221,43 @@ def _automorphism(a, idx, negm, q, out, R, L, N):
 
 @cuda.jit
 def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out, M, L, N):
-    # out (M*(L-1), N): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+    # out (M*(L-1)*N,): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith.
+    # Grid (N / threads, L-1, min(M, 65535)): the limb's constants are per-thread registers,
+    # three 32-bit word offsets advance per batch row; all reductions on 32-bit words.
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    n = uint32(N)
+    if i >= n:
         return
-    Lo = L - 1
-    ql = uint64(q[Lo])
-    half = ql >> uint64(1)
-    for row in range(cuda.blockIdx.y, M * Lo, cuda.gridDim.y):
-        m = row // Lo
-        l = row % Lo
-        qi = uint64(q[l])
-        mul = mu[l]
-        r = uint64(a[m * L + Lo, i])
-        c = reduce_any(r, qi, mul)
+    l = uint32(cuda.blockIdx.y)
+    L32 = uint32(L)
+    Lo = uint32(L32 - uint32(1))
+    m = uint32(cuda.blockIdx.z)
+    mstep = uint32(cuda.gridDim.z)
+    ain = uint32((m * L32 + l) * n + i)
+    alast = uint32((m * L32 + Lo) * n + i)
+    aout = uint32((m * Lo + l) * n + i)
+    istep = uint32(mstep * L32 * n)
+    ostep = uint32(mstep * Lo * n)
+    end = uint32(uint32(M) * Lo * n)
+    half = uint32(q[Lo]) >> uint32(1)
+    qi = uint32(q[l])
+    k = uint32(uint64(mu[l]) >> uint64(56))
+    # u = x - r (+ q_last mod q_i when r is centered to r - q_last) + a multiple of q_i in
+    # [2^30, 2^31) (so u >= 0: r < q_last < 2^30), u < 2^32; then one Shoup multiply by
+    # q_last^-1 (any 32-bit u): the result is the CPU's.
+    kq = uint32(qi << (uint32(31) - k))
+    qlm = uint32(ql_mod[l])
+    iv = uint32(ql_inv[l])
+    ivs = C.shoup_const(iv, qi)
+    while aout < end:
+        r = uint32(a[alast])
+        u = uint32(uint32(a[ain]) + kq - r)
         if r > half:
-            c = c + qi - uint64(ql_mod[l])
-            if c >= qi:
-                c = c - qi
-        x = uint64(a[m * L + l, i])
-        d = x - c if x >= c else x + qi - c
-        out[row, i] = uint32(barrett(d * uint64(ql_inv[l]), qi, mul))
+            u = uint32(u + qlm)
+        out[aout] = C.shoup_mul(u, iv, ivs, qi)
+        ain = uint32(ain + istep)
+        alast = uint32(alast + istep)
+        aout = uint32(aout + ostep)
 
 
 # ---------------------------------------------------------------- wrappers
@@ -459,7 +449,7 @@ def drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
     if out.shape != (M, L - 1, N):
         raise ValueError(f"output shape {out.shape} does not drop one limb of {a.shape}")
     A = C.arg
-    _launch(
-        _drop_last_limb, M * (L - 1), N, A(_rows(a)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(C.asdev(ql_mod)), A(C.asdev(ql_inv)), A(_rows(out)[0]), M, L, N,
+    _launch3(
+        _drop_last_limb, M, L - 1, N, A(_flat_view(a)), A(C.asdev(q)), A(C.asdev(mu)),
+        A(C.asdev(ql_mod)), A(C.asdev(ql_inv)), A(_flat_view(out)), M, L, N,
     )  # fmt: skip
