@@ -17,7 +17,6 @@ import numpy as np
 from numba import cuda, float64, int32, int64, uint32, uint64
 
 from kernels.cuda import _common as C
-from kernels.cuda._common import barrett, reduce_any
 
 _U32 = np.dtype(np.uint32)
 
@@ -305,62 +304,31 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
 def add(a, b, q, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
     _launch3(
-        _add,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(_rows(b)[0]),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
+        _add, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
         b.shape[0],
-    )
+    )  # fmt: skip
 
 
 def sub(a, b, q, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
     _launch3(
-        _sub,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(_rows(b)[0]),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
+        _sub, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
         b.shape[0],
-    )
+    )  # fmt: skip
 
 
 def neg(a, q, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
-    _launch3(
-        _neg,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
-    )
+    _launch3(_neg, M, L, N, A(_rows(a)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N)
 
 
 def _flat_view(a: Any) -> Any:
