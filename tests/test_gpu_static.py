@@ -41,7 +41,7 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
     "_mul_scalar": (20, 0, 0, _BAR + " (was 151, then 40)"),
     "_sum_batch": (36, 0, 2, _TODO),
     "_from_signed": (22, 0, 0, "flat 3-D grid, two float64 quotient estimates (was 195)"),
-    "_automorphism": (132, 1, 6, _TODO),
+    "_automorphism": (11, 0, 0, "flat 3-D grid, destination and sign loaded once (was 132)"),
     "_drop_last_limb": (21, 0, 0, "3-D grid over the kept limbs, one Shoup multiply (was 297)"),
     "_base_convert": (37, 2, 10, _TODO),
     "_hps_scale_to_r": (59, 4, 12, _TODO),

@@ -54,11 +54,11 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
         "int64",
     ),
     ("arith", "_automorphism"): (
-        "array(uint32, 2d, C)",
+        "array(uint32, 1d, C)",
         "array(int64, 1d, C)",
         "array(uint8, 1d, C)",
         "array(uint32, 1d, C)",
-        "array(uint32, 2d, C)",
+        "array(uint32, 1d, C)",
         "int64",
         "int64",
         "int64",

@@ -207,15 +207,23 @@ def _from_signed(x, q, out, M, L, N):
 
 
 @cuda.jit
-def _automorphism(a, idx, negm, q, out, R, L, N):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _automorphism(a, idx, negm, q, out, M, L, N):
+    # flat 3-D grid: a thread keeps one source coefficient i, so its destination idx[i] and
+    # sign are loaded once and reused for every batch row (a row offset advances by a step)
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        x = uint64(a[row, i])
-        if negm[i] != 0 and x != uint64(0):
-            x = uint64(q[row % L]) - x
-        out[row, idx[i]] = uint32(x)
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    dst = uint32(uint32(off - i) + uint32(idx[i]))
+    neg = negm[i] != 0
+    ql = uint32(q[l])
+    while off < end:
+        x = uint32(a[off])
+        if neg and x != uint32(0):
+            x = uint32(ql - x)
+        out[dst] = x
+        off = uint32(off + step)
+        dst = uint32(dst + step)
 
 
 @cuda.jit
@@ -403,11 +411,11 @@ def from_signed(x, q, out):
 def automorphism(a, idx, neg_mask, q, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
-    _launch(
-        _automorphism, R, N, A(a2), A(C.asdev(idx, np.int64)), A(C.asdev(neg_mask, np.uint8)),
-        A(C.asdev(q)), A(_rows(out)[0]), R, L, N,
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
+    _launch3(
+        _automorphism, M, L, N, A(F(a)), A(C.asdev(idx, np.int64)),
+        A(C.asdev(neg_mask, np.uint8)), A(C.asdev(q)), A(F(out)), M, L, N,
     )  # fmt: skip
 
 
