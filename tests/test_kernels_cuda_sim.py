@@ -433,7 +433,12 @@ def _rand_in(rng, basis, M):
 
 @pytest.mark.parametrize(
     "log_n,src_bits,dst_bits,M",
-    [(4, (28, 28, 28), (30, 30), 1), (6, (30, 29), (30, 30, 30), 3), (5, (30,), (29,), 5)],
+    [
+        (4, (28, 28, 28), (30, 30), 1),
+        (6, (30, 29), (30, 30, 30), 3),
+        (5, (30,), (29,), 5),
+        (4, (30,) * 18, (30, 14), 2),
+    ],  # more input limbs than one lazy 64-bit sum holds
 )
 @pytest.mark.parametrize("exact", [False, True])
 def test_base_convert(log_n, src_bits, dst_bits, M, exact):

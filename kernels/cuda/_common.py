@@ -9,10 +9,11 @@ Simulator (``NUMBA_ENABLE_CUDASIM=1``): data arrays are numpy arrays, passed str
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from numba import config, cuda, float64, int64, uint32, uint64
+from numba import config, cuda, float64, int32, int64, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
 
@@ -69,6 +70,17 @@ def const_dev(a: Any, dtype: Any = None) -> Any:
 # (id(holder), device) -> (holder, {field: device array}); the holder is kept alive so its id
 # cannot be reused while the entry exists (holders are long-lived: tables, converters).
 _CONST_CACHE: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
+
+
+def derived(holder: Any, name: str, make: Any) -> Any:
+    """Device copy of `make(holder)` (a host table computed from `holder`'s host fields, such
+    as Shoup constants), made once per (holder, device) and memoised beside ``consts``."""
+    consts(holder)
+    cache = _CONST_CACHE[(id(holder), device_id())][1]
+    key = "derived:" + name
+    if key not in cache:
+        cache[key] = const_dev(make(holder))
+    return cache[key]
 
 
 def consts(holder: Any, *fields: str) -> tuple[Any, ...]:
@@ -310,3 +322,19 @@ def shoup_mul(u, w, ws, q):
     if r >= q:
         r = uint32(r - q)
     return r
+
+
+@cuda.jit(device=True, inline=True)
+def mod_u64(v, q, qinv1, qinv2):
+    # v mod q for any uint64 v, q < 2^30, without integer division: qinv2 = 1/q, qinv1 = qinv2
+    # (0 for q = 1, where the first estimate could leave uint64). The float64 estimate of
+    # v / q is off by < 2^13 / q + 1, so r1 = v - e*q has |r1| < 2^14 + q (its low word, read
+    # signed); the second estimate of r1 / q is off by < 2^-36 < 1/q, so r1 - e2*q is in
+    # [0, 2q): one correction. Exact, hence equal to the CPU's remainder.
+    e = uint64(float64(v) * qinv1)
+    r1 = int32(v - e * uint64(q))  # wraps: the low word is exact
+    q32 = int32(q)
+    r = int32(r1 - int32(math.floor(float64(r1) * qinv2)) * q32)
+    if r >= q32:
+        r = int32(r - q32)
+    return uint32(r)

@@ -24,33 +24,51 @@ __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_pla
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
 
 
+_LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
+
+
 @cuda.jit
-def _base_convert(
-    x, qin, qhi, qhimu, invq, qout, qoutmu, qhat_mod, qmod, exact, out, R, Lin, Lout, N
-):
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
+    # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant. y_i = x_i *
+    # [(Q/q_i)^-1]_{q_i} by Shoup (hi_pack[i] = constant | its Shoup word << 32); the sum over i
+    # accumulates in 64 bits (reduced every _LAZY terms); the rounding correction adds the
+    # same float64 products in the same order as the CPU.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        m = row // Lout
-        j = row % Lout
-        pj = uint64(qout[j])
-        mu = uint64(qoutmu[j])
+    j = uint32(cuda.blockIdx.y)
+    Lin32 = uint32(Lin)
+    pj = uint32(qout[j])
+    pinv2 = 1.0 / float64(pj)
+    pinv1 = pinv2 if pj > uint32(1) else 0.0
+    qm = uint64(qmod[j])
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        xo = uint32(m * Lin32 * N32 + n)
         s = uint64(0)
         acc = 0.0
-        for i in range(Lin):
-            y = barrett(uint64(x[m, i, n]) * uint64(qhi[i]), uint64(qin[i]), uint64(qhimu[i]))
-            if exact:
-                acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
-            s = reduce_any(s + y * uint64(qhat_mod[i, j]), pj, mu)
+        i = uint32(0)
+        while i < Lin32:
+            stop = min(uint32(i + _LAZY), Lin32)
+            while i < stop:
+                xv = uint32(x[xo])
+                hp = uint64(hi_pack[i])
+                qi = uint32(qin[i])
+                y = C.shoup_mul(xv, uint32(hp), uint32(hp >> uint64(32)), qi)
+                if exact:
+                    acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
+                s += uint64(y) * uint64(qhat_t[j, i])
+                xo = uint32(xo + N32)
+                i = uint32(i + 1)
+            s = uint64(C.mod_u64(s, pj, pinv1, pinv2))
+        r = uint32(s)
         if exact:
-            v = int64(math.floor(acc + 0.5))
-            corr = reduce_any(uint64(v) * uint64(qmod[j]), pj, mu)
-            if s >= corr:
-                s = s - corr
-            else:
-                s = s + pj - corr
-        out[m, j, n] = uint32(s)
+            v = uint64(int64(math.floor(acc + 0.5)))
+            corr = C.mod_u64(v * qm, pj, pinv1, pinv2)
+            r = uint32(r - corr) if r >= corr else uint32(r + pj - corr)
+        out[m * uint32(Lout) * N32 + j * N32 + n] = r
+        m = uint32(m + uint32(cuda.gridDim.z))
 
 
 @cuda.jit(device=True, inline=True)
@@ -188,13 +206,25 @@ def base_convert(x, c, exact: bool, out) -> None:
     Lout = out.shape[1]
     if out.shape != (M, Lout, N):
         raise ValueError(f"output shape {out.shape} does not match input {x.shape}")
-    k = C.consts(c, "qin", "qhat_inv", "qhat_inv_mu", "inv_q", "qout", "qout_mu", "qhat_mod",
-                 "q_mod")  # fmt: skip
+    qin, invq, qout, qmod = C.consts(c, "qin", "inv_q", "qout", "q_mod")
+    hi_pack = C.derived(c, "qhat_inv_shoup", _shoup_pack)
+    qhat_t = C.derived(c, "qhat_mod_t", lambda h: np.ascontiguousarray(h.qhat_mod.T))
     A = C.arg
-    _launch(
-        _base_convert, M * Lout, N, A(x), *(A(v) for v in k), bool(exact), A(out),
-        M * Lout, Lin, Lout, N,
+    if M == 0 or Lout == 0 or N == 0:
+        return
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _base_convert, (gx, Lout, min(M, C.MAX_GRID_Y)), threads, A(x.reshape(x.size)), A(qin),
+        A(hi_pack), A(invq), A(qout), A(qhat_t), A(qmod), bool(exact), A(out.reshape(out.size)),
+        M, Lin, Lout, N,
     )  # fmt: skip
+
+
+def _shoup_pack(c: Any) -> np.ndarray:
+    # (Q/q_i)^-1 mod q_i | floor(it * 2^32 / q_i) << 32, computed exactly with Python integers
+    w = [int(v) for v in np.asarray(c.qhat_inv).tolist()]
+    q = [int(v) for v in np.asarray(c.qin).tolist()]
+    return np.array([a | (((a << 32) // b) << 32) for a, b in zip(w, q, strict=True)], np.uint64)
 
 
 def scale_round_to_t(x, c, out) -> None:
