@@ -47,7 +47,7 @@ ITEMS: dict[str, tuple[str, int, str]] = {
     # one Shoup multiply (its high-half product) per input limb; a load marker would count
     # each of the limb's five table and data loads as an item
     "_base_convert": ("IMAD.HI", 1, "input limb"),
-    "_hps_scale_to_r": ("LDG", 1, "input limb"),
+    "_hps_scale_to_r": ("DADD", 1, "input limb"),  # one rounding-sum add per limb
     "_scale_round_to_t": ("DADD", 1, "input limb"),  # one rounding-sum add per limb
 }
 DEFAULT_ITEM = ("STG", 1, "output word")

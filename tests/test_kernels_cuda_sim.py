@@ -472,11 +472,11 @@ def test_scale_round_to_t(t, M):
     assert np.array_equal(host(out), ref)
 
 
-@pytest.mark.parametrize("M", [1, 3])
-def test_hps_scale_to_r(M):
+@pytest.mark.parametrize("M,qbits", [(1, (28, 28, 28)), (3, (28, 28, 28)), (2, (30,) * 17)])
+def test_hps_scale_to_r(M, qbits):
     from gpubfv.ring.rns import HPSScaler
 
-    qb = _basis(5, (28, 28, 28))
+    qb = _basis(5, qbits)  # 17 limbs: more than one lazy 64-bit sum of the CUDA kernel holds
     rb = _basis(5, (30, 30, 30, 30), qb.moduli)
     t = 65537
     sc = HPSScaler(qb, rb, t)

@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cuda import _common as C
-from kernels.cuda._common import barrett, reduce_any
+from kernels.cuda._common import barrett
 
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
@@ -115,25 +115,42 @@ def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
 
 
 @cuda.jit
-def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out, R, Lq, Lr, N):
-    # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i]) mod r_k
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
+    # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i])
+    # mod r_k. Grid (N / threads, Lr, min(M, 65535)): r_k per thread; one pass over the input
+    # limbs adds the float64 rounding sum (the CPU's order, no FMA) and a lazy 64-bit sum
+    # (int_t = int_part transposed), reduced every _LAZY - 1 products without division.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        m = row // Lr
-        k = row % Lr
+    k = uint32(cuda.blockIdx.y)
+    Lq32 = uint32(Lq)
+    rk = uint32(rmod[k])
+    rinv2 = 1.0 / float64(rk)
+    rinv1 = rinv2 if rk > uint32(1) else 0.0
+    ok = uint64(own[k])
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        xo = uint32(m * Lq32 * N32 + n)
+        s = uint64(C.mod_u64(uint64(xr[(m * uint32(Lr) + k) * N32 + n]) * ok, rk, rinv1, rinv2))
         f = 0.0
-        for i in range(Lq):
-            f = C.fadd(f, C.fmul(float64(xq[m, i, n]), frac_part[i]))
-        rnd = int64(math.floor(f + 0.5))
-        rk = uint64(rmod[k])
-        mu = uint64(rmu[k])
-        s = barrett(uint64(xr[m, k, n]) * uint64(own[k]), rk, mu)
-        for i in range(Lq):
-            s = reduce_any(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
-        s = (s + uint64(rnd % int64(rk))) % rk
-        out[m, k, n] = uint32(s)
+        i = uint32(0)
+        while i < Lq32:
+            stop = min(uint32(i + _LAZY - 1), Lq32)
+            while i < stop:
+                xv = uint32(xq[xo])
+                f = C.fadd(f, C.fmul(float64(xv), frac_part[i]))
+                s += uint64(xv) * uint64(int_t[k, i])
+                xo = uint32(xo + N32)
+                i = uint32(i + 1)
+            s = uint64(C.mod_u64(s, rk, rinv1, rinv2))
+        rnd = C.mod_u64(uint64(int64(math.floor(f + 0.5))), rk, rinv1, rinv2)
+        r = uint32(uint32(s) + rnd)
+        if r >= rk:
+            r = uint32(r - rk)
+        out[(m * uint32(Lr) + k) * N32 + n] = r
+        m = uint32(m + uint32(cuda.gridDim.z))
 
 
 @cuda.jit(device=True, inline=True)
@@ -208,7 +225,7 @@ def base_convert(x, c, exact: bool, out) -> None:
         raise ValueError(f"output shape {out.shape} does not match input {x.shape}")
     qin, invq, qout, qmod = C.consts(c, "qin", "inv_q", "qout", "q_mod")
     hi_pack = C.derived(c, "qhat_inv_shoup", _shoup_pack)
-    qhat_t = C.derived(c, "qhat_mod_t", lambda h: np.ascontiguousarray(h.qhat_mod.T))
+    qhat_t = C.derived(c, "qhat_mod_t", lambda h: np.ascontiguousarray(C.to_host(h.qhat_mod).T))
     A = C.arg
     if M == 0 or Lout == 0 or N == 0:
         return
@@ -222,8 +239,8 @@ def base_convert(x, c, exact: bool, out) -> None:
 
 def _shoup_pack(c: Any) -> np.ndarray:
     # (Q/q_i)^-1 mod q_i | floor(it * 2^32 / q_i) << 32, computed exactly with Python integers
-    w = [int(v) for v in np.asarray(c.qhat_inv).tolist()]
-    q = [int(v) for v in np.asarray(c.qin).tolist()]
+    w = [int(v) for v in C.to_host(c.qhat_inv).tolist()]
+    q = [int(v) for v in C.to_host(c.qin).tolist()]
     return np.array([a | (((a << 32) // b) << 32) for a, b in zip(w, q, strict=True)], np.uint64)
 
 
@@ -252,9 +269,17 @@ def hps_scale_to_r(xq, xr, c, out) -> None:
     Lr = xr.shape[1]
     if xr.shape != (M, Lr, N) or out.shape != xr.shape:
         raise ValueError(f"shape mismatch: xq {xq.shape}, xr {xr.shape}, out {out.shape}")
-    k = C.consts(c, "qmod", "rmod", "rmu", "int_part", "frac_part", "own")
+    rmod, frac_part, own = C.consts(c, "rmod", "frac_part", "own")
+    int_t = C.derived(c, "int_part_t", lambda h: np.ascontiguousarray(C.to_host(h.int_part).T))
+    if M == 0 or Lr == 0 or N == 0:
+        return
     A = C.arg
-    _launch(_hps_scale_to_r, M * Lr, N, A(xq), A(xr), *(A(v) for v in k), A(out), M * Lr, Lq, Lr, N)
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _hps_scale_to_r, (gx, Lr, min(M, C.MAX_GRID_Y)), threads, A(xq.reshape(xq.size)),
+        A(xr.reshape(xr.size)), A(rmod), A(int_t), A(frac_part), A(own),
+        A(out.reshape(out.size)), M, Lq, Lr, N,
+    )  # fmt: skip
 
 
 def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
