@@ -212,6 +212,10 @@ if SIM:
     def mulhi32(a, b):
         return uint32((uint64(a) * uint64(b)) >> uint64(32))
 
+    @cuda.jit(device=True)
+    def mulhi64(a, b):
+        return uint64((int(a) * int(b)) >> 64)
+
 else:  # pragma: no cover - needs a GPU
     from numba.cuda import libdevice
 
@@ -228,6 +232,10 @@ else:  # pragma: no cover - needs a GPU
     @cuda.jit(device=True, inline=True)
     def mulhi32(a, b):
         return uint32(libdevice.umulhi(a, b))
+
+    @cuda.jit(device=True, inline=True)
+    def mulhi64(a, b):
+        return uint64(libdevice.umul64hi(a, b))
 
 
 # Modular reduction (packed constants of kernels.cpu.arith.barrett_constants: mu = floor(2^(2k)/q)
@@ -338,3 +346,23 @@ def mod_u64(v, q, qinv1, qinv2):
     if r >= q32:
         r = int32(r - q32)
     return uint32(r)
+
+
+@cuda.jit(device=True, inline=True)
+def mod_s64(v, q, qinv1, qinv2):
+    # floor-mod v % q (in [0, q)) for any int64 v, q < 2^30, as mod_u64: the float64 estimate
+    # of v / q is off by at most 2^12 / q + 1, so |v - e*q| < 2^12 + q (its low word, signed)
+    e = int64(math.floor(float64(v) * qinv1))
+    r1 = int32(v - e * int64(q))  # may wrap in int64 near the extremes: the low word is exact
+    q32 = int32(q)
+    r = int32(r1 - int32(math.floor(float64(r1) * qinv2)) * q32)
+    if r >= q32:
+        r = int32(r - q32)
+    return uint32(r)
+
+
+@cuda.jit(device=True, inline=True)
+def inv_pair(q):
+    # (qinv1, qinv2) of mod_u64 / mod_s64 for modulus q, once per thread
+    qinv2 = 1.0 / float64(q)
+    return (qinv2 if q > 1 else 0.0), qinv2

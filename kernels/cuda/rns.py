@@ -153,50 +153,37 @@ def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
         m = uint32(m + uint32(cuda.gridDim.z))
 
 
-@cuda.jit(device=True, inline=True)
-def _mulmod_u64(a, b, t):
-    r = uint64(0)
-    while b:
-        if b & uint64(1):
-            r += a
-            if r >= t:
-                r -= t
-        a += a
-        if a >= t:
-            a -= t
-        b >>= uint64(1)
-    return r
-
-
 @cuda.jit
-def _add_scaled_plain(m, t64, r64, tinv, q, mu, acc, R, L, N):
-    # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l  (= -c * t^-1, c = [Q m]_t centered)
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
+    # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
+    # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
+    # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads, L,
+    # min(M, 65535)): q_l, 1/q_l, t^-1 and its Shoup word are per-thread constants.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
+    l = uint32(cuda.blockIdx.y)
+    L32 = uint32(L)
     half = t64 >> uint64(1)
-    small = t64 < (uint64(1) << uint64(32))
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        mi = row // L
-        l = row % L
-        v = uint64(m[mi, n])
-        if small:
-            w = (v * r64) % t64
-        else:
-            w = _mulmod_u64(v, r64, t64)
-        if w > half:
-            c = int64(w) - int64(t64)
-        else:
-            c = int64(w)
-        ql = uint64(q[l])
-        qi = int64(ql)
-        neg_c = (-c) % qi
-        if neg_c < 0:
-            neg_c += qi
-        s = barrett(uint64(neg_c) * uint64(tinv[l]), ql, uint64(mu[l])) + uint64(acc[mi, l, n])
+    ql = uint32(q[l])
+    qinv1, qinv2 = C.inv_pair(ql)
+    ti = uint32(tinv[l])
+    tis = C.shoup_const(ti, ql)
+    mi = uint32(cuda.blockIdx.z)
+    while mi < uint32(M):
+        v = uint64(m[mi * N32 + n])
+        w = v * r64 - C.mulhi64(v, rs) * t64
+        if w >= t64:
+            w -= t64
+        c = int64(w) - int64(t64) if w > half else int64(w)
+        neg_c = C.mod_s64(-c, ql, qinv1, qinv2)
+        o = (mi * L32 + l) * N32 + n
+        s = uint32(C.shoup_mul(neg_c, ti, tis, ql) + uint32(acc[o]))
         if s >= ql:
-            s = s - ql
-        acc[mi, l, n] = uint32(s)
+            s = uint32(s - ql)
+        acc[o] = s
+        mi = uint32(mi + uint32(cuda.gridDim.z))
 
 
 # ---------------------------------------------------------------- wrappers
@@ -291,9 +278,14 @@ def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
     M, L, N = acc.shape
     if m.shape != (M, N):
         raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
+    if M == 0 or L == 0 or N == 0:
+        return
+    rs = ((int(r_t) << 64) // int(t)) & 0xFFFFFFFFFFFFFFFF
     A = C.arg
-    _launch(
-        _add_scaled_plain, M * L, N, A(C.xp().ascontiguousarray(m)), np.uint64(t),
-        np.uint64(r_t), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)), A(acc),
-        M * L, L, N,
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _add_scaled_plain, (gx, L, min(M, C.MAX_GRID_Y)), threads,
+        A(C.xp().ascontiguousarray(m).reshape(M * N)), np.uint64(t), np.uint64(r_t),
+        np.uint64(rs), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(acc.reshape(acc.size)),
+        M, L, N,
     )  # fmt: skip
