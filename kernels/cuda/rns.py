@@ -17,7 +17,6 @@ import numpy as np
 from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cuda import _common as C
-from kernels.cuda._common import barrett
 
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
