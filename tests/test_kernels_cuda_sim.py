@@ -205,6 +205,16 @@ def test_sample_uniform_mod(key_nonce, shape):
     assert np.array_equal(host(got), K.sample_uniform_mod(key, nonce, mods, shape))
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 3), (1, 4, 1), (3, 4, 6)])
+def test_sample_uniform_mod_wide_moduli(key_nonce, shape):
+    # moduli up to 2^32 (the float64 reductions' widest case) and rows shorter than the four
+    # outputs a CUDA thread writes (its limb index steps across several rows)
+    key, nonce = key_nonce
+    mods = np.array([2**32 - 5, 2, 2**31 + 11, 2**30 + 3], dtype=np.uint32)
+    got = G.sample_uniform_mod(key, nonce, mods, shape)
+    assert np.array_equal(host(got), K.sample_uniform_mod(key, nonce, mods, shape))
+
+
 def test_samplers_reject_bad_input(key_nonce):
     key, nonce = key_nonce
     with pytest.raises(ValueError):

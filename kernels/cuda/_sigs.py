@@ -224,6 +224,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("prng", "_uniform_mod_kernel"): (
         "array(uint32, 1d, C)",
         "array(uint64, 1d, C)",
+        "array(float64, 1d, C)",
         "int64",
         "int64",
         "array(uint32, 1d, C)",
