@@ -180,7 +180,7 @@ def test_samplers_small(key_nonce, count):
     for name in ("sample_cbd", "sample_ternary"):
         got = getattr(G, name)(key, nonce, count)
         assert np.array_equal(host(got), getattr(K, name)(key, nonce, count)), name
-    for bound in (0, 5, 2**31, 2**61 + 12345):
+    for bound in (0, 1, 5, 2**31 - 1, 2**31, 2**61 + 12345):
         got = G.sample_uniform_bounded(key, nonce, bound, count)
         assert np.array_equal(host(got), K.sample_uniform_bounded(key, nonce, bound, count))
 

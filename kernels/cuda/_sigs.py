@@ -195,6 +195,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("prng", "_bounded_kernel"): (
         "array(uint32, 1d, C)",
         "uint64",
+        "float64",
         "int64",
         "array(int64, 1d, C)",
         "int64",

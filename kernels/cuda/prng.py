@@ -235,21 +235,25 @@ def _gauss_kernel(kn, sigma, out, count):
 
 
 @cuda.jit
-def _bounded_kernel(kn, m, bound, out, count):
+def _bounded_kernel(kn, m, minv, bound, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:
         return
     ks = cuda.local.array(16, dtype=uint32)
     _block(kn, uint64(b), ks)
     one = uint64(1)
+    # m = 1 (bound 0) leaves r = 0; _mod_wide needs m >= 2. m >= 2^32 keeps the bit-serial
+    # reduction (no division, but 128 steps per output)
     small = m < (one << uint64(32))
     for e in range(4):
         i = 4 * b + e
         if i < count:
             r = uint64(0)
-            if small:
+            if m == one:
+                r = uint64(0)
+            elif small:  # division-free Horner steps (minv = 1/m from the host)
                 for k in range(3, -1, -1):
-                    r = ((r << uint64(32)) + uint64(ks[4 * e + k])) % m
+                    r = _mod_wide((r << uint64(32)) | uint64(ks[4 * e + k]), m, minv)
             else:
                 for k in range(3, -1, -1):
                     wd = uint64(ks[4 * e + k])
@@ -371,7 +375,7 @@ def sample_uniform_bounded(key: Any, nonce: Any, bound: int, count: int) -> Any:
     out = C.xp().empty(count, dtype=np.int64)
     if count:
         _launch(
-            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1), np.int64(bound),
-            C.arg(out), count,
+            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1),
+            np.float64(1.0 / (2 * bound + 1)), np.int64(bound), C.arg(out), count,
         )  # fmt: skip
     return out
