@@ -44,9 +44,11 @@ ITEMS: dict[str, tuple[str, int, str]] = {
     "_fwd_group": ("STS", 2, "butterfly"),  # the loop that also loads shared memory (LDS)
     "_inv_group": ("STS", 2, "butterfly"),
     "_sum_batch": ("LDG", 1, "input word"),
-    "_base_convert": ("LDG", 1, "input limb"),
-    "_hps_scale_to_r": ("LDG", 1, "input limb"),
-    "_scale_round_to_t": ("LDG", 1, "input limb"),
+    # one Shoup multiply (its high-half product) per input limb; a load marker would count
+    # each of the limb's five table and data loads as an item
+    "_base_convert": ("IMAD.HI", 1, "input limb"),
+    "_hps_scale_to_r": ("DADD", 1, "input limb"),  # one rounding-sum add per limb
+    "_scale_round_to_t": ("DADD", 1, "input limb"),  # one rounding-sum add per limb
 }
 DEFAULT_ITEM = ("STG", 1, "output word")
 # kernel -> an opcode the hot loop must also hold (the NTT's butterflies read shared memory;
@@ -230,7 +232,8 @@ def analyze(st: KernelStats, sass: str, ptx: str, log: str) -> None:
         return sum(1 for r in rows[a : b + 1] if r[1] not in ("LABEL", "NOP") and pred(r))
 
     def is_marker(r: tuple[int, str, str]) -> bool:
-        return r[1].split(".")[0] == marker
+        # an opcode ("LDG") or an opcode with modifiers ("IMAD.HI"), matched as a prefix
+        return r[1] == marker or r[1].startswith(marker + ".")
 
     need = REQUIRES.get(st.name)
     hot = [(a, b) for a, b in inner if count(a, b, is_marker)

@@ -180,7 +180,7 @@ def test_samplers_small(key_nonce, count):
     for name in ("sample_cbd", "sample_ternary"):
         got = getattr(G, name)(key, nonce, count)
         assert np.array_equal(host(got), getattr(K, name)(key, nonce, count)), name
-    for bound in (0, 5, 2**31, 2**61 + 12345):
+    for bound in (0, 1, 5, 2**31 - 1, 2**31, 2**61 + 12345):
         got = G.sample_uniform_bounded(key, nonce, bound, count)
         assert np.array_equal(host(got), K.sample_uniform_bounded(key, nonce, bound, count))
 
@@ -202,6 +202,16 @@ def test_sample_uniform_mod(key_nonce, shape):
     mods = np.array([97, 12289, 2**30 - 35], dtype=np.uint32)
     got = G.sample_uniform_mod(key, nonce, mods, shape)
     assert got.shape == shape
+    assert np.array_equal(host(got), K.sample_uniform_mod(key, nonce, mods, shape))
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (1, 4, 1), (3, 4, 6)])
+def test_sample_uniform_mod_wide_moduli(key_nonce, shape):
+    # moduli up to 2^32 (the float64 reductions' widest case) and rows shorter than the four
+    # outputs a CUDA thread writes (its limb index steps across several rows)
+    key, nonce = key_nonce
+    mods = np.array([2**32 - 5, 2, 2**31 + 11, 2**30 + 3], dtype=np.uint32)
+    got = G.sample_uniform_mod(key, nonce, mods, shape)
     assert np.array_equal(host(got), K.sample_uniform_mod(key, nonce, mods, shape))
 
 
@@ -263,6 +273,37 @@ def test_binary_ops(n, L, M, broadcast):
     assert np.array_equal(host(got), ref)
 
 
+def test_mul_barrett_edge_moduli():
+    # The 32-bit-word Barrett of the CUDA multiplies at its edges: 30-bit moduli (largest
+    # estimate), powers of two (mu = 2^(k+1), saturated), q = 1, 2, and operands q - 1.
+    q = np.array([(1 << 30) - 35, (1 << 29) + 1, 1 << 20, 1 << 29, 2, 1, 3], dtype=np.uint32)
+    mu = K.arith.barrett_constants(q)
+    rng = np.random.default_rng(11)
+    M, n = 3, 64
+    a = rand_poly(rng, q, n, M)
+    b = rand_poly(rng, q, n, M)
+    a[0, :, :8] = (q - 1)[:, None]
+    b[:, :, :4] = (q - 1)[:, None]
+    for bm in (M, 1):
+        bb = np.ascontiguousarray(b[:bm])
+        ref = np.empty_like(a)
+        K.mul(a, bb, q, mu, ref)
+        out = poisoned(a.shape)
+        G.mul(dev(a), dev(bb), dev(q), dev(mu), out)
+        assert np.array_equal(host(out), ref)
+        ref = a.copy()
+        K.mul_add(b, bb, q, mu, ref)
+        got = dev(a)
+        G.mul_add(dev(b), dev(bb), dev(q), dev(mu), got)
+        assert np.array_equal(host(got), ref)
+    s = (q - 1).astype(np.uint32)
+    ref = np.empty_like(a)
+    K.mul_scalar(a, s, q, mu, ref)
+    out = poisoned(a.shape)
+    G.mul_scalar(dev(a), dev(s), dev(q), dev(mu), out)
+    assert np.array_equal(host(out), ref)
+
+
 @pytest.mark.parametrize("n,L,M", SHAPES)
 def test_unary_ops(n, L, M):
     rng = np.random.default_rng(3 * n + L + M)
@@ -306,6 +347,27 @@ def test_from_signed(n, L, M):
     assert np.array_equal(host(out), ref)
 
 
+def test_from_signed_edges():
+    # The float64 quotient estimates of the CUDA kernel at their edges: the int64 extremes,
+    # exact multiples of q and their neighbours, powers of two, moduli 1, 2, 3 and 30-bit ones.
+    q = np.array([(1 << 30) - 35, (1 << 29) + 1, 12289, 1 << 20, 3, 2, 1], dtype=np.uint32)
+    big = np.iinfo(np.int64)
+    vals = [big.min, big.min + 1, big.max, big.max - 1, 0, 1, -1, 2**53, 2**53 + 1, -(2**53) - 1]
+    for qq in q.tolist():
+        for k in (1, 3, (2**62) // qq, -((2**62) // qq), (2**63 - 1) // qq, -((2**63) // qq)):
+            vals += [k * qq + d for d in (-1, 0, 1) if big.min <= k * qq + d <= big.max]
+    vals += [(1 << j) * sgn + d for j in range(31, 63, 4) for sgn in (1, -1) for d in (-1, 0, 1)]
+    rng = np.random.default_rng(99)
+    n = 128 * ((len(vals) + 127) // 128)
+    x = rng.integers(big.min, big.max, (2, n), dtype=np.int64, endpoint=True)
+    x[0, : len(vals)] = vals
+    ref = np.empty((2, len(q), n), dtype=np.uint32)
+    K.from_signed(x, q, ref)
+    out = poisoned(ref.shape)
+    G.from_signed(dev(x), dev(q), out)
+    assert np.array_equal(host(out), ref)
+
+
 @pytest.mark.parametrize("n,L,M", [(16, 1, 1), (64, 2, 3), (256, 3, 2)])
 def test_automorphism(n, L, M):
     rng = np.random.default_rng(n + L + M)
@@ -327,13 +389,16 @@ def test_automorphism(n, L, M):
 def test_drop_last_limb(n, L, M):
     """Modulus switching (divide-and-round by the last prime), last prime smaller and larger."""
     rng = np.random.default_rng(7 * n + L + M)
-    for bits in ([29] * (L - 1) + [17], [20] * (L - 1) + [29]):
+    for bits in ([29] * (L - 1) + [17], [20] * (L - 1) + [29], [30] * L, [14] * (L - 1) + [30]):
         q = np.array(generate_ntt_primes(bits, n), dtype=np.uint32)
         mu = barrett_constants(q)
         ql = int(q[-1])
         ql_mod = np.array([ql % int(x) for x in q[:-1]], dtype=np.uint32)
         ql_inv = np.array([pow(ql, -1, int(x)) for x in q[:-1]], dtype=np.uint32)
         a = rand_poly(rng, q, n, M)
+        # edges: last limb 0, q_last - 1 and either side of q_last / 2; other limbs 0, q_i - 1
+        a[0, -1, :5] = [0, ql - 1, ql // 2, ql // 2 + 1, 1]
+        a[0, :-1, :3] = np.array([0, 1, 0])[None, :] + (q[:-1, None] - 1) * np.array([0, 1, 1])
         ref = np.empty((M, L - 1, n), dtype=np.uint32)
         K.drop_last_limb(a, q, mu, ql_mod, ql_inv, ref)
         out = poisoned((M, L - 1, n))
@@ -378,7 +443,12 @@ def _rand_in(rng, basis, M):
 
 @pytest.mark.parametrize(
     "log_n,src_bits,dst_bits,M",
-    [(4, (28, 28, 28), (30, 30), 1), (6, (30, 29), (30, 30, 30), 3), (5, (30,), (29,), 5)],
+    [
+        (4, (28, 28, 28), (30, 30), 1),
+        (6, (30, 29), (30, 30, 30), 3),
+        (5, (30,), (29,), 5),
+        (4, (30,) * 18, (30, 14), 2),
+    ],  # more input limbs than one lazy 64-bit sum holds
 )
 @pytest.mark.parametrize("exact", [False, True])
 def test_base_convert(log_n, src_bits, dst_bits, M, exact):
@@ -412,11 +482,11 @@ def test_scale_round_to_t(t, M):
     assert np.array_equal(host(out), ref)
 
 
-@pytest.mark.parametrize("M", [1, 3])
-def test_hps_scale_to_r(M):
+@pytest.mark.parametrize("M,qbits", [(1, (28, 28, 28)), (3, (28, 28, 28)), (2, (30,) * 17)])
+def test_hps_scale_to_r(M, qbits):
     from gpubfv.ring.rns import HPSScaler
 
-    qb = _basis(5, (28, 28, 28))
+    qb = _basis(5, qbits)  # 17 limbs: more than one lazy 64-bit sum of the CUDA kernel holds
     rb = _basis(5, (30, 30, 30, 30), qb.moduli)
     t = 65537
     sc = HPSScaler(qb, rb, t)

@@ -9,10 +9,11 @@ Simulator (``NUMBA_ENABLE_CUDASIM=1``): data arrays are numpy arrays, passed str
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from numba import config, cuda
+from numba import config, cuda, float64, int32, int64, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
 
@@ -69,6 +70,17 @@ def const_dev(a: Any, dtype: Any = None) -> Any:
 # (id(holder), device) -> (holder, {field: device array}); the holder is kept alive so its id
 # cannot be reused while the entry exists (holders are long-lived: tables, converters).
 _CONST_CACHE: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
+
+
+def derived(holder: Any, name: str, make: Any) -> Any:
+    """Device copy of `make(holder)` (a host table computed from `holder`'s host fields, such
+    as Shoup constants), made once per (holder, device) and memoised beside ``consts``."""
+    consts(holder)
+    cache = _CONST_CACHE[(id(holder), device_id())][1]
+    key = "derived:" + name
+    if key not in cache:
+        cache[key] = const_dev(make(holder))
+    return cache[key]
 
 
 def consts(holder: Any, *fields: str) -> tuple[Any, ...]:
@@ -196,6 +208,14 @@ if SIM:
     def fadd(a, b):
         return a + b
 
+    @cuda.jit(device=True)
+    def mulhi32(a, b):
+        return uint32((uint64(a) * uint64(b)) >> uint64(32))
+
+    @cuda.jit(device=True)
+    def mulhi64(a, b):
+        return uint64((int(a) * int(b)) >> 64)
+
 else:  # pragma: no cover - needs a GPU
     from numba.cuda import libdevice
 
@@ -206,3 +226,143 @@ else:  # pragma: no cover - needs a GPU
     @cuda.jit(device=True, inline=True)
     def fadd(a, b):
         return libdevice.dadd_rn(a, b)
+
+    # High 32 bits of a 32x32 product as one instruction (written as a 64-bit product and a
+    # shift, ptxas keeps a wide multiply and a dead high-word add).
+    @cuda.jit(device=True, inline=True)
+    def mulhi32(a, b):
+        return uint32(libdevice.umulhi(a, b))
+
+    @cuda.jit(device=True, inline=True)
+    def mulhi64(a, b):
+        return uint64(libdevice.umul64hi(a, b))
+
+
+# Modular reduction (packed constants of kernels.cpu.arith.barrett_constants: mu = floor(2^(2k)/q)
+# with k = bitlen(q) in bits 56..63).
+
+_MU_MASK = np.uint64((1 << 56) - 1)
+
+
+@cuda.jit(device=True, inline=True)
+def barrett(x, q, mu_packed):
+    # Barrett for x < 2^(2k), k = bitlen(q) <= 30; mu_packed = floor(2^(2k)/q) | k << 56
+    # (kernels.cpu.arith.barrett_constants). Identical to kernels.cpu.arith._barrett.
+    k = mu_packed >> uint64(56)
+    mu = mu_packed & _MU_MASK
+    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
+    r = x - est * q
+    if r >= q:
+        r = r - q
+    if r >= q:
+        r = r - q
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def reduce_any(x, q, mu_packed):
+    # any x < 2^64 (cross-modulus products): Barrett when x < 2^(2k), division otherwise
+    k = mu_packed >> uint64(56)
+    if (x >> (k + k)) != uint64(0):
+        return x % q
+    return barrett(x, q, mu_packed)
+
+
+@cuda.jit(device=True, inline=True)
+def barrett32(x, q, mus, k):
+    # The CPU's Barrett estimate on 32-bit words, for x < 2^(2k), k = bitlen(q) <= 30, with
+    # (mus, k) = unpack_mu(mu_packed): t = x >> (k-1) < 2^(k+1) <= 2^31, and
+    # floor(t*mu / 2^(k+1)) = floor(t * (mu << (31-k)) / 2^32), one high-half multiply
+    # (mu << (31-k) < 2^32). The estimate never exceeds x // q and the remainder before
+    # correction is < 3q < 2^32, so only its low word is formed. Result: x mod q, as on the CPU.
+    t = uint32(x >> (k - uint32(1)))
+    est = mulhi32(t, mus)
+    r = uint32(x - uint64(est) * uint64(q))
+    if r >= q:
+        r = uint32(r - q)
+    if r >= q:
+        r = uint32(r - q)
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def unpack_mu(mu_packed):
+    # (mu << (31-k), k) from a packed Barrett constant. mu < 2^(k+1) unless q = 2^(k-1), where
+    # mu = 2^(k+1) and the shifted value saturates to 2^32 - 1: the estimate is then at most one
+    # below the exact quotient (which floor(x / 2^(k-1)) is), still within two corrections.
+    k = uint32(mu_packed >> uint64(56))
+    m = (mu_packed & uint64((1 << 56) - 1)) << (uint32(31) - k)
+    if m > uint64(0xFFFFFFFF):
+        m = uint64(0xFFFFFFFF)
+    return uint32(m), k
+
+
+@cuda.jit(device=True, inline=True)
+def red32(u, q, m32):
+    # u mod q for any 32-bit u, m32 = (2^32 - 1) // q (a 32-bit division, once per thread):
+    # the estimate mulhi(u, m32) is at most 2 below u // q, so two corrections (q < 2^30).
+    r = uint32(u - mulhi32(u, m32) * q)
+    if r >= q:
+        r = uint32(r - q)
+    if r >= q:
+        r = uint32(r - q)
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def shoup_const(w, q):
+    # floor(w * 2^32 / q) for w < q < 2^30 without integer division (once per thread): the
+    # float64 quotient is within 2^-19 of the exact one, so one integer correction.
+    e = int64(float64(w) * 4294967296.0 / float64(q))
+    rem = (int64(w) << int64(32)) - e * int64(q)
+    if rem < 0:
+        e -= 1
+    elif rem >= int64(q):
+        e += 1
+    return uint32(e)
+
+
+@cuda.jit(device=True, inline=True)
+def shoup_mul(u, w, ws, q):
+    # u * w mod q for any 32-bit u and a constant w < q < 2^30 with ws = shoup_const(w, q):
+    # the estimate mulhi(u, ws) is at most one below (u * w) // q, so one correction.
+    r = uint32(uint64(u) * uint64(w) - uint64(mulhi32(u, ws)) * uint64(q))
+    if r >= q:
+        r = uint32(r - q)
+    return r
+
+
+@cuda.jit(device=True, inline=True)
+def mod_u64(v, q, qinv1, qinv2):
+    # v mod q for any uint64 v, q < 2^30, without integer division: qinv2 = 1/q, qinv1 = qinv2
+    # (0 for q = 1, where the first estimate could leave uint64). The float64 estimate of
+    # v / q is off by < 2^13 / q + 1, so r1 = v - e*q has |r1| < 2^14 + q (its low word, read
+    # signed); the second estimate of r1 / q is off by < 2^-36 < 1/q, so r1 - e2*q is in
+    # [0, 2q): one correction. Exact, hence equal to the CPU's remainder.
+    e = uint64(float64(v) * qinv1)
+    r1 = int32(v - e * uint64(q))  # wraps: the low word is exact
+    q32 = int32(q)
+    r = int32(r1 - int32(math.floor(float64(r1) * qinv2)) * q32)
+    if r >= q32:
+        r = int32(r - q32)
+    return uint32(r)
+
+
+@cuda.jit(device=True, inline=True)
+def mod_s64(v, q, qinv1, qinv2):
+    # floor-mod v % q (in [0, q)) for any int64 v, q < 2^30, as mod_u64: the float64 estimate
+    # of v / q is off by at most 2^12 / q + 1, so |v - e*q| < 2^12 + q (its low word, signed)
+    e = int64(math.floor(float64(v) * qinv1))
+    r1 = int32(v - e * int64(q))  # may wrap in int64 near the extremes: the low word is exact
+    q32 = int32(q)
+    r = int32(r1 - int32(math.floor(float64(r1) * qinv2)) * q32)
+    if r >= q32:
+        r = int32(r - q32)
+    return uint32(r)
+
+
+@cuda.jit(device=True, inline=True)
+def inv_pair(q):
+    # (qinv1, qinv2) of mod_u64 / mod_s64 for modulus q, once per thread
+    qinv2 = 1.0 / float64(q)
+    return (qinv2 if q > 1 else 0.0), qinv2

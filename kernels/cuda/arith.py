@@ -10,41 +10,15 @@ kernels.cpu.arith.barrett_constants: mu = floor(2^(2k) / q), k = bitlen(q) in bi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from numba import cuda, int64, uint32, uint64
+from numba import cuda, float64, int32, int64, uint32, uint64
 
 from kernels.cuda import _common as C
 
 _U32 = np.dtype(np.uint32)
-
-
-_MU_MASK = np.uint64((1 << 56) - 1)
-
-
-@cuda.jit(device=True, inline=True)
-def barrett(x, q, mu_packed):
-    # Barrett for x < 2^(2k), k = bitlen(q) <= 30; mu_packed = floor(2^(2k)/q) | k << 56
-    # (kernels.cpu.arith.barrett_constants). Identical to kernels.cpu.arith._barrett.
-    k = mu_packed >> uint64(56)
-    mu = mu_packed & _MU_MASK
-    est = ((x >> (k - uint64(1))) * mu) >> (k + uint64(1))
-    r = x - est * q
-    if r >= q:
-        r = r - q
-    if r >= q:
-        r = r - q
-    return r
-
-
-@cuda.jit(device=True, inline=True)
-def reduce_any(x, q, mu_packed):
-    # any x < 2^64 (cross-modulus products): Barrett when x < 2^(2k), division otherwise
-    k = mu_packed >> uint64(56)
-    if (x >> (k + k)) != uint64(0):
-        return x % q
-    return barrett(x, q, mu_packed)
 
 
 # The element-wise kernels run on a 3-D grid (N / threads, L, min(M, 65535)): the limb is
@@ -114,54 +88,74 @@ def _neg(a, q, out, M, L, N):
         m = uint32(m + mstep)
 
 
+# The multiplying kernels take flat (M*L*N,) views and walk them with one 32-bit word offset
+# (the launcher checks M*L*N < 2^32): an address is then one wide multiply-add per operand
+# instead of a 64-bit row-stride product, and the Barrett reduction runs on 32-bit words.
+
+
+@cuda.jit(device=True, inline=True)
+def _flat(M, L, N):
+    # (first offset, offset step, end, per-limb offset of a broadcast row, limb, in range)
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    l = uint32(cuda.blockIdx.y)
+    n = uint32(N)
+    ln = uint32(uint32(L) * n)
+    off = uint32(uint32(cuda.blockIdx.z) * ln + l * n + i)
+    step = uint32(uint32(cuda.gridDim.z) * ln)
+    end = uint32(uint32(M) * ln)
+    return off, step, end, uint32(l * n + i), l, i < n
+
+
 @cuda.jit
 def _mul(a, b, q, mu, out, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        x = uint64(a[row, i]) * uint64(b[rb, i])
-        out[row, i] = uint32(barrett(x, ql, mul))
-        m = uint32(m + mstep)
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
+    if bm > 1:
+        boff = off
+        bstep = step
+    else:
+        bstep = uint32(0)
+    while off < end:
+        x = uint64(a[off]) * uint64(b[boff])
+        out[off] = C.barrett32(x, ql, mul, k)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
 
 
 @cuda.jit
 def _mul_add(a, b, q, mu, acc, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        x = uint64(a[row, i]) * uint64(b[rb, i]) + uint64(acc[row, i])
-        acc[row, i] = uint32(barrett(x, ql, mul))
-        m = uint32(m + mstep)
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
+    if bm > 1:
+        boff = off
+        bstep = step
+    else:
+        bstep = uint32(0)
+    while off < end:
+        # a*b + acc < q^2 + q < 2^(2k): within the Barrett range
+        x = uint64(a[off]) * uint64(b[boff]) + uint64(acc[off])
+        acc[off] = C.barrett32(x, ql, mul, k)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
 
 
 @cuda.jit
 def _mul_scalar(a, s, q, mu, out, M, L, N):
-    i, l, m0, mstep, ok = _coords(N, L)
+    off, step, end, _, l, ok = _flat(M, L, N)
     if not ok:
         return
-    ql = uint64(q[l])
-    mul = uint64(mu[l])
+    ql = uint32(q[l])
+    mul, k = C.unpack_mu(uint64(mu[l]))
     sl = uint64(s[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        out[row, i] = uint32(barrett(uint64(a[row, i]) * sl, ql, mul))
-        m = uint32(m + mstep)
+    while off < end:
+        out[off] = C.barrett32(uint64(a[off]) * sl, ql, mul, k)
+        off = uint32(off + step)
 
 
 @cuda.jit
@@ -181,54 +175,96 @@ def _sum_batch(a, q, out, K, R, L, N):
 
 
 @cuda.jit
-def _from_signed(x, q, out, R, L, N):
-    # x int64 (M, N) -> out (M*L, N); Python/numba floor-mod semantics (result in [0, q))
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _from_signed(x, q, out, M, L, N):
+    # x int64 (M*N,) -> out (M*L*N,) on the flat 3-D grid: floor-mod x % q (in [0, q)) with no
+    # integer division. A float64 quotient estimate of x / q is off by at most 2^12 / q + 1, so
+    # r1 = x - e*q has |r1| < 2^12 + q < 2^31 (exact in 32 bits); a second estimate of r1 / q
+    # is off by < 2^-40 while r1 / q is an integer or >= 1/q from one, so r1 - e2*q is in
+    # [0, 2q). Exact, hence identical to the CPU. q = 1: the first estimate could reach 2^63
+    # (out of int64), so it is skipped (r1 = low word of x) and the second one gives 0.
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        ql = int64(q[row % L])
-        r = x[row // L, i] % ql
-        if r < 0:
-            r += ql
-        out[row, i] = uint32(r)
+    n = uint32(N)
+    xoff = uint32(uint32(cuda.blockIdx.z) * n + cuda.blockIdx.x * cuda.blockDim.x)
+    xoff = uint32(xoff + cuda.threadIdx.x)
+    xstep = uint32(uint32(cuda.gridDim.z) * n)
+    ql = int64(q[l])
+    qinv2 = 1.0 / float64(ql)
+    qinv1 = qinv2 if ql > 1 else 0.0
+    q32 = int32(ql)
+    while off < end:
+        v = x[xoff]
+        e = int64(math.floor(float64(v) * qinv1))
+        r1 = int32(v - e * ql)  # may wrap in int64 near the extremes: the low word is exact
+        e2 = int32(math.floor(float64(r1) * qinv2))
+        r = int32(r1 - e2 * q32)
+        if r >= q32:
+            r = int32(r - q32)
+        out[off] = uint32(r)
+        off = uint32(off + step)
+        xoff = uint32(xoff + xstep)
 
 
 @cuda.jit
-def _automorphism(a, idx, negm, q, out, R, L, N):
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+def _automorphism(a, idx, negm, q, out, M, L, N):
+    # flat 3-D grid: a thread keeps one source coefficient i, so its destination idx[i] and
+    # sign are loaded once and reused for every batch row (a row offset advances by a step)
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        x = uint64(a[row, i])
-        if negm[i] != 0 and x != uint64(0):
-            x = uint64(q[row % L]) - x
-        out[row, idx[i]] = uint32(x)
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    dst = uint32(uint32(off - i) + uint32(idx[i]))
+    neg = negm[i] != 0
+    ql = uint32(q[l])
+    while off < end:
+        x = uint32(a[off])
+        if neg and x != uint32(0):
+            x = uint32(ql - x)
+        out[dst] = x
+        off = uint32(off + step)
+        dst = uint32(dst + step)
 
 
 @cuda.jit
 def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out, M, L, N):
-    # out (M*(L-1), N): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+    # out (M*(L-1)*N,): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith.
+    # Grid (N / threads, L-1, min(M, 65535)): the limb's constants are per-thread registers,
+    # three 32-bit word offsets advance per batch row; all reductions on 32-bit words.
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    n = uint32(N)
+    if i >= n:
         return
-    Lo = L - 1
-    ql = uint64(q[Lo])
-    half = ql >> uint64(1)
-    for row in range(cuda.blockIdx.y, M * Lo, cuda.gridDim.y):
-        m = row // Lo
-        l = row % Lo
-        qi = uint64(q[l])
-        mul = mu[l]
-        r = uint64(a[m * L + Lo, i])
-        c = reduce_any(r, qi, mul)
+    l = uint32(cuda.blockIdx.y)
+    L32 = uint32(L)
+    Lo = uint32(L32 - uint32(1))
+    m = uint32(cuda.blockIdx.z)
+    mstep = uint32(cuda.gridDim.z)
+    ain = uint32((m * L32 + l) * n + i)
+    alast = uint32((m * L32 + Lo) * n + i)
+    aout = uint32((m * Lo + l) * n + i)
+    istep = uint32(mstep * L32 * n)
+    ostep = uint32(mstep * Lo * n)
+    end = uint32(uint32(M) * Lo * n)
+    half = uint32(q[Lo]) >> uint32(1)
+    qi = uint32(q[l])
+    k = uint32(uint64(mu[l]) >> uint64(56))
+    # u = x - r (+ q_last mod q_i when r is centered to r - q_last) + a multiple of q_i in
+    # [2^30, 2^31) (so u >= 0: r < q_last < 2^30), u < 2^32; then one Shoup multiply by
+    # q_last^-1 (any 32-bit u): the result is the CPU's.
+    kq = uint32(qi << (uint32(31) - k))
+    qlm = uint32(ql_mod[l])
+    iv = uint32(ql_inv[l])
+    ivs = C.shoup_const(iv, qi)
+    while aout < end:
+        r = uint32(a[alast])
+        u = uint32(uint32(a[ain]) + kq - r)
         if r > half:
-            c = c + qi - uint64(ql_mod[l])
-            if c >= qi:
-                c = c - qi
-        x = uint64(a[m * L + l, i])
-        d = x - c if x >= c else x + qi - c
-        out[row, i] = uint32(barrett(d * uint64(ql_inv[l]), qi, mul))
+            u = uint32(u + qlm)
+        out[aout] = C.shoup_mul(u, iv, ivs, qi)
+        ain = uint32(ain + istep)
+        alast = uint32(alast + istep)
+        aout = uint32(aout + ostep)
 
 
 # ---------------------------------------------------------------- wrappers
@@ -276,94 +312,69 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
 def add(a, b, q, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
     _launch3(
-        _add,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(_rows(b)[0]),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
+        _add, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
         b.shape[0],
-    )
+    )  # fmt: skip
 
 
 def sub(a, b, q, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
     _launch3(
-        _sub,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(_rows(b)[0]),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
+        _sub, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
         b.shape[0],
-    )
+    )  # fmt: skip
 
 
 def neg(a, q, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
+    M, L, N = a.shape
     A = C.arg
-    _launch3(
-        _neg,
-        a.shape[0],
-        L,
-        N,
-        A(a2),
-        A(C.asdev(q)),
-        A(_rows(out)[0]),
-        a.shape[0],
-        L,
-        N,
-    )
+    _launch3(_neg, M, L, N, A(_rows(a)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N)
+
+
+def _flat_view(a: Any) -> Any:
+    if a.size >= 1 << 32:
+        raise ValueError(f"operand of {a.size} words: the flat kernels index with 32 bits")
+    return a.reshape(a.size)
 
 
 def mul(a, b, q, mu, out):
     _check_pair(a, b)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(_rows(out)[0]), a.shape[0], L, N, b.shape[0],
+        _mul, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(C.asdev(mu)), A(F(out)), M, L, N,
+        b.shape[0],
     )  # fmt: skip
 
 
 def mul_add(a, b, q, mu, acc):
     _check_pair(a, b)
     _check_out(a, acc)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul_add, a.shape[0], L, N, A(a2), A(_rows(b)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(_rows(acc)[0]), a.shape[0], L, N, b.shape[0],
+        _mul_add, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(C.asdev(mu)), A(F(acc)), M, L, N,
+        b.shape[0],
     )  # fmt: skip
 
 
 def mul_scalar(a, s, q, mu, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
     _launch3(
-        _mul_scalar, a.shape[0], L, N, A(a2), A(C.asdev(s, np.uint32)), A(C.asdev(q)),
-        A(C.asdev(mu)), A(_rows(out)[0]), a.shape[0], L, N,
+        _mul_scalar, M, L, N, A(F(a)), A(C.asdev(s, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)),
+        A(F(out)), M, L, N,
     )  # fmt: skip
 
 
@@ -391,20 +402,20 @@ def from_signed(x, q, out):
     if x.shape != (M, N):
         raise ValueError(f"x shape {x.shape} does not match output {out.shape}")
     A = C.arg
-    _launch(
-        _from_signed, M * L, N, A(C.xp().ascontiguousarray(x)), A(C.asdev(q)), A(_rows(out)[0]),
-        M * L, L, N,
+    xf = C.xp().ascontiguousarray(x).reshape(M * N)
+    _launch3(
+        _from_signed, M, L, N, A(xf), A(C.asdev(q)), A(_flat_view(out)), M, L, N,
     )  # fmt: skip
 
 
 def automorphism(a, idx, neg_mask, q, out):
     _check(a)
     _check_out(a, out)
-    a2, R, L, N = _rows(a)
-    A = C.arg
-    _launch(
-        _automorphism, R, N, A(a2), A(C.asdev(idx, np.int64)), A(C.asdev(neg_mask, np.uint8)),
-        A(C.asdev(q)), A(_rows(out)[0]), R, L, N,
+    M, L, N = a.shape
+    A, F = C.arg, _flat_view
+    _launch3(
+        _automorphism, M, L, N, A(F(a)), A(C.asdev(idx, np.int64)),
+        A(C.asdev(neg_mask, np.uint8)), A(C.asdev(q)), A(F(out)), M, L, N,
     )  # fmt: skip
 
 
@@ -414,7 +425,7 @@ def drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
     if out.shape != (M, L - 1, N):
         raise ValueError(f"output shape {out.shape} does not drop one limb of {a.shape}")
     A = C.arg
-    _launch(
-        _drop_last_limb, M * (L - 1), N, A(_rows(a)[0]), A(C.asdev(q)), A(C.asdev(mu)),
-        A(C.asdev(ql_mod)), A(C.asdev(ql_inv)), A(_rows(out)[0]), M, L, N,
+    _launch3(
+        _drop_last_limb, M, L - 1, N, A(_flat_view(a)), A(C.asdev(q)), A(C.asdev(mu)),
+        A(C.asdev(ql_mod)), A(C.asdev(ql_inv)), A(_flat_view(out)), M, L, N,
     )  # fmt: skip

@@ -119,20 +119,49 @@ def _chacha_kernel(kn, counter0, out, nblocks):
 
 
 @cuda.jit
-def _uniform_mod_kernel(kn, moduli, L, N, out, count):
+def _uniform_mod_kernel(kn, moduli, qinv, L, N, out, count):
+    # Output i is the 128-bit little-endian value of its 4 key-stream words mod q_l (as the
+    # CPU), by Horner steps r = (r * 2^32 + w) mod q, each a division-free float64 reduction
+    # (qinv = 1/q from the host). The limb of the thread's first output comes from one 32-bit
+    # division per thread; the next ones step it (the launcher checks count < 2^32).
     b = cuda.grid(1)
     if 4 * b >= count:
         return
     ks = cuda.local.array(16, dtype=uint32)
     _block(kn, uint64(b), ks)
+    N32 = uint32(N)
+    L32 = uint32(L)
+    i0 = uint32(4 * b)
+    row = uint32(i0 // N32)
+    col = uint32(i0 - row * N32)
+    l = uint32(row % L32)
     for e in range(4):
-        i = 4 * b + e
-        if i < count:
-            q = uint64(moduli[(i // N) % L])
+        i = i0 + uint32(e)
+        if i < uint32(count):
+            q = uint64(moduli[l])
+            qi = qinv[l]
             r = uint64(0)
             for k in range(3, -1, -1):
-                r = ((r << uint64(32)) + uint64(ks[4 * e + k])) % q
+                r = _mod_wide((r << uint64(32)) | uint64(ks[4 * e + k]), q, qi)
             out[i] = uint32(r)
+            col = uint32(col + 1)
+            while col >= N32:
+                col = uint32(col - N32)
+                l = uint32(l + 1)
+                if l == L32:
+                    l = uint32(0)
+
+
+@cuda.jit(device=True, inline=True)
+def _mod_wide(v, q, qinv):
+    # v mod q for any uint64 v and 2 <= q < 2^32 (qinv = 1/q): the float64 estimate leaves
+    # |v - e*q| < 2^14 + q < 2^33, the second one leaves [0, 2q); exact
+    e = uint64(float64(v) * qinv)
+    r1 = int64(v - e * q)  # wraps: exact as a signed 64-bit value
+    r = r1 - int64(math.floor(float64(r1) * qinv)) * int64(q)
+    if r >= int64(q):
+        r -= int64(q)
+    return uint64(r)
 
 
 @cuda.jit(device=True, inline=True)
@@ -206,21 +235,25 @@ def _gauss_kernel(kn, sigma, out, count):
 
 
 @cuda.jit
-def _bounded_kernel(kn, m, bound, out, count):
+def _bounded_kernel(kn, m, minv, bound, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:
         return
     ks = cuda.local.array(16, dtype=uint32)
     _block(kn, uint64(b), ks)
     one = uint64(1)
+    # m = 1 (bound 0) leaves r = 0; _mod_wide needs m >= 2. m >= 2^32 keeps the bit-serial
+    # reduction (no division, but 128 steps per output)
     small = m < (one << uint64(32))
     for e in range(4):
         i = 4 * b + e
         if i < count:
             r = uint64(0)
-            if small:
+            if m == one:
+                r = uint64(0)
+            elif small:  # division-free Horner steps (minv = 1/m from the host)
                 for k in range(3, -1, -1):
-                    r = ((r << uint64(32)) + uint64(ks[4 * e + k])) % m
+                    r = _mod_wide((r << uint64(32)) | uint64(ks[4 * e + k]), m, minv)
             else:
                 for k in range(3, -1, -1):
                     wd = uint64(ks[4 * e + k])
@@ -286,11 +319,14 @@ def sample_uniform_mod(key: Any, nonce: Any, moduli: Any, shape: tuple) -> Any:
         raise ValueError("negative dimension")
     kn = _key_nonce(key, nonce)
     count = int(np.prod(shape, dtype=np.int64))
+    if count >= 1 << 32:
+        raise ValueError(f"{count} residues: the uniform sampler indexes with 32 bits")
     out = C.xp().empty(count, dtype=np.uint32)
     if count:
         _launch(
-            _uniform_mod_kernel, -(-count // 4), kn, C.arg(C.const_dev(mods)), mods.shape[0],
-            shape[-1], C.arg(out), count,
+            _uniform_mod_kernel, -(-count // 4), kn, C.arg(C.const_dev(mods)),
+            C.arg(C.const_dev(1.0 / mods.astype(np.float64))), mods.shape[0], shape[-1],
+            C.arg(out), count,
         )  # fmt: skip
     return out.reshape(shape)
 
@@ -339,7 +375,7 @@ def sample_uniform_bounded(key: Any, nonce: Any, bound: int, count: int) -> Any:
     out = C.xp().empty(count, dtype=np.int64)
     if count:
         _launch(
-            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1), np.int64(bound),
-            C.arg(out), count,
+            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1),
+            np.float64(1.0 / (2 * bound + 1)), np.int64(bound), C.arg(out), count,
         )  # fmt: skip
     return out

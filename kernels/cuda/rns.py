@@ -17,40 +17,57 @@ import numpy as np
 from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cuda import _common as C
-from kernels.cuda.arith import barrett, reduce_any
 
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
 
 
+_LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
+
+
 @cuda.jit
-def _base_convert(
-    x, qin, qhi, qhimu, invq, qout, qoutmu, qhat_mod, qmod, exact, out, R, Lin, Lout, N
-):
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
+    # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant. y_i = x_i *
+    # [(Q/q_i)^-1]_{q_i} by Shoup (hi_pack[i] = constant | its Shoup word << 32); the sum over i
+    # accumulates in 64 bits (reduced every _LAZY terms); the rounding correction adds the
+    # same float64 products in the same order as the CPU.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        m = row // Lout
-        j = row % Lout
-        pj = uint64(qout[j])
-        mu = uint64(qoutmu[j])
+    j = uint32(cuda.blockIdx.y)
+    Lin32 = uint32(Lin)
+    pj = uint32(qout[j])
+    pinv2 = 1.0 / float64(pj)
+    pinv1 = pinv2 if pj > uint32(1) else 0.0
+    qm = uint64(qmod[j])
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        xo = uint32(m * Lin32 * N32 + n)
         s = uint64(0)
         acc = 0.0
-        for i in range(Lin):
-            y = barrett(uint64(x[m, i, n]) * uint64(qhi[i]), uint64(qin[i]), uint64(qhimu[i]))
-            if exact:
-                acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
-            s = reduce_any(s + y * uint64(qhat_mod[i, j]), pj, mu)
+        i = uint32(0)
+        while i < Lin32:
+            stop = min(uint32(i + _LAZY), Lin32)
+            while i < stop:
+                xv = uint32(x[xo])
+                hp = uint64(hi_pack[i])
+                qi = uint32(qin[i])
+                y = C.shoup_mul(xv, uint32(hp), uint32(hp >> uint64(32)), qi)
+                if exact:
+                    acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
+                s += uint64(y) * uint64(qhat_t[j, i])
+                xo = uint32(xo + N32)
+                i = uint32(i + 1)
+            s = uint64(C.mod_u64(s, pj, pinv1, pinv2))
+        r = uint32(s)
         if exact:
-            v = int64(math.floor(acc + 0.5))
-            corr = reduce_any(uint64(v) * uint64(qmod[j]), pj, mu)
-            if s >= corr:
-                s = s - corr
-            else:
-                s = s + pj - corr
-        out[m, j, n] = uint32(s)
+            v = uint64(int64(math.floor(acc + 0.5)))
+            corr = C.mod_u64(v * qm, pj, pinv1, pinv2)
+            r = uint32(r - corr) if r >= corr else uint32(r + pj - corr)
+        out[m * uint32(Lout) * N32 + j * N32 + n] = r
+        m = uint32(m + uint32(cuda.gridDim.z))
 
 
 @cuda.jit(device=True, inline=True)
@@ -97,71 +114,75 @@ def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
 
 
 @cuda.jit
-def _hps_scale_to_r(xq, xr, qmod, rmod, rmu, int_part, frac_part, own, out, R, Lq, Lr, N):
-    # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i]) mod r_k
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
+    # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i])
+    # mod r_k. Grid (N / threads, Lr, min(M, 65535)): r_k per thread; one pass over the input
+    # limbs adds the float64 rounding sum (the CPU's order, no FMA) and a lazy 64-bit sum
+    # (int_t = int_part transposed), reduced every _LAZY - 1 products without division.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        m = row // Lr
-        k = row % Lr
+    k = uint32(cuda.blockIdx.y)
+    Lq32 = uint32(Lq)
+    rk = uint32(rmod[k])
+    rinv2 = 1.0 / float64(rk)
+    rinv1 = rinv2 if rk > uint32(1) else 0.0
+    ok = uint64(own[k])
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        xo = uint32(m * Lq32 * N32 + n)
+        s = uint64(C.mod_u64(uint64(xr[(m * uint32(Lr) + k) * N32 + n]) * ok, rk, rinv1, rinv2))
         f = 0.0
-        for i in range(Lq):
-            f = C.fadd(f, C.fmul(float64(xq[m, i, n]), frac_part[i]))
-        rnd = int64(math.floor(f + 0.5))
-        rk = uint64(rmod[k])
-        mu = uint64(rmu[k])
-        s = barrett(uint64(xr[m, k, n]) * uint64(own[k]), rk, mu)
-        for i in range(Lq):
-            s = reduce_any(s + uint64(xq[m, i, n]) * uint64(int_part[i, k]), rk, mu)
-        s = (s + uint64(rnd % int64(rk))) % rk
-        out[m, k, n] = uint32(s)
-
-
-@cuda.jit(device=True, inline=True)
-def _mulmod_u64(a, b, t):
-    r = uint64(0)
-    while b:
-        if b & uint64(1):
-            r += a
-            if r >= t:
-                r -= t
-        a += a
-        if a >= t:
-            a -= t
-        b >>= uint64(1)
-    return r
+        i = uint32(0)
+        while i < Lq32:
+            stop = min(uint32(i + _LAZY - 1), Lq32)
+            while i < stop:
+                xv = uint32(xq[xo])
+                f = C.fadd(f, C.fmul(float64(xv), frac_part[i]))
+                s += uint64(xv) * uint64(int_t[k, i])
+                xo = uint32(xo + N32)
+                i = uint32(i + 1)
+            s = uint64(C.mod_u64(s, rk, rinv1, rinv2))
+        rnd = C.mod_u64(uint64(int64(math.floor(f + 0.5))), rk, rinv1, rinv2)
+        r = uint32(uint32(s) + rnd)
+        if r >= rk:
+            r = uint32(r - rk)
+        out[(m * uint32(Lr) + k) * N32 + n] = r
+        m = uint32(m + uint32(cuda.gridDim.z))
 
 
 @cuda.jit
-def _add_scaled_plain(m, t64, r64, tinv, q, mu, acc, R, L, N):
-    # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l  (= -c * t^-1, c = [Q m]_t centered)
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
+    # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
+    # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
+    # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads, L,
+    # min(M, 65535)): q_l, 1/q_l, t^-1 and its Shoup word are per-thread constants.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if n >= N32:
         return
+    l = uint32(cuda.blockIdx.y)
+    L32 = uint32(L)
     half = t64 >> uint64(1)
-    small = t64 < (uint64(1) << uint64(32))
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        mi = row // L
-        l = row % L
-        v = uint64(m[mi, n])
-        if small:
-            w = (v * r64) % t64
-        else:
-            w = _mulmod_u64(v, r64, t64)
-        if w > half:
-            c = int64(w) - int64(t64)
-        else:
-            c = int64(w)
-        ql = uint64(q[l])
-        qi = int64(ql)
-        neg_c = (-c) % qi
-        if neg_c < 0:
-            neg_c += qi
-        s = barrett(uint64(neg_c) * uint64(tinv[l]), ql, uint64(mu[l])) + uint64(acc[mi, l, n])
+    ql = uint32(q[l])
+    qinv1, qinv2 = C.inv_pair(ql)
+    ti = uint32(tinv[l])
+    tis = C.shoup_const(ti, ql)
+    mi = uint32(cuda.blockIdx.z)
+    while mi < uint32(M):
+        v = uint64(m[mi * N32 + n])
+        w = v * r64 - C.mulhi64(v, rs) * t64
+        if w >= t64:
+            w -= t64
+        c = int64(w) - int64(t64) if w > half else int64(w)
+        neg_c = C.mod_s64(-c, ql, qinv1, qinv2)
+        o = (mi * L32 + l) * N32 + n
+        s = uint32(C.shoup_mul(neg_c, ti, tis, ql) + uint32(acc[o]))
         if s >= ql:
-            s = s - ql
-        acc[mi, l, n] = uint32(s)
+            s = uint32(s - ql)
+        acc[o] = s
+        mi = uint32(mi + uint32(cuda.gridDim.z))
 
 
 # ---------------------------------------------------------------- wrappers
@@ -188,13 +209,25 @@ def base_convert(x, c, exact: bool, out) -> None:
     Lout = out.shape[1]
     if out.shape != (M, Lout, N):
         raise ValueError(f"output shape {out.shape} does not match input {x.shape}")
-    k = C.consts(c, "qin", "qhat_inv", "qhat_inv_mu", "inv_q", "qout", "qout_mu", "qhat_mod",
-                 "q_mod")  # fmt: skip
+    qin, invq, qout, qmod = C.consts(c, "qin", "inv_q", "qout", "q_mod")
+    hi_pack = C.derived(c, "qhat_inv_shoup", _shoup_pack)
+    qhat_t = C.derived(c, "qhat_mod_t", lambda h: np.ascontiguousarray(C.to_host(h.qhat_mod).T))
     A = C.arg
-    _launch(
-        _base_convert, M * Lout, N, A(x), *(A(v) for v in k), bool(exact), A(out),
-        M * Lout, Lin, Lout, N,
+    if M == 0 or Lout == 0 or N == 0:
+        return
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _base_convert, (gx, Lout, min(M, C.MAX_GRID_Y)), threads, A(x.reshape(x.size)), A(qin),
+        A(hi_pack), A(invq), A(qout), A(qhat_t), A(qmod), bool(exact), A(out.reshape(out.size)),
+        M, Lin, Lout, N,
     )  # fmt: skip
+
+
+def _shoup_pack(c: Any) -> np.ndarray:
+    # (Q/q_i)^-1 mod q_i | floor(it * 2^32 / q_i) << 32, computed exactly with Python integers
+    w = [int(v) for v in C.to_host(c.qhat_inv).tolist()]
+    q = [int(v) for v in C.to_host(c.qin).tolist()]
+    return np.array([a | (((a << 32) // b) << 32) for a, b in zip(w, q, strict=True)], np.uint64)
 
 
 def scale_round_to_t(x, c, out) -> None:
@@ -222,9 +255,17 @@ def hps_scale_to_r(xq, xr, c, out) -> None:
     Lr = xr.shape[1]
     if xr.shape != (M, Lr, N) or out.shape != xr.shape:
         raise ValueError(f"shape mismatch: xq {xq.shape}, xr {xr.shape}, out {out.shape}")
-    k = C.consts(c, "qmod", "rmod", "rmu", "int_part", "frac_part", "own")
+    rmod, frac_part, own = C.consts(c, "rmod", "frac_part", "own")
+    int_t = C.derived(c, "int_part_t", lambda h: np.ascontiguousarray(C.to_host(h.int_part).T))
+    if M == 0 or Lr == 0 or N == 0:
+        return
     A = C.arg
-    _launch(_hps_scale_to_r, M * Lr, N, A(xq), A(xr), *(A(v) for v in k), A(out), M * Lr, Lq, Lr, N)
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _hps_scale_to_r, (gx, Lr, min(M, C.MAX_GRID_Y)), threads, A(xq.reshape(xq.size)),
+        A(xr.reshape(xr.size)), A(rmod), A(int_t), A(frac_part), A(own),
+        A(out.reshape(out.size)), M, Lq, Lr, N,
+    )  # fmt: skip
 
 
 def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
@@ -236,9 +277,14 @@ def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
     M, L, N = acc.shape
     if m.shape != (M, N):
         raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
+    if M == 0 or L == 0 or N == 0:
+        return
+    rs = ((int(r_t) << 64) // int(t)) & 0xFFFFFFFFFFFFFFFF
     A = C.arg
-    _launch(
-        _add_scaled_plain, M * L, N, A(C.xp().ascontiguousarray(m)), np.uint64(t),
-        np.uint64(r_t), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(C.asdev(mu)), A(acc),
-        M * L, L, N,
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _add_scaled_plain, (gx, L, min(M, C.MAX_GRID_Y)), threads,
+        A(C.xp().ascontiguousarray(m).reshape(M * N)), np.uint64(t), np.uint64(r_t),
+        np.uint64(rs), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(acc.reshape(acc.size)),
+        M, L, N,
     )  # fmt: skip
