@@ -11,19 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
+from kernels.tables import barrett_constants  # noqa: F401  (host table, part of the kernel set)
+
 _U32 = np.uint32
 
-
 _MU_MASK = (1 << 56) - 1
-
-
-def barrett_constants(q: np.ndarray) -> np.ndarray:
-    """Per modulus: mu = floor(2^(2k)/q) with k = bitlen(q), and k itself in bits 56..63."""
-    out = []
-    for v in np.asarray(q).tolist():
-        k = int(v).bit_length()
-        out.append(((1 << (2 * k)) // int(v)) | (k << 56))
-    return np.array(out, dtype=np.uint64)
 
 
 @njit(inline="always")
@@ -195,49 +187,58 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def add(a, b, q, out):
+    """out = (a + b) mod q per limb; `b` may broadcast over the leading batch axis."""
     _check_pair(a, b)
     _add(a, b, q, out)
 
 
 def sub(a, b, q, out):
+    """out = (a - b) mod q per limb; `b` may broadcast over the leading batch axis."""
     _check_pair(a, b)
     _sub(a, b, q, out)
 
 
 def neg(a, q, out):
+    """out = (-a) mod q per limb."""
     _check(a)
     _neg(a, q, out)
 
 
 def mul(a, b, q, mu, out):
+    """out = a * b mod q per limb (Barrett with the packed constants `mu`)."""
     _check_pair(a, b)
     _mul(a, b, q, mu, out)
 
 
 def mul_add(a, b, q, mu, acc):
+    """acc = (acc + a * b) mod q per limb, in place."""
     _check_pair(a, b)
     _check(acc)
     _mul_add(a, b, q, mu, acc)
 
 
 def mul_scalar(a, s, q, mu, out):
+    """out = a * s_i mod q_i, one scalar per limb."""
     _check(a)
     _mul_scalar(a, s, q, mu, out)
 
 
 def sum_batch(a, q, out):
+    """out = the sum over the leading axis of a (K, M, L, N) batch, mod q per limb."""
     if a.dtype != _U32 or a.ndim != 4 or not a.flags.c_contiguous:
         raise TypeError("sum_batch takes a C-contiguous uint32 array (K, M, L, N)")
     _sum_batch(a, q, out)
 
 
 def from_signed(x, q, out):
+    """Signed int64 coefficients (M, N) to residues (M, L, N) mod every q_i."""
     if x.dtype != np.int64 or x.ndim != 2:
         raise TypeError("from_signed takes int64 (M, N)")
     _from_signed(x, q, out)
 
 
 def automorphism(a, idx, neg_mask, q, out):
+    """X -> X^g on coefficients: out[idx[j]] = +-a[j] (sign from `neg_mask`), mod q."""
     _check(a)
     _automorphism(a, idx, neg_mask, q, out)
 

@@ -39,6 +39,7 @@ _LAZY = 14  # products of two 30-bit residues summed before one reduction: 14 * 
 
 
 def reduce64_constants(moduli) -> np.ndarray:
+    """Per modulus, the constants that reduce a 64-bit sum of products without division."""
     return np.array([(1 << 64) // int(q) for q in np.asarray(moduli).tolist()], dtype=np.uint64)
 
 
@@ -239,6 +240,7 @@ def base_convert(x, c, exact: bool, out) -> None:
 
 
 def scale_round_to_t(x, c, out) -> None:
+    """round(t * x / Q) mod t for every coefficient of an RNS polynomial (decryption)."""
     if x.dtype != np.uint32 or not x.flags.c_contiguous:
         raise TypeError("scale_round_to_t takes C-contiguous uint32")
     if c.t < (1 << 32) and x.shape[1] < 64:
@@ -248,6 +250,7 @@ def scale_round_to_t(x, c, out) -> None:
 
 
 def hps_scale_to_r(xq, xr, c, out) -> None:
+    """The HPS scaling of a tensor product from basis Q*R to round(t * x / Q) in R."""
     if xq.dtype != np.uint32 or xr.dtype != np.uint32:
         raise TypeError("hps_scale_to_r takes uint32")
     _hps_scale_to_r(xq, xr, c.qmod, c.rmod, _mu64(c, "rmod"), c.int_part, c.frac_part, c.own, out)

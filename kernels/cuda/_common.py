@@ -101,10 +101,6 @@ def consts(holder: Any, *fields: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def clear_const_cache() -> None:
-    _CONST_CACHE.clear()
-
-
 _STREAMS: dict[int, Any] = {}
 
 

@@ -310,6 +310,7 @@ def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
 
 
 def add(a, b, q, out):
+    """out = (a + b) mod q per limb; `b` may broadcast over the leading batch axis."""
     _check_pair(a, b)
     _check_out(a, out)
     M, L, N = a.shape
@@ -321,6 +322,7 @@ def add(a, b, q, out):
 
 
 def sub(a, b, q, out):
+    """out = (a - b) mod q per limb; `b` may broadcast over the leading batch axis."""
     _check_pair(a, b)
     _check_out(a, out)
     M, L, N = a.shape
@@ -332,6 +334,7 @@ def sub(a, b, q, out):
 
 
 def neg(a, q, out):
+    """out = (-a) mod q per limb."""
     _check(a)
     _check_out(a, out)
     M, L, N = a.shape
@@ -346,6 +349,7 @@ def _flat_view(a: Any) -> Any:
 
 
 def mul(a, b, q, mu, out):
+    """out = a * b mod q per limb (Barrett with the packed constants `mu`)."""
     _check_pair(a, b)
     _check_out(a, out)
     M, L, N = a.shape
@@ -357,6 +361,7 @@ def mul(a, b, q, mu, out):
 
 
 def mul_add(a, b, q, mu, acc):
+    """acc = (acc + a * b) mod q per limb, in place."""
     _check_pair(a, b)
     _check_out(a, acc)
     M, L, N = a.shape
@@ -368,6 +373,7 @@ def mul_add(a, b, q, mu, acc):
 
 
 def mul_scalar(a, s, q, mu, out):
+    """out = a * s_i mod q_i, one scalar per limb."""
     _check(a)
     _check_out(a, out)
     M, L, N = a.shape
@@ -379,6 +385,7 @@ def mul_scalar(a, s, q, mu, out):
 
 
 def sum_batch(a, q, out):
+    """out = the sum over the leading axis of a (K, M, L, N) batch, mod q per limb."""
     C.check_data(a, "a")
     if a.dtype != _U32 or a.ndim != 4 or not a.flags.c_contiguous:
         raise TypeError("sum_batch takes a C-contiguous uint32 array (K, M, L, N)")
@@ -394,6 +401,7 @@ def sum_batch(a, q, out):
 
 
 def from_signed(x, q, out):
+    """Signed int64 coefficients (M, N) to residues (M, L, N) mod every q_i."""
     C.check_data(x, "x")
     if x.dtype != np.int64 or x.ndim != 2:
         raise TypeError("from_signed takes int64 (M, N)")
@@ -409,6 +417,7 @@ def from_signed(x, q, out):
 
 
 def automorphism(a, idx, neg_mask, q, out):
+    """X -> X^g on coefficients: out[idx[j]] = +-a[j] (sign from `neg_mask`), mod q."""
     _check(a)
     _check_out(a, out)
     M, L, N = a.shape
@@ -420,6 +429,7 @@ def automorphism(a, idx, neg_mask, q, out):
 
 
 def drop_last_limb(a, q, mu, ql_mod, ql_inv, out):
+    """Divide-and-round by the last prime q_L: the residues of round(x / q_L) at L-1 limbs."""
     _check(a, out)
     M, L, N = a.shape
     if out.shape != (M, L - 1, N):

@@ -248,6 +248,7 @@ def scale_round_to_t(x, c, out) -> None:
 
 
 def hps_scale_to_r(xq, xr, c, out) -> None:
+    """The HPS scaling of a tensor product from basis Q*R to round(t * x / Q) in R."""
     _u32(xq, "xq")
     _u32(xr, "xr")
     _u32(out, "out")
