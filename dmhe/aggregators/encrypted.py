@@ -18,8 +18,8 @@ and flat in K. Set-up (once): a common CRP seed from all peers' contributions, t
 collective public key (CKG) summed with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file, ``encrypted_threshold.py`` and ``journals.py`` are the only places in dmhe that call
-gpubfv.
+This file, ``encrypted_threshold.py`` and ``encrypted_journals.py`` are the only places in dmhe
+that call gpubfv.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
-from dmhe.aggregators.journals import open_journal
+from dmhe.aggregators.encrypted_journals import open_journal
 from dmhe.collectives import (
     RING,
     Codec,
@@ -254,7 +254,7 @@ class EncryptedAggregator(AggregatorBase):
 
     def open_journal(self, rank: int, key: str) -> ShareJournal:
         """A fresh persistent share journal for one new key share of peer ``rank`` (see
-        :func:`dmhe.aggregators.journals.open_journal`)."""
+        :func:`dmhe.aggregators.encrypted_journals.open_journal`)."""
         return open_journal(self.options["journal_dir"], rank, key)
 
     def _common_seed(self, transport: Transport) -> bytes:
