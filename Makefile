@@ -27,6 +27,7 @@ test-all: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
+	rm -rf runs/demo  # the demo is a fresh run every time (re-runnable)
 	$(BIN)/python examples/03_decentralized_training.py 5 --peers 4 --out runs/demo
 
 bench: $(STAMP)
