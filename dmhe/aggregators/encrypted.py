@@ -98,11 +98,6 @@ def _plan(
     return plan, Context(plan.params, get_backend(backend))
 
 
-def sub_slot_width(peers: int, value_bits: int) -> int:
-    """Bits per packed sub-value: one peer's offset range plus room for the K-fold sum."""
-    return value_bits + max(1, math.ceil(math.log2(peers)))
-
-
 class EncryptedAggregator(AggregatorBase):
     """`Aggregator` over multiparty BFV: exact sums, no peer or coalition of K-1 learns more.
 
@@ -140,10 +135,6 @@ class EncryptedAggregator(AggregatorBase):
         if threshold is not None and not 1 <= threshold <= world_size:
             raise ValueError(f"threshold {threshold} outside 1..{world_size}")
         self.backend: Backend = get_backend(opts["backend"] or Backend.device_kind(opts["device"]))
-        self.width = sub_slot_width(world_size, opts["value_bits"])
-        self.modulus = 1 << self.width  # the sum of K offset values must stay below 2^width
-        # offset so that K offset values sum to at most 2^width - 1 (no carry between sub-slots)
-        self.offset = (self.modulus - 1) // (2 * world_size)
         self.threshold = threshold
         self.drop_before_decrypt = frozenset(opts["drop_before_decrypt"])
         self.rounds, self.values = opts["rounds"], opts["values"]
@@ -157,8 +148,11 @@ class EncryptedAggregator(AggregatorBase):
             self.backend.name,
         )
         self.params = self.plan.params
-        if self.plan.width != self.width:
-            raise AssertionError("planner and aggregator disagree on the sub-slot width")
+        # bits per packed sub-value (the planner's: one value plus room for the K-fold sum)
+        self.width = self.plan.width
+        self.modulus = 1 << self.width  # the sum of K offset values must stay below 2^width
+        # offset so that K offset values sum to at most 2^width - 1 (no carry between sub-slots)
+        self.offset = (self.modulus - 1) // (2 * world_size)
         self.encoder = CoefficientEncoder(self.ctx, pack=self.plan.pack, width=self.width)
         self.level = self.plan.level
         k = self.k
