@@ -66,6 +66,7 @@ class Backend:
     # numpy or cupy: the array API both share has no single static type
     xp: Any
     k: ModuleType
+    widet: ModuleType  # kernels of a wide plaintext modulus t = 2^k (k > 61)
     name: str
 
     def __init__(self, name: str = "cpu") -> None:
@@ -78,6 +79,7 @@ class Backend:
                 raise BackendUnavailable(f"backend 'cuda-sim' requested but unavailable: {why}")
             self.xp = np
             self.k = importlib.import_module("kernels.cuda")
+            self.widet = importlib.import_module("kernels.cuda.widet")
             self.name = name
             return
         if name == "auto":
@@ -94,9 +96,11 @@ class Backend:
 
             self.xp = cupy
             self.k = importlib.import_module("kernels.cuda")
+            self.widet = importlib.import_module("kernels.cuda.widet")
         else:
             self.xp = np
             self.k = importlib.import_module("kernels.cpu")
+            self.widet = importlib.import_module("kernels.cpu.widet")
         self.name = name
 
     @property

@@ -12,7 +12,12 @@ from gpubfv.params import Parameters
 
 @dataclass(eq=False)
 class Plaintext:
-    """Plaintext polynomial(s): uint64 coefficients in [0, t), shape (..., N)."""
+    """Plaintext polynomial(s): uint64 coefficients in [0, t), shape (..., N).
+
+    With a wide t = 2^k (`params.t_wide`) each coefficient is W = `params.t_words` 32-bit
+    words, little-endian (word 0 least significant): uint32 data of shape (..., W, N); bits at
+    and above k are ignored (values are taken mod 2^k).
+    """
 
     params: Parameters
     data: Any
@@ -20,7 +25,7 @@ class Plaintext:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """The leading (batch) dimensions of `data`."""
-        return tuple(self.data.shape[:-1])
+        return tuple(self.data.shape[: -2 if self.params.t_wide else -1])
 
 
 @dataclass(eq=False)
@@ -78,10 +83,19 @@ def check_ciphertext(params: Parameters, ct: Ciphertext, size: int | None = None
 
 
 def check_plaintext(params: Parameters, pt: Plaintext) -> None:
-    """Raise unless `pt` is a well-formed plaintext of `params` (uint64, N coefficients)."""
+    """Raise unless `pt` is a well-formed plaintext of `params` (uint64, N coefficients; wide
+    t: uint32 words (..., W, N))."""
     if not isinstance(pt, Plaintext):
         raise TypeError(f"expected a Plaintext, got {type(pt).__name__}")
     if pt.params.fingerprint != params.fingerprint:
         raise ValueError("plaintext belongs to other parameters")
+    if params.t_wide:
+        d = pt.data
+        if d.dtype != np.uint32 or d.ndim < 2 or d.shape[-2:] != (params.t_words, params.n):
+            raise ValueError(
+                f"malformed wide plaintext data: need uint32 (..., {params.t_words}, "
+                f"{params.n}) words for t = 2^{params.t_log2}"
+            )
+        return
     if pt.data.dtype != np.uint64 or pt.data.shape[-1] != params.n:
         raise ValueError("malformed plaintext data")

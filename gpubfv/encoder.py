@@ -58,6 +58,113 @@ def _from_mod_t(data: Any, t: int, signed: bool, xp: Any) -> Any:
     return d
 
 
+# ---- wide t = 2^k: coefficients as W little-endian 32-bit words (see Plaintext) ------------
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _top_mask(params: Any) -> np.uint64:
+    return np.uint64((1 << (params.t_log2 - 32 * (params.t_words - 1))) - 1)
+
+
+def _wide_from_int64(v: Any, params: Any, xp: Any) -> Any:
+    """int64 (..., N) -> uint32 words (..., W, N) of v mod 2^k (two's complement extended)."""
+    w = params.t_words
+    signed = v.dtype.kind == "i"
+    u = v.astype(np.int64).view(np.uint64) if signed else v.astype(np.uint64)
+    out = xp.empty(v.shape[:-1] + (w, v.shape[-1]), dtype=np.uint64)
+    out[..., 0, :] = u & _M32
+    out[..., 1, :] = u >> np.uint64(32)
+    if w > 2:
+        neg = v < 0 if signed else xp.zeros(v.shape, dtype=bool)
+        out[..., 2:, :] = xp.where(neg, _M32, np.uint64(0))[..., None, :]
+    out[..., w - 1, :] &= _top_mask(params)
+    return out.astype(np.uint32)
+
+
+def _wide_to_int64(words: Any, params: Any, signed: bool, xp: Any) -> Any:
+    """uint32 words (..., W, N) -> int64 (centered in (-t/2, t/2] when `signed`); a value that
+    does not fit int64 raises EncodingError (decode it packed, or keep it below 2^63)."""
+    k, w = params.t_log2, params.t_words
+    d = words.astype(np.uint64)
+    lo = d[..., 0, :] | (d[..., 1, :] << np.uint64(32))
+    high = d[..., 2:, :]
+    top_bit = (d[..., w - 1, :] >> np.uint64((k - 1) - 32 * (w - 1))) & np.uint64(1)
+    if signed:
+        below = d.copy()
+        below[..., w - 1, :] &= np.uint64((1 << ((k - 1) - 32 * (w - 1))) - 1)
+        neg = (top_bit == 1) & below.any(axis=-2)  # w > 2^(k-1)
+    else:
+        neg = xp.zeros(lo.shape, dtype=bool)
+    if k < 64:  # lo holds all k bits; a negative value is lo - 2^k, within int64
+        val = xp.where(neg, lo - np.uint64(1 << k), lo).view(np.int64)
+        fits = neg | (lo < np.uint64(1 << 63))
+    else:
+        full = np.uint64(0xFFFFFFFF)
+        ones = high == full
+        if w > 2:
+            ones[..., -1, :] = high[..., -1, :] == _top_mask(params)
+        all_ones = ones.all(axis=-2) if w > 2 else xp.ones(lo.shape, dtype=bool)
+        zero = ~high.any(axis=-2) if w > 2 else xp.ones(lo.shape, dtype=bool)
+        if k == 64:
+            all_ones = xp.ones(lo.shape, dtype=bool)
+        hi_bit = lo >= np.uint64(1 << 63)
+        fits = xp.where(neg, all_ones & hi_bit, zero & ~hi_bit)
+        val = lo.view(np.int64)
+    if lo.size and not bool(fits.all()):
+        raise EncodingError(
+            f"a coefficient mod 2^{k} does not fit int64; decode it as packed sub-values"
+        )
+    return val
+
+
+def wide_negate(data: Any, params: Any, xp: Any) -> Any:
+    """-m mod 2^k of wide plaintext words (..., W, N): two's complement across the words."""
+    d = data.astype(np.uint64)
+    out = xp.empty(d.shape, dtype=np.uint64)
+    carry = xp.ones(d.shape[:-2] + d.shape[-1:], dtype=np.uint64)
+    for a in range(params.t_words):
+        s = (d[..., a, :] ^ _M32) + carry
+        out[..., a, :] = s & _M32
+        carry = s >> np.uint64(32)
+    out[..., -1, :] &= _top_mask(params)
+    return out.astype(np.uint32)
+
+
+def _wide_pack(v: Any, width: int, params: Any, xp: Any) -> Any:
+    """Sub-values uint64 (..., pack, N), each < 2^width <= 2^63 -> words sum_j v_j 2^(j width)."""
+    w = params.t_words
+    out = xp.zeros(v.shape[:-2] + (w, v.shape[-1]), dtype=np.uint64)
+    for j in range(v.shape[-2]):
+        a, sh = divmod(j * width, 32)
+        val = v[..., j, :]
+        for part, base in ((val & _M32, a), (val >> np.uint64(32), a + 1)):
+            if base >= w:
+                break
+            x = part << np.uint64(sh)  # < 2^63: two words
+            out[..., base, :] |= x & _M32
+            if base + 1 < w:
+                out[..., base + 1, :] |= x >> np.uint64(32)
+    return out.astype(np.uint32)
+
+
+def _wide_unpack(words: Any, pack: int, width: int, xp: Any) -> Any:
+    """Words (..., W, N) -> sub-values int64 (..., pack * N), sub-slot j at [j*N, (j+1)*N)."""
+    d = words.astype(np.uint64)
+    w = d.shape[-2]
+    mask = np.uint64((1 << width) - 1)
+    parts = []
+    for j in range(pack):
+        a, sh = divmod(j * width, 32)
+        v = d[..., a, :]
+        if a + 1 < w:
+            v = v | (d[..., a + 1, :] << np.uint64(32))
+        v = v >> np.uint64(sh)
+        if sh and width + sh > 64 and a + 2 < w:
+            v = v | (d[..., a + 2, :] << np.uint64(64 - sh))
+        parts.append(v & mask)
+    return xp.concatenate(parts, axis=-1).astype(np.int64)
+
+
 class BatchEncoder:
     """SIMD encoding: `BatchEncoder(ctx)`; N integer slots as a 2 x N/2 matrix.
 
@@ -112,7 +219,9 @@ class CoefficientEncoder:
 
     With packing, each coefficient holds sum_j v_j * 2^(j*width) and `width` must leave room for
     every sum the plaintext will undergo (caller's headroom): the whole packed value must stay
-    below t, checked here.
+    below t, checked here. A wide t = 2^k (k > 61) takes up to k bits per coefficient (e.g. 8
+    sub-values of 20 bits at t = 2^160); `pack=1` then encodes int64 values mod 2^k and decodes
+    them centered (a coefficient that no longer fits int64 raises EncodingError).
 
     `CoefficientEncoder(ctx, pack=1, width=0)`.
     """
@@ -127,6 +236,8 @@ class CoefficientEncoder:
             raise EncodingError(
                 f"{pack} sub-values of {width} bits do not fit t of {params.t.bit_length()} bits"
             )
+        if pack > 1 and width > 63:  # decode returns int64 sub-values
+            raise EncodingError(f"sub-values of {width} bits do not fit int64 (at most 63)")
         self.pack, self.width = pack, width
         self.slots = params.n * pack
 
@@ -138,7 +249,11 @@ class CoefficientEncoder:
         if self.pack == 1:
             if v.shape[-1] > n:
                 raise EncodingError(f"at most {n} values per plaintext")
-            m = _to_mod_t(v, self.params.t, xp)
+            m = (
+                _wide_from_int64(v, self.params, xp)
+                if self.params.t_wide
+                else _to_mod_t(v, self.params.t, xp)
+            )
         else:
             if v.shape[-1] > self.slots:
                 raise EncodingError(f"at most {self.slots} values per plaintext")
@@ -149,6 +264,8 @@ class CoefficientEncoder:
                 [v.astype(np.uint64), xp.zeros(v.shape[:-1] + (pad,), np.uint64)], -1
             )
             v = v.reshape(v.shape[:-1] + (self.pack, n))
+            if self.params.t_wide:
+                return Plaintext(self.params, _wide_pack(v, self.width, self.params, xp))
             m = xp.zeros(v.shape[:-2] + (n,), dtype=np.uint64)
             for j in range(self.pack):
                 m |= v[..., j, :] << np.uint64(j * self.width)
@@ -160,6 +277,10 @@ class CoefficientEncoder:
         """Coefficients as int64 (centered when `signed`); packed: the sub-values, unsigned."""
         check_plaintext(self.params, pt)
         xp = self.backend.xp
+        if self.params.t_wide:
+            if self.pack == 1:
+                return _wide_to_int64(pt.data, self.params, signed, xp)
+            return _wide_unpack(pt.data, self.pack, self.width, xp)
         if self.pack == 1:
             return _from_mod_t(pt.data, self.params.t, signed, xp)
         mask = np.uint64((1 << self.width) - 1)

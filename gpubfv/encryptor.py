@@ -10,12 +10,19 @@ import numpy as np
 from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
 from gpubfv.context import Context, require_context
 from gpubfv.keys import PublicKey, SecretKey
-from gpubfv.ring.rns import crt_centered
+from gpubfv.ring.rns import WidePlainScaling, crt_centered
 from gpubfv.ring.sampling import PRNG, expand_uniform
 
 
 def add_scaled_plaintext(ctx: Context, c0: Any, m: Any) -> None:
-    """c0 (..., level, N) += round(Q_level * m / t), in place."""
+    """c0 (..., level, N) += round(Q_level * m / t), in place.
+
+    `m` is plaintext data: uint64 (..., N), or for a wide t = 2^k uint32 words (..., W, N)
+    (see `gpubfv.ring.rns.WidePlainScaling` for the exact scaling and its noise term, |eps| <=
+    1/2 per encryption)."""
+    if ctx.params.t_wide:
+        _add_scaled_wide(ctx, c0, m)
+        return
     level = c0.shape[-2]
     t, r_t, tinv = ctx.plain_scaling(level)
     qb = ctx.q_basis(level)
@@ -30,6 +37,22 @@ def add_scaled_plaintext(ctx: Context, c0: Any, m: Any) -> None:
     ctx.backend.k.add_scaled_plain(
         ctx.backend.xp.ascontiguousarray(flat_m), t, r_t, tinv, qb.q, qb.mu, flat_c
     )
+
+
+def _add_scaled_wide(ctx: Context, c0: Any, m: Any) -> None:
+    level = c0.shape[-2]
+    qb = ctx.q_basis(level)
+    # per-level constants, kept with the Context's other per-level tables
+    scaling = ctx._memo(("wide-plain", level), lambda: WidePlainScaling(qb, ctx.params.t))
+    xp = ctx.backend.xp
+    w = ctx.params.t_words
+    flat_m = m.reshape(-1, w, ctx.n)
+    flat_c = qb._flat(c0)
+    if flat_m.shape[0] not in (1, flat_c.shape[0]):
+        raise ValueError("plaintext batch does not match ciphertext batch")
+    if flat_m.shape[0] != flat_c.shape[0]:
+        flat_m = xp.broadcast_to(flat_m, (flat_c.shape[0], w, ctx.n))
+    scaling(xp.ascontiguousarray(flat_m), flat_c)
 
 
 class Encryptor:

@@ -31,6 +31,11 @@ HE_STANDARD_128 = {
 
 MAX_MODULUS_BITS = 30  # ciphertext/special primes live in 32-bit words (DESIGN §3)
 MAX_PLAIN_BITS = 61
+# Beyond 61 bits the plaintext modulus is a power of two t = 2^k (coefficient encoding only, no
+# batching: 2^k has no NTT); decryption then rounds to k-bit multi-word plaintexts (see
+# gpubfv.ring.rns.ScaleRoundToT). 256 bits = 8 words of 32 bits.
+MAX_WIDE_PLAIN_BITS = 256
+MIN_WIDE_PLAIN_BITS = MAX_PLAIN_BITS + 1
 ERROR_CBD_ETA = 21  # centered binomial: variance eta/2 = 10.5, sigma ~ 3.24
 ERROR_SIGMA = math.sqrt(ERROR_CBD_ETA / 2)
 ERROR_BOUND = ERROR_CBD_ETA  # |e| <= eta for the centered binomial: a hard bound
@@ -51,7 +56,8 @@ class ParametersLiteral:
     Either give explicit primes (`q`, `p`) or bit sizes (`q_bits`, `p_bits`) from which
     NTT-friendly primes (q = 1 mod 2N, largest first below 2^bits) are generated. The plaintext
     modulus is `t` (explicit prime) or `t_bits` (a prime generated with t = 1 mod 2N when
-    `batching` is set, else any prime of that size).
+    `batching` is set, else any prime of that size). Wide plaintexts: `t_bits=k` with
+    62 <= k <= 256 (or `t=2**k`) selects t = 2^k, which needs `batching=False`.
     """
 
     log_n: int
@@ -125,26 +131,7 @@ class Parameters:
                 raise ParameterError("not-ntt-friendly", f"modulus {m} is not 1 mod 2N={2 * n}")
         if len(set(q + p)) != len(q + p):
             raise ParameterError("not-coprime", "moduli in Q and P must be distinct primes")
-        if lit.t:
-            t = int(lit.t)
-        elif lit.t_bits:
-            if not (2 <= lit.t_bits <= MAX_PLAIN_BITS):
-                raise ParameterError("plain-size", f"t_bits={lit.t_bits} outside 2..61")
-            t = _generate_plain_modulus(lit.t_bits, n, lit.batching, set(q + p))
-        else:
-            raise ParameterError("no-t", "a plaintext modulus t or t_bits is required")
-        if t < 2 or t >= 1 << MAX_PLAIN_BITS or not is_prime(t):
-            raise ParameterError("plain-modulus", f"t={t} must be a prime below 2^61")
-        if t in q + p:
-            raise ParameterError("not-coprime", f"t={t} equals a ciphertext modulus")
-        if lit.batching and (t - 1) % (2 * n):
-            raise ParameterError(
-                "no-batching", f"batching needs t = 1 mod 2N={2 * n}; t={t} is not"
-            )
-        if lit.batching and t >= 1 << MAX_MODULUS_BITS:
-            raise ParameterError(
-                "no-batching", "batching needs t < 2^30 (slot NTT in 32-bit words)"
-            )
+        t = self._plain_modulus(lit, n, set(q + p))
         big_q = math.prod(q)
         if big_q.bit_length() <= t.bit_length() + 1:
             raise ParameterError("q-too-small", "Q must exceed t by more than 2 bits")
@@ -163,6 +150,50 @@ class Parameters:
         object.__setattr__(self, "q", q)
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "t", t)
+
+    @staticmethod
+    def _plain_modulus(lit: ParametersLiteral, n: int, avoid: set[int]) -> int:
+        if lit.t:
+            t = int(lit.t)
+        elif lit.t_bits:
+            if not (2 <= lit.t_bits <= MAX_WIDE_PLAIN_BITS):
+                raise ParameterError(
+                    "plain-size", f"t_bits={lit.t_bits} outside 2..{MAX_WIDE_PLAIN_BITS}"
+                )
+            if lit.t_bits > MAX_PLAIN_BITS:
+                t = 1 << lit.t_bits
+            else:
+                t = _generate_plain_modulus(lit.t_bits, n, lit.batching, avoid)
+        else:
+            raise ParameterError("no-t", "a plaintext modulus t or t_bits is required")
+        if t >= 1 << MAX_PLAIN_BITS:  # size first: never a primality test on a huge t
+            k = t.bit_length() - 1
+            if t != 1 << k or not MIN_WIDE_PLAIN_BITS <= k <= MAX_WIDE_PLAIN_BITS:
+                raise ParameterError(
+                    "plain-modulus",
+                    f"t of {t.bit_length()} bits: beyond 2^61 only t = 2^k with "
+                    f"{MIN_WIDE_PLAIN_BITS} <= k <= {MAX_WIDE_PLAIN_BITS}",
+                )
+            if lit.batching:
+                raise ParameterError(
+                    "no-batching",
+                    f"t = 2^{k} has no slot NTT: wide plaintexts need batching=False "
+                    "(coefficient encoding)",
+                )
+            return t
+        if t < 2 or not is_prime(t):
+            raise ParameterError("plain-modulus", f"t={t} must be a prime below 2^61 or 2^k")
+        if t in avoid:
+            raise ParameterError("not-coprime", f"t={t} equals a ciphertext modulus")
+        if lit.batching and (t - 1) % (2 * n):
+            raise ParameterError(
+                "no-batching", f"batching needs t = 1 mod 2N={2 * n}; t={t} is not"
+            )
+        if lit.batching and t >= 1 << MAX_MODULUS_BITS:
+            raise ParameterError(
+                "no-batching", "batching needs t < 2^30 (slot NTT in 32-bit words)"
+            )
+        return t
 
     def __getstate__(self) -> dict:
         """Pickle/copy state without the Contexts cached on the object (they hold a backend)."""
@@ -192,6 +223,21 @@ class Parameters:
     def batching(self) -> bool:
         """Whether t = 1 mod 2N was asked for (SIMD slots, `BatchEncoder`)."""
         return self.literal.batching
+
+    @property
+    def t_wide(self) -> bool:
+        """Whether t = 2^k with k > 61: plaintexts are (..., t_words, N) uint32 words."""
+        return self.t >= 1 << MAX_PLAIN_BITS
+
+    @property
+    def t_log2(self) -> int:
+        """k for a wide t = 2^k (0 for a prime t)."""
+        return self.t.bit_length() - 1 if self.t_wide else 0
+
+    @property
+    def t_words(self) -> int:
+        """32-bit words of a wide plaintext coefficient, ceil(k / 32) (0 for a prime t)."""
+        return -(-self.t_log2 // 32)
 
     @property
     def insecure(self) -> bool:
@@ -247,9 +293,10 @@ class Parameters:
         """One human-readable line: name, N, log Q, L, log P, t, security."""
         label = self.literal.name or f"logN={self.log_n}"
         sec = "INSECURE" if self.insecure else "128-bit"
+        t = f"2^{self.t_log2}" if self.t_wide else str(self.t)
         return (
             f"{label}: N={self.n} logQ={self.log_q:.1f} (L={len(self.q)}) "
-            f"logP={math.log2(self.big_p) if self.p else 0:.1f} t={self.t} ({sec})"
+            f"logP={math.log2(self.big_p) if self.p else 0:.1f} t={t} ({sec})"
         )
 
     def __repr__(self) -> str:

@@ -73,12 +73,36 @@ class BaseConverter:
 
 
 class ScaleRoundToT:
-    """round(t * x / Q) mod t for x given in basis Q: BFV decryption (HPS, any t < 2^61)."""
+    """round(t * x / Q) mod t for x given in basis Q: BFV decryption (HPS).
+
+    Any prime t < 2^61: output uint64 (..., N). Wide t = 2^k (62 <= k <= 256): output uint32
+    (..., W, N), W = ceil(k/32) little-endian words, computed exactly as follows.
+
+    With Qt_i = [(Q/q_i)^-1]_{q_i}, the CRT gives x = sum_i x_i Qt_i (Q/q_i) - v Q for an
+    integer v, so t x / Q = sum_i x_i (omega_i + theta_i) - v t, where omega_i + theta_i =
+    t Qt_i / q_i, omega_i = floor(t Qt_i / q_i) mod t (an integer, W words) and theta_i =
+    [t Qt_i]_{q_i} / q_i in [0, 1). Mod t the term v t vanishes, hence
+
+        round(t x / Q) mod t = (sum_i x_i omega_i + round(F)) mod t,  F = sum_i x_i theta_i,
+
+    where the first sum is exact integer arithmetic in words (kernels.*.widet) and only F is a
+    float64 sum. Error bound of the float part: theta_i is stored correctly rounded
+    (|err| <= u theta_i, u = 2^-53); x_i < 2^30 is exact; the L products and the L additions
+    (the last one adds 0.5) each round once, so by the standard summation bound
+    |fl(F + 1/2) - (F + 1/2)| <= (L u + gamma_{L+1}) (S + 1/2) with S = sum_i x_i theta_i < L 2^30
+    and gamma_n = n u / (1 - n u); for L <= 2^10 this is at most
+    EPS(L) = 2 (L + 1)^2 2^-23. Since F and t x / Q differ by an integer, floor(fl(F + 1/2)) =
+    round(t x / Q) whenever t x / Q is farther than EPS(L) from a half-integer. For a BFV
+    phase x = Q m / t + E this holds when |E| < (Q / 2t)(1 - 2 EPS(L)): the noise margin shrinks
+    by the factor (1 - 2 EPS(L)), i.e. by -log2(1 - 2 EPS) < 3 EPS bits (< 2^-13 bits at L = 30).
+    The same argument covers the prime-t path (16-bit chunks of omega instead of words).
+    """
 
     def __init__(self, basis: RNSBasis, t: int) -> None:
         xp = basis.backend.xp
         big = basis.product
         self.basis, self.t = basis, t
+        self.wide = t >= 1 << 61  # t = 2^k, k > 61 (Parameters.t_wide)
         omegas, thetas = [], []
         for q in basis.moduli:
             qs = big // q
@@ -86,21 +110,82 @@ class ScaleRoundToT:
             num = t * qt
             omegas.append((num // q) % t)
             thetas.append(float(Fraction(num % q, q)))
+        self.theta = xp.asarray(np.array(thetas, dtype=np.float64))
+        if self.wide:
+            k = t.bit_length() - 1
+            words = -(-k // 32)
+            self.words, self.top_mask = words, (1 << (k - 32 * (words - 1))) - 1
+            self.omega32 = xp.asarray(
+                np.array(
+                    [[(w >> (32 * c)) & 0xFFFFFFFF for w in omegas] for c in range(words)],
+                    dtype=np.uint32,
+                )
+            )
+            return
         chunks = max(1, (t.bit_length() + 15) // 16)
         omega16 = np.array(
             [[(w >> (16 * (chunks - 1 - c))) & 0xFFFF for w in omegas] for c in range(chunks)],
             dtype=np.uint64,
         )
         self.omega16 = xp.asarray(omega16)
-        self.theta = xp.asarray(np.array(thetas, dtype=np.float64))
 
     def __call__(self, x: Any) -> Any:
-        """x (..., L, N) over Q -> round(t*x/Q) mod t, uint64 (..., N)."""
-        xp = self.basis.backend.xp
+        """x (..., L, N) over Q -> round(t*x/Q) mod t: uint64 (..., N), or wide (..., W, N)."""
+        be = self.basis.backend
         flat = self.basis._flat(self.basis._c(x))
-        out = xp.empty((flat.shape[0], self.basis.n), dtype=np.uint64)
-        self.basis.backend.k.scale_round_to_t(flat, self, out)
+        if self.wide:
+            out = be.xp.empty((flat.shape[0], self.words, self.basis.n), dtype=np.uint32)
+            be.widet.wide_scale_round(flat, self, out)
+            return out.reshape(x.shape[:-2] + (self.words, self.basis.n))
+        out = be.xp.empty((flat.shape[0], self.basis.n), dtype=np.uint64)
+        be.k.scale_round_to_t(flat, self, out)
         return out.reshape(x.shape[:-2] + (self.basis.n,))
+
+
+def float_rounding_slack(levels: int) -> float:
+    """EPS(L) of `ScaleRoundToT`: the float part's worst-case error, 2 (L + 1)^2 2^-23."""
+    if not 1 <= levels <= 1 << 10:
+        raise ValueError(f"the bound is stated for 1 <= L <= 1024, not {levels}")
+    return 2.0 * (levels + 1) ** 2 * 2.0**-23
+
+
+class WidePlainScaling:
+    """Constants of acc += round(Q m / t) in basis Q for t = 2^k (62 <= k <= 256).
+
+    round(Q m / t) = (Q m - c) / t with c = [Q m]_t centered in (-t/2, t/2], hence mod q_i it is
+    -c t^-1 (Q = 0 mod q_i), and c needs only w = [(Q mod t) m]_t, a truncated W-word product.
+    This is the exact scaling: Q m / t + eps with |eps| <= 1/2, whatever t. The textbook
+    Delta m = floor(Q/t) m would add (Q mod t) m / t, up to t - 1: for a wide t that term,
+    not the encryption noise, would fill the budget (Q is only a few bits above t). With the
+    exact form a sum of K encryptions carries K rounding terms of at most 1/2 each, and a sum
+    of plaintexts that wraps mod t costs nothing: sum_j round(Q m_j / t) = Q (sum_j m_j mod t)
+    / t + Q w + sum_j eps_j, and Q w = 0 mod Q.
+    """
+
+    def __init__(self, basis: RNSBasis, t: int) -> None:
+        k = t.bit_length() - 1
+        if t != 1 << k or k <= 61:
+            raise ValueError(f"WidePlainScaling needs t = 2^k with k > 61, got {t}")
+        words = -(-k // 32)
+        xp = basis.backend.xp
+        r_t = basis.product % t
+        self.basis, self.t, self.words = basis, t, words
+        self.top_mask = (1 << (k - 32 * (words - 1))) - 1
+        self.hbit = (k - 1) - 32 * (words - 1)  # bit k-1 within the top word
+        mods = basis.moduli
+        self.rt = xp.asarray(
+            np.array([(r_t >> (32 * c)) & 0xFFFFFFFF for c in range(words)], dtype=np.uint32)
+        )
+        self.tmod = xp.asarray(np.array([t % q for q in mods], dtype=np.uint32))
+        self.tinv = xp.asarray(np.array([pow(t % q, -1, q) for q in mods], dtype=np.uint32))
+        self.pw = xp.asarray(
+            np.array([[pow(2, 32 * c, q) for c in range(words)] for q in mods], dtype=np.uint32)
+        )
+        self.q = basis.q
+
+    def __call__(self, m: Any, acc: Any) -> None:
+        """acc (M, L, N) += round(Q m / t), m (M, W, N) uint32 words, in place."""
+        self.basis.backend.widet.wide_add_scaled_plain(m, self, acc)
 
 
 class HPSScaler:

@@ -1,0 +1,155 @@
+"""Wide plaintext modulus t = 2^k (62 <= k <= 256): the two kernels that touch t (numba).
+
+A wide plaintext coefficient is W = ceil(k/32) little-endian 32-bit words (word 0 least
+significant), array shape (M, W, N) uint32; bits at and above k are ignored on input and zero
+on output. Constants come from gpubfv.ring.rns (`ScaleRoundToT`, `WidePlainScaling`), computed
+there with Python integers; the derivations and error bounds are in those docstrings.
+
+- `wide_scale_round`: round(2^k * x / Q) mod 2^k for x in basis Q (decryption).
+- `wide_add_scaled_plain`: acc += round(Q * m / 2^k) in basis Q (encryption, add_plain).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, uint32, uint64
+
+from kernels.cpu.rns import _reduce64, reduce64_constants
+
+__all__ = ["wide_scale_round", "wide_add_scaled_plain"]
+
+_BLOCK = 512  # coefficients per parallel job: one ciphertext still uses every core
+_M32 = 0xFFFFFFFF
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _wide_scale_round(x, omega, theta, top_mask, out):
+    # out = sum_i x_i omega_i + round(sum_i x_i theta_i) mod 2^k, omega_i in W words. Word by
+    # word with a running carry: each product x_i * omega_{i,w} < 2^62 is split into its low
+    # word (added to this word's sum) and its high word (< 2^30, carried into the next word),
+    # so both sums stay below L * 2^32 + carry < 2^64 for any L < 2^30. The float64 sum runs
+    # over i in order, like the CUDA kernel (no FMA), so both round identically.
+    M, L, N = x.shape
+    W = omega.shape[0]
+    nb = (N + _BLOCK - 1) // _BLOCK
+    m32 = uint64(_M32)
+    for job in prange(M * nb):
+        m = job // nb
+        n0 = (job % nb) * _BLOCK
+        B = min(_BLOCK, N - n0)
+        fr = np.zeros(B, dtype=np.float64)
+        for i in range(L):
+            th = theta[i]
+            for j in range(B):
+                fr[j] += np.float64(x[m, i, n0 + j]) * th
+        carry = np.empty(B, dtype=np.uint64)
+        for j in range(B):
+            carry[j] = uint64(np.int64(np.floor(fr[j] + 0.5)))
+        lo = np.empty(B, dtype=np.uint64)
+        hi = np.empty(B, dtype=np.uint64)
+        for w in range(W):
+            for j in range(B):
+                lo[j] = carry[j]
+                hi[j] = 0
+            for i in range(L):
+                om = uint64(omega[w, i])
+                for j in range(B):
+                    p = uint64(x[m, i, n0 + j]) * om
+                    lo[j] += p & m32
+                    hi[j] += p >> uint64(32)
+            mask = uint64(top_mask) if w == W - 1 else m32
+            for j in range(B):
+                out[m, w, n0 + j] = uint32(lo[j] & mask)
+                carry[j] = (lo[j] >> uint64(32)) + hi[j]
+
+
+def wide_scale_round(x, c, out) -> None:
+    """out (M, W, N) uint32 = round(2^k * x / Q) mod 2^k for x (M, L, N) in basis Q.
+
+    `c` is a `gpubfv.ring.rns.ScaleRoundToT` built for a wide t (fields omega32, theta,
+    top_mask)."""
+    if x.dtype != np.uint32 or not x.flags.c_contiguous or x.ndim != 3:
+        raise TypeError("wide_scale_round takes C-contiguous uint32 x (M, L, N)")
+    M, L, N = x.shape
+    W = c.omega32.shape[0]
+    if out.dtype != np.uint32 or out.shape != (M, W, N) or not out.flags.c_contiguous:
+        raise TypeError(f"out must be C-contiguous uint32 with shape {(M, W, N)}")
+    _wide_scale_round(x, c.omega32, c.theta, np.uint32(c.top_mask), out)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, mu64, acc):
+    # acc (M, L, N) += round(Q m / 2^k) mod q_l = -c * (2^k)^-1 mod q_l, c = [Q m]_{2^k}
+    # centered in (-2^(k-1), 2^(k-1)]. w = (Q mod 2^k) * m mod 2^k is a truncated multi-word
+    # product (column sums split into low/high words as in _wide_scale_round); then w mod q_l
+    # by Horner-free word sums sum_j w_j [2^(32 j)]_{q_l}, one reduction per word;
+    # -c = -w when w <= 2^(k-1), else 2^k - w.
+    M, L, N = acc.shape
+    W = rt.shape[0]
+    nb = (N + _BLOCK - 1) // _BLOCK
+    m32 = uint64(_M32)
+    for job in prange(M * nb):
+        mi = job // nb
+        n0 = (job % nb) * _BLOCK
+        B = min(_BLOCK, N - n0)
+        words = np.empty((W, B), dtype=np.uint64)
+        carry = np.zeros(B, dtype=np.uint64)
+        low_nz = np.zeros(B, dtype=np.uint64)
+        half = np.zeros(B, dtype=np.uint64)
+        lo = np.empty(B, dtype=np.uint64)
+        hi = np.empty(B, dtype=np.uint64)
+        for w in range(W):
+            for j in range(B):
+                lo[j] = carry[j]
+                hi[j] = 0
+            for a in range(w + 1):
+                r = uint64(rt[w - a])
+                for j in range(B):
+                    p = uint64(m[mi, a, n0 + j]) * r
+                    lo[j] += p & m32
+                    hi[j] += p >> uint64(32)
+            top = w == W - 1
+            mask = uint64(top_mask) if top else m32
+            for j in range(B):
+                v = lo[j] & mask
+                words[w, j] = v
+                carry[j] = (lo[j] >> uint64(32)) + hi[j]
+                if top:
+                    half[j] = (v >> uint64(hbit)) & uint64(1)
+                    low_nz[j] |= v & ((uint64(1) << uint64(hbit)) - uint64(1))
+                else:
+                    low_nz[j] |= v
+        for l in range(L):
+            ql = uint64(q[l])
+            mu = mu64[l]
+            tm = uint64(tmod[l])
+            ti = uint64(tinv[l])
+            for j in range(B):
+                s = uint64(0)
+                for w in range(W):
+                    s = _reduce64(s + words[w, j] * uint64(pw[l, w]), ql, mu)
+                if half[j] != 0 and low_nz[j] != 0:  # w > 2^(k-1): -c = 2^k - w
+                    neg_c = tm - s if tm >= s else tm + ql - s
+                else:  # -c = -w
+                    neg_c = ql - s if s != 0 else uint64(0)
+                v = _reduce64(neg_c * ti, ql, mu) + uint64(acc[mi, l, n0 + j])
+                acc[mi, l, n0 + j] = uint32(v - ql if v >= ql else v)
+
+
+def wide_add_scaled_plain(m, c, acc) -> None:
+    """acc (M, L, N) += round(Q * m / 2^k) in RNS, m (M, W, N) uint32 words of m mod 2^k.
+
+    `c` is a `gpubfv.ring.rns.WidePlainScaling` (fields rt, top_mask, hbit, tmod, pw, tinv,
+    q)."""
+    if m.dtype != np.uint32 or acc.dtype != np.uint32 or not acc.flags.c_contiguous:
+        raise TypeError("wide_add_scaled_plain takes uint32 m and C-contiguous uint32 acc")
+    M, L, N = acc.shape
+    if m.shape != (M, c.rt.shape[0], N):
+        raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
+    mu = c.__dict__.get("_cpu_mu64")
+    if mu is None:
+        mu = c.__dict__["_cpu_mu64"] = reduce64_constants(c.q)
+    _wide_add_scaled_plain(
+        np.ascontiguousarray(m), c.rt, np.uint32(c.top_mask), np.int64(c.hbit), c.tmod, c.pw,
+        c.tinv, c.q, mu, acc,
+    )  # fmt: skip
