@@ -14,6 +14,7 @@ import numpy as np
 
 from gpubfv.ciphertext import Ciphertext, Plaintext, check_ciphertext, check_plaintext
 from gpubfv.context import Context, require_context
+from gpubfv.encoder import wide_negate
 from gpubfv.encryptor import add_scaled_plaintext
 from gpubfv.keys import (
     GaloisKeys,
@@ -129,6 +130,10 @@ class Evaluator:
 
     def sub_plain(self, a: Ciphertext, pt: Plaintext) -> Ciphertext:
         """a - pt."""
+        xp = self.backend.xp
+        check_plaintext(self.params, pt)
+        if self.params.t_wide:
+            return self.add_plain(a, Plaintext(self.params, wide_negate(pt.data, self.params, xp)))
         t = self.params.t
         neg = self.backend.xp.where(pt.data == 0, pt.data, np.uint64(t) - pt.data)
         return self.add_plain(a, Plaintext(self.params, neg))
@@ -137,6 +142,7 @@ class Evaluator:
         """Multiply by an (unscaled) plaintext polynomial, lifted centered mod t."""
         check_ciphertext(self.params, a)
         check_plaintext(self.params, pt)
+        self._narrow_t("mul_plain")
         qb = self.ctx.q_basis(a.level)
         t = self.params.t
         m = pt.data.astype(np.int64)
@@ -148,9 +154,19 @@ class Evaluator:
         return Ciphertext(self.params, qb.intt(prod, inplace=True))
 
     # -- multiplication -----------------------------------------------------------------------
+    def _narrow_t(self, what: str) -> None:
+        # HPS multiplication tables and the centered lift of a plaintext assume t < 2^61
+        if self.params.t_wide:
+            raise ValueError(
+                f"{what} needs a prime t < 2^61; with t = 2^{self.params.t_log2} only additions, "
+                "subtractions, negation, add_plain/sub_plain, rotations and modulus switching "
+                "are supported"
+            )
+
     def mul(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         """Tensor product (size-3 result); call `relinearize` afterwards."""
         self._same(a, b)
+        self._narrow_t("mul")
         ctx = self.ctx
         if a.size != 2 or a.level != ctx.L:
             raise ValueError("mul takes fresh-size (2) ciphertexts at the top level")
