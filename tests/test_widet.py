@@ -414,3 +414,34 @@ def test_multiparty_k4_pack8x20_collective_decrypt_equals_numpy_sum():
     # the ideal key decrypts the same sum (sk_ideal = sum s_i)
     sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in sks])))
     assert np.array_equal(enc.decode(Decryptor(ctx, sk_ideal).decrypt(total)), data.sum(0))
+
+
+# ---- parameters on the wire -------------------------------------------------------------------
+def test_wide_parameters_roundtrip_and_fuzzed_t_refused():
+    from gpubfv.serialization import SerializationError, from_bytes, to_bytes
+
+    p = wide_ctx(160).params
+    blob = to_bytes(p)
+    back = from_bytes(None, blob, allow_insecure=True)
+    assert back.t == 1 << 160 and back.fingerprint == p.fingerprint and back.t_wide
+    body_at = blob.index(b"{")
+    body = blob[body_at:-8]
+    t_field = b'"t":' + str(1 << 160).encode()
+    assert t_field in body
+    cases = [((1 << 160) + 1, "not 2"), (3 << 159, "not 2"), (1 << 257, "'t' holds")]
+    cases += [(-(1 << 160), "'t' holds"), ("1" * 5000, "not JSON")]
+    for bad_t, why in cases:
+        bad = body.replace(t_field, b'"t":' + str(bad_t).encode())
+        with pytest.raises(SerializationError, match=why):
+            from_bytes(None, _reframe(blob, bad), allow_insecure=True)
+
+
+def _reframe(blob: bytes, body: bytes) -> bytes:
+    """The frame `blob` with another body: length and checksum recomputed."""
+    import struct
+
+    from gpubfv.serialization import format as fmt
+
+    head = bytearray(blob[: fmt.HEADER_BYTES])
+    struct.pack_into("<I", head, fmt.LENGTH_OFFSET, len(body))
+    return bytes(head) + body + fmt.checksum(bytes(head) + body)

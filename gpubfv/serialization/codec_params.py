@@ -1,5 +1,15 @@
 """Parameters on the wire: canonical JSON of the explicit literal, refused when insecure or
-when it borrows a preset's name, unless the receiver opts in."""
+when it borrows a preset's name, unless the receiver opts in.
+
+The plaintext modulus is the JSON integer field "t" in every version of this body. A wide
+t = 2^k (62 <= k <= MAX_WIDE_PLAIN_BITS = 256) is the same field with more digits (at most 78):
+frames of sets with a prime t < 2^61 are unchanged byte for byte (and so are fingerprints), so
+every frame written before wide t existed still decodes, and the frame format version stays 2
+on purpose. A reader that predates wide t refuses such a set with "parameter field 't' holds
+...", never misreads it. Untrusted input: t is range-checked (<= 2^256) and, above 2^61, must be
+a power of two before `Parameters` runs anything costly; a primality test only ever sees a
+t < 2^61.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from typing import Any
 from gpubfv.params import (
     MAX_MODULUS_BITS,
     MAX_PLAIN_BITS,
+    MAX_WIDE_PLAIN_BITS,
     PRESETS,
     ParameterError,
     Parameters,
@@ -57,10 +68,14 @@ def _checked_literal(d: Any) -> _Literal:
         raise SerializationError(f"more than {MAX_MODULI} moduli in Q and P")
     ints("q_bits", 8)
     ints("p_bits", 8)
-    for key, hi in (("log_n", 16), ("t", 1 << MAX_PLAIN_BITS), ("t_bits", MAX_PLAIN_BITS)):
+    wide_t = 1 << MAX_WIDE_PLAIN_BITS
+    for key, hi in (("log_n", 16), ("t", wide_t), ("t_bits", MAX_WIDE_PLAIN_BITS)):
         v = d.get(key, 0)
         if type(v) is not int or not 0 <= v <= hi:
             raise SerializationError(f"parameter field {key!r} holds {v!r}")
+    t = d.get("t", 0)
+    if t >= 1 << MAX_PLAIN_BITS and t & (t - 1):
+        raise SerializationError(f"parameter field 't' above 2^{MAX_PLAIN_BITS} is not 2^k")
     for key in ("batching", "allow_insecure"):
         if type(d.get(key, False)) is not bool:
             raise SerializationError(f"parameter field {key!r} is not a boolean")
