@@ -204,6 +204,17 @@ def test_add_scaled_plain_matches_big_integers(k):
     assert np.array_equal(acc[0], want)
 
 
+@settings(max_examples=40, deadline=None)
+@given(k=st.sampled_from(KS), data=st.data())
+def test_add_scaled_plain_property(k, data):
+    qb = basis_for(k, 0, n=16)
+    sc = WidePlainScaling(qb, 1 << k)
+    ms = data.draw(st.lists(st.integers(0, (1 << k) - 1), min_size=16, max_size=16))
+    acc = np.zeros((1, len(qb), 16), dtype=np.uint32)
+    sc(np.ascontiguousarray(ints_to_words(ms, sc.words)[None]), acc)
+    assert np.array_equal(acc[0], expected_add_scaled(acc[0] * 0, ms, qb.moduli, k))
+
+
 # ---- CUDA kernels bit for bit (simulator in CI, the GPU with --backend cuda) --------------------
 @pytest.fixture
 def cuda_widet():
@@ -230,6 +241,17 @@ def _dev(a):
 
 def _host(a):
     return a if isinstance(a, np.ndarray) else a.get()
+
+
+def test_cuda_widet_has_the_cpu_api():
+    import inspect
+
+    import kernels.cuda.widet as GW
+
+    assert sorted(GW.__all__) == sorted(KW.__all__)
+    for name in KW.__all__:
+        cpu = list(inspect.signature(getattr(KW, name)).parameters)
+        assert list(inspect.signature(getattr(GW, name)).parameters) == cpu, name
 
 
 CUDA_CASES = [(62, 3, 2), (100, 1, 1), (160, 2, 3), (256, 0, 2)]
