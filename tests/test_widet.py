@@ -403,16 +403,26 @@ def test_plaintext_sum_wrapping_mod_t_is_exact():
 
 
 # ---- K = 4 parties, t = 2^160, 8 sub-values of 20 bits, collective decryption ----------------
-def test_multiparty_k4_pack8x20_collective_decrypt_equals_numpy_sum():
+E2E = [
+    # tiny insecure ring, renyi smudging (fast); N = 2^14 128-bit set with the default
+    # statistical smudging (lambda = 40, D = 16): Q' >= 2^237 by the noise model, 8 x 30 bits
+    ("logN=6-L=8-renyi", 6, False, Smudging(1 << 20, notion="renyi")),
+    ("logN=14-L=8-statistical", 14, True, Smudging(16)),
+]
+
+
+@pytest.mark.parametrize("case", E2E, ids=[c[0] for c in E2E])
+def test_multiparty_k4_pack8x20_collective_decrypt_equals_numpy_sum(case):
+    from gpubfv.ring.sampling import PRNG
+
+    _, log_n, secure, smudging = case
     k_peers = 4
     lit = ParametersLiteral(
-        log_n=6, q_bits=(30,) * 8, p_bits=(30,), t_bits=160, batching=False,
-        allow_insecure=True,
+        log_n=log_n, q_bits=(30,) * 8, p_bits=(30,), t_bits=160, batching=False,
+        allow_insecure=not secure,
     )  # fmt: skip
     p = Parameters(lit)
     ctx = Context(p, "cpu")
-    from gpubfv.ring.sampling import PRNG
-
     rngs = [PRNG(bytes([i + 1, 9]) * 16) for i in range(k_peers)]
     sks = [KeyGenerator(ctx, prng=r).gen_secret_key() for r in rngs]
     parties = [
@@ -424,15 +434,15 @@ def test_multiparty_k4_pack8x20_collective_decrypt_equals_numpy_sum():
     crp = ckg.sample_crp(b"\x08" * 32)
     pk = ckg.finalize(ckg.aggregate([pa.public_key_share(ckg, crp) for pa in parties]), crp)
     enc = CoefficientEncoder(ctx, pack=8, width=20)
-    data = np.random.default_rng(44).integers(0, 1 << 18, (k_peers, 3, 8 * p.n))
+    rows = 3 if log_n < 10 else 1
+    data = np.random.default_rng(44).integers(0, 1 << 18, (k_peers, rows, 8 * p.n))
     cts = [Encryptor(ctx, pk, prng=rngs[i]).encrypt(enc.encode(data[i])) for i in range(k_peers)]
-    ev = Evaluator(ctx)
-    total = ev.sum(cts)
+    total = Evaluator(ctx).sum(cts)
     noise = NoiseEstimate.fresh(p, k_peers).summed(k_peers)
-    cd = CollectiveDecrypt(ctx, noise, peers=k_peers, smudging=Smudging(1 << 20, notion="renyi"))
+    cd = CollectiveDecrypt(ctx, noise, peers=k_peers, smudging=smudging)
     agg = cd.aggregate([pa.decryption_share(cd, total) for pa in parties])
     got = enc.decode(cd.decrypt(total, agg))
-    assert np.array_equal(got, data.sum(0))
+    assert got.shape == data.sum(0).shape and np.array_equal(got, data.sum(0))
     # the ideal key decrypts the same sum (sk_ideal = sum s_i)
     sk_ideal = SecretKey(p, ctx.qp.sum(np.stack([s.data for s in sks])))
     assert np.array_equal(enc.decode(Decryptor(ctx, sk_ideal).decrypt(total)), data.sum(0))
