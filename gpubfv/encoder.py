@@ -130,39 +130,25 @@ def wide_negate(data: Any, params: Any, xp: Any) -> Any:
     return out.astype(np.uint32)
 
 
-def _wide_pack(v: Any, width: int, params: Any, xp: Any) -> Any:
-    """Sub-values uint64 (..., pack, N), each < 2^width <= 2^63 -> words sum_j v_j 2^(j width)."""
-    w = params.t_words
-    out = xp.zeros(v.shape[:-2] + (w, v.shape[-1]), dtype=np.uint64)
-    for j in range(v.shape[-2]):
-        a, sh = divmod(j * width, 32)
-        val = v[..., j, :]
-        for part, base in ((val & _M32, a), (val >> np.uint64(32), a + 1)):
-            if base >= w:
-                break
-            x = part << np.uint64(sh)  # < 2^63: two words
-            out[..., base, :] |= x & _M32
-            if base + 1 < w:
-                out[..., base + 1, :] |= x >> np.uint64(32)
-    return out.astype(np.uint32)
+def _wide_pack(v: Any, pack: int, width: int, params: Any, backend: Any) -> Any:
+    """Sub-values (..., count) in [0, 2^width) -> words (..., W, N) of sum_j v_j 2^(j width),
+    sub-slot j of coefficient i taken from index j*N + i (missing entries are zero)."""
+    xp = backend.xp
+    batch, count = v.shape[:-1], v.shape[-1]
+    flat = xp.ascontiguousarray(v.reshape(-1, count).astype(np.int64, copy=False))
+    out = xp.empty((flat.shape[0], params.t_words, params.n), dtype=np.uint32)
+    backend.widet.wide_pack(flat, pack, width, out)
+    return out.reshape(batch + (params.t_words, params.n))
 
 
-def _wide_unpack(words: Any, pack: int, width: int, xp: Any) -> Any:
+def _wide_unpack(words: Any, pack: int, width: int, backend: Any) -> Any:
     """Words (..., W, N) -> sub-values int64 (..., pack * N), sub-slot j at [j*N, (j+1)*N)."""
-    d = words.astype(np.uint64)
-    w = d.shape[-2]
-    mask = np.uint64((1 << width) - 1)
-    parts = []
-    for j in range(pack):
-        a, sh = divmod(j * width, 32)
-        v = d[..., a, :]
-        if a + 1 < w:
-            v = v | (d[..., a + 1, :] << np.uint64(32))
-        v = v >> np.uint64(sh)
-        if sh and width + sh > 64 and a + 2 < w:
-            v = v | (d[..., a + 2, :] << np.uint64(64 - sh))
-        parts.append(v & mask)
-    return xp.concatenate(parts, axis=-1).astype(np.int64)
+    xp = backend.xp
+    w, n = words.shape[-2:]
+    flat = xp.ascontiguousarray(words.reshape(-1, w, n))
+    out = xp.empty((flat.shape[0], pack * n), dtype=np.int64)
+    backend.widet.wide_unpack(flat, pack, width, out)
+    return out.reshape(words.shape[:-2] + (pack * n,))
 
 
 class BatchEncoder:
@@ -259,18 +245,19 @@ class CoefficientEncoder:
                 raise EncodingError(f"at most {self.slots} values per plaintext")
             if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << self.width)):  # before cast
                 raise EncodingError(f"packed sub-values must lie in [0, 2^{self.width})")
+            if self.params.t_wide:
+                m = _wide_pack(v, self.pack, self.width, self.params, self.backend)
+                return Plaintext(self.params, m)
             pad = self.slots - v.shape[-1]
             v = xp.concatenate(
                 [v.astype(np.uint64), xp.zeros(v.shape[:-1] + (pad,), np.uint64)], -1
             )
             v = v.reshape(v.shape[:-1] + (self.pack, n))
-            if self.params.t_wide:
-                return Plaintext(self.params, _wide_pack(v, self.width, self.params, xp))
             m = xp.zeros(v.shape[:-2] + (n,), dtype=np.uint64)
             for j in range(self.pack):
                 m |= v[..., j, :] << np.uint64(j * self.width)
         if m.shape[-1] < n:
-            m = xp.concatenate([m, xp.zeros(m.shape[:-1] + (n - m.shape[-1],), np.uint64)], -1)
+            m = xp.concatenate([m, xp.zeros(m.shape[:-1] + (n - m.shape[-1],), m.dtype)], -1)
         return Plaintext(self.params, m)
 
     def decode(self, pt: Plaintext, signed: bool = True) -> Any:
@@ -280,7 +267,7 @@ class CoefficientEncoder:
         if self.params.t_wide:
             if self.pack == 1:
                 return _wide_to_int64(pt.data, self.params, signed, xp)
-            return _wide_unpack(pt.data, self.pack, self.width, xp)
+            return _wide_unpack(pt.data, self.pack, self.width, self.backend)
         if self.pack == 1:
             return _from_mod_t(pt.data, self.params.t, signed, xp)
         mask = np.uint64((1 << self.width) - 1)

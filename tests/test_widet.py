@@ -280,6 +280,21 @@ def test_cuda_kernels_bit_identical(cuda_widet, k, extra, M):
     cuda_widet.wide_add_scaled_plain(_dev(m), ps, got_acc)
     assert np.array_equal(_host(got_acc), want_acc)
 
+    for width in (1, 20, 33, min(63, k // 2)):
+        pack = k // width
+        v = rng.integers(0, 1 << width, (M, pack * n - 5), dtype=np.uint64).astype(np.int64)
+        words = np.zeros((M, ps.words, n), dtype=np.uint32)
+        KW.wide_pack(v, pack, width, words)
+        got_w = _dev(np.full(words.shape, 0xDEADBEEF, dtype=np.uint32))
+        cuda_widet.wide_pack(_dev(v), pack, width, got_w)
+        assert np.array_equal(_host(got_w), words), width
+        back = np.empty((M, pack * n), dtype=np.int64)
+        KW.wide_unpack(words, pack, width, back)
+        assert np.array_equal(back[:, : v.shape[1]], v) and not back[:, v.shape[1] :].any()
+        got_b = _dev(np.full(back.shape, -7, dtype=np.int64))
+        cuda_widet.wide_unpack(_dev(words), pack, width, got_b)
+        assert np.array_equal(_host(got_b), back), width
+
 
 # ---- encoders ----------------------------------------------------------------------------------
 def wide_ctx(k: int, q_count: int = 7, log_n: int = 4) -> Context:
@@ -324,6 +339,11 @@ def test_pack1_signed_roundtrip_and_negate(k, vals):
         assert enc.decode(pt).tolist() == vals
     neg = wide_negate(pt.data, ctx.params, np)
     assert words_to_ints(neg) == [-v % t for v in vals]
+    short = enc.encode(np.array(vals[:5], dtype=np.int64))  # zero-padded to N coefficients
+    assert (
+        short.data.dtype == np.uint32
+        and words_to_ints(short.data) == [v % t for v in vals[:5]] + [0] * 11
+    )
 
 
 def test_pack1_decode_refuses_values_beyond_int64():

@@ -7,6 +7,8 @@ there with Python integers; the derivations and error bounds are in those docstr
 
 - `wide_scale_round`: round(2^k * x / Q) mod 2^k for x in basis Q (decryption).
 - `wide_add_scaled_plain`: acc += round(Q * m / 2^k) in basis Q (encryption, add_plain).
+- `wide_pack` / `wide_unpack`: sub-values v_j (sub-slot j of coefficient i at index j*N + i)
+  <-> coefficients sum_j v_j 2^(j*width) in words (CoefficientEncoder with pack > 1).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from numba import njit, prange, uint32, uint64
 
 from kernels.cpu.rns import _reduce64, reduce64_constants
 
-__all__ = ["wide_scale_round", "wide_add_scaled_plain"]
+__all__ = ["wide_scale_round", "wide_add_scaled_plain", "wide_pack", "wide_unpack"]
 
 _BLOCK = 512  # coefficients per parallel job: one ciphertext still uses every core
 _M32 = 0xFFFFFFFF
@@ -153,3 +155,83 @@ def wide_add_scaled_plain(m, c, acc) -> None:
         np.ascontiguousarray(m), c.rt, np.uint32(c.top_mask), np.int64(c.hbit), c.tmod, c.pw,
         c.tinv, c.q, mu, acc,
     )  # fmt: skip
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _wide_pack(v, pack, width, out):
+    # out word a of coefficient i = bits [32a, 32a + 32) of sum_j v[j*N + i] 2^(j*width): the
+    # sub-values overlapping that range, each shifted into place (entries past `count` are 0).
+    # One output word at a time, as the CUDA kernel (one thread per word, no local arrays).
+    M, count = v.shape
+    W, N = out.shape[1], out.shape[2]
+    nb = (N + _BLOCK - 1) // _BLOCK
+    for job in prange(M * nb):
+        m = job // nb
+        n0 = (job % nb) * _BLOCK
+        B = min(_BLOCK, N - n0)
+        for a in range(W):
+            lo_bit = 32 * a
+            j0 = lo_bit // width
+            j1 = min((lo_bit + 31) // width, pack - 1)
+            for jj in range(B):
+                i = n0 + jj
+                acc = uint64(0)
+                for j in range(j0, j1 + 1):
+                    idx = j * N + i
+                    if idx < count:
+                        val = uint64(v[m, idx])
+                        sh = j * width - lo_bit
+                        if sh >= 0:
+                            acc |= val << uint64(sh)
+                        else:
+                            acc |= val >> uint64(-sh)
+                out[m, a, i] = uint32(acc & uint64(_M32))
+
+
+def wide_pack(v, pack: int, width: int, out) -> None:
+    """out (M, W, N) uint32 words of sum_j v[:, j*N + i] 2^(j*width); v (M, count) int64 in
+    [0, 2^width), count <= pack*N, width <= 63, pack*width <= 32*W (checked by the caller)."""
+    if v.dtype != np.int64 or v.ndim != 2 or not v.flags.c_contiguous:
+        raise TypeError("wide_pack takes C-contiguous int64 v (M, count)")
+    if out.dtype != np.uint32 or out.ndim != 3 or not out.flags.c_contiguous:
+        raise TypeError("wide_pack writes C-contiguous uint32 out (M, W, N)")
+    if out.shape[0] != v.shape[0] or v.shape[1] > pack * out.shape[2] or not 1 <= width <= 63:
+        raise ValueError(f"wide_pack: v {v.shape} does not fit out {out.shape} at pack {pack}")
+    _wide_pack(v, np.int64(pack), np.int64(width), out)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _wide_unpack(words, pack, width, out):
+    # out[m, j*N + i] = bits [j*width, (j+1)*width) of coefficient i (up to three words)
+    M, W, N = words.shape
+    mask = (uint64(1) << uint64(width)) - uint64(1)
+    nb = (N + _BLOCK - 1) // _BLOCK
+    for job in prange(M * nb):
+        m = job // nb
+        n0 = (job % nb) * _BLOCK
+        B = min(_BLOCK, N - n0)
+        for j in range(pack):
+            off = j * width
+            a = off >> 5
+            sh = off & 31
+            for jj in range(B):
+                i = n0 + jj
+                lo = uint64(words[m, a, i])
+                if a + 1 < W:
+                    lo |= uint64(words[m, a + 1, i]) << uint64(32)
+                val = lo >> uint64(sh)
+                if sh > 0 and sh + width > 64 and a + 2 < W:
+                    val |= uint64(words[m, a + 2, i]) << uint64(64 - sh)
+                out[m, j * N + i] = np.int64(val & mask)
+
+
+def wide_unpack(words, pack: int, width: int, out) -> None:
+    """out (M, pack*N) int64: sub-value j of coefficient i at j*N + i, from words (M, W, N)."""
+    if words.dtype != np.uint32 or words.ndim != 3 or not words.flags.c_contiguous:
+        raise TypeError("wide_unpack takes C-contiguous uint32 words (M, W, N)")
+    M, W, N = words.shape
+    if out.dtype != np.int64 or out.shape != (M, pack * N) or not out.flags.c_contiguous:
+        raise TypeError(f"wide_unpack writes C-contiguous int64 out {(M, pack * N)}")
+    if not 1 <= width <= 63 or pack * width > 32 * W:
+        raise ValueError(f"{pack} sub-values of {width} bits do not fit {W} words")
+    _wide_unpack(words, np.int64(pack), np.int64(width), out)

@@ -17,7 +17,7 @@ from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cuda import _common as C
 
-__all__ = ["wide_scale_round", "wide_add_scaled_plain"]
+__all__ = ["wide_scale_round", "wide_add_scaled_plain", "wide_pack", "wide_unpack"]
 
 _M32 = 0xFFFFFFFF
 
@@ -129,6 +129,68 @@ def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, acc, M, L, 
         mi = uint32(mi + uint32(cuda.gridDim.z))
 
 
+@cuda.jit
+def _wide_pack(v, pack, width, out, M, count, N, W):
+    # out[m, a, i]: bits [32a, 32a + 32) of sum_j v[m, j*N + i] 2^(j*width). Grid (N / threads,
+    # W, min(M, 65535)): one thread per output word; the sub-value range [j0, j1] is found by
+    # one 32-bit division per thread, outside the loop.
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if i >= N32:
+        return
+    a = uint32(cuda.blockIdx.y)
+    w32 = uint32(width)
+    lo_bit = uint32(a * uint32(32))
+    j0 = uint32(lo_bit // w32)
+    j1 = uint32((lo_bit + uint32(31)) // w32)
+    if j1 > uint32(pack - 1):
+        j1 = uint32(pack - 1)
+    c32 = uint32(count)
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        acc = uint64(0)
+        j = j0
+        while j <= j1:
+            idx = uint32(j * N32 + i)
+            if idx < c32:
+                val = uint64(v[m * c32 + idx])
+                sh = int64(j * w32) - int64(lo_bit)
+                if sh >= 0:
+                    acc |= val << uint64(sh)
+                else:
+                    acc |= val >> uint64(-sh)
+            j = uint32(j + 1)
+        out[(m * uint32(W) + a) * N32 + i] = uint32(acc & uint64(_M32))
+        m = uint32(m + uint32(cuda.gridDim.z))
+
+
+@cuda.jit
+def _wide_unpack(words, width, out, M, pack, N, W):
+    # out[m, j*N + i] = bits [j*width, (j+1)*width) of coefficient i. Grid (N / threads, pack,
+    # min(M, 65535)): one thread per sub-value.
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    if i >= N32:
+        return
+    j = uint32(cuda.blockIdx.y)
+    W32 = uint32(W)
+    off = uint32(j * uint32(width))
+    a = off >> uint32(5)
+    sh = off & uint32(31)
+    mask = (uint64(1) << uint64(width)) - uint64(1)
+    m = uint32(cuda.blockIdx.z)
+    while m < uint32(M):
+        base = uint32(m * W32 * N32 + i)
+        lo = uint64(words[base + a * N32])
+        if a + uint32(1) < W32:
+            lo |= uint64(words[base + (a + uint32(1)) * N32]) << uint64(32)
+        val = lo >> uint64(sh)
+        if sh > uint32(0) and sh + uint32(width) > uint32(64) and a + uint32(2) < W32:
+            val |= uint64(words[base + (a + uint32(2)) * N32]) << uint64(uint32(64) - sh)
+        out[m * uint32(pack) * N32 + j * N32 + i] = int64(val & mask)
+        m = uint32(m + uint32(cuda.gridDim.z))
+
+
 def wide_scale_round(x, c, out) -> None:
     """out (M, W, N) uint32 = round(2^k * x / Q) mod 2^k for x (M, L, N) in basis Q."""
     C.check_data(x, "x")
@@ -169,4 +231,47 @@ def wide_add_scaled_plain(m, c, acc) -> None:
         _wide_add_scaled_plain, (gx, L, min(M, C.MAX_GRID_Y)), threads,
         A(C.xp().ascontiguousarray(m).reshape(m.size)), A(rt), np.uint32(c.top_mask),
         np.uint32(c.hbit), A(tmod), A(pw), A(tinv), A(q), A(acc.reshape(acc.size)), M, L, N, W,
+    )  # fmt: skip
+
+
+def wide_pack(v, pack: int, width: int, out) -> None:
+    """out (M, W, N) uint32 words of sum_j v[:, j*N + i] 2^(j*width) (see kernels.cpu.widet)."""
+    C.check_data(v, "v")
+    C.check_data(out, "out")
+    if v.dtype != np.int64 or v.ndim != 2 or not v.flags.c_contiguous:
+        raise TypeError("wide_pack takes C-contiguous int64 v (M, count)")
+    if out.dtype != np.uint32 or out.ndim != 3 or not out.flags.c_contiguous:
+        raise TypeError("wide_pack writes C-contiguous uint32 out (M, W, N)")
+    M, count = v.shape
+    W, N = int(out.shape[1]), int(out.shape[2])
+    if out.shape[0] != M or count > pack * N or not 1 <= width <= 63:
+        raise ValueError(f"wide_pack: v {v.shape} does not fit out {out.shape} at pack {pack}")
+    if M == 0 or N == 0:
+        return
+    A = C.arg
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _wide_pack, (gx, W, min(M, C.MAX_GRID_Y)), threads, A(v.reshape(v.size)), int(pack),
+        int(width), A(out.reshape(out.size)), M, count, N, W,
+    )  # fmt: skip
+
+
+def wide_unpack(words, pack: int, width: int, out) -> None:
+    """out (M, pack*N) int64: sub-value j of coefficient i at j*N + i, from words (M, W, N)."""
+    C.check_data(words, "words")
+    C.check_data(out, "out")
+    if words.dtype != np.uint32 or words.ndim != 3 or not words.flags.c_contiguous:
+        raise TypeError("wide_unpack takes C-contiguous uint32 words (M, W, N)")
+    M, W, N = (int(d) for d in words.shape)
+    if out.dtype != np.int64 or out.shape != (M, pack * N) or not out.flags.c_contiguous:
+        raise TypeError(f"wide_unpack writes C-contiguous int64 out {(M, pack * N)}")
+    if not 1 <= width <= 63 or pack * width > 32 * W:
+        raise ValueError(f"{pack} sub-values of {width} bits do not fit {W} words")
+    if M == 0 or N == 0:
+        return
+    A = C.arg
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    C.launch(
+        _wide_unpack, (gx, pack, min(M, C.MAX_GRID_Y)), threads, A(words.reshape(words.size)),
+        int(width), A(out.reshape(out.size)), M, int(pack), N, W,
     )  # fmt: skip
