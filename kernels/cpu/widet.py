@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
+from kernels.cpu.arith import _barrett, barrett_constants
 from kernels.cpu.rns import _reduce64, reduce64_constants
 
 __all__ = ["wide_scale_round", "wide_add_scaled_plain", "wide_pack", "wide_unpack"]
@@ -80,7 +81,7 @@ def wide_scale_round(x, c, out) -> None:
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, mu64, acc):
+def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, bmu_packed, mu64, acc):
     # acc (M, L, N) += round(Q m / 2^k) mod q_l = -c * (2^k)^-1 mod q_l, c = [Q m]_{2^k}
     # centered in (-2^(k-1), 2^(k-1)]. w = (Q mod 2^k) * m mod 2^k is a truncated multi-word
     # product (column sums split into low/high words as in _wide_scale_round); then w mod q_l
@@ -121,21 +122,34 @@ def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, mu64, acc):
                     low_nz[j] |= v & ((uint64(1) << uint64(hbit)) - uint64(1))
                 else:
                     low_nz[j] |= v
+        big = np.empty(B, dtype=np.uint64)  # w > 2^(k-1): -c = 2^k - w, else -c = -w
+        for j in range(B):
+            big[j] = half[j] if low_nz[j] != 0 else uint64(0)
+        s = np.empty(B, dtype=np.uint64)
         for l in range(L):
             ql = uint64(q[l])
             mu = mu64[l]
             tm = uint64(tmod[l])
             ti = uint64(tinv[l])
+            bmu = bmu_packed[l]
+            # w mod q_l = sum_j w_j [2^(32 j)]_{q_l}: products < 2^62, four fit before a reduction
             for j in range(B):
-                s = uint64(0)
-                for w in range(W):
-                    s = _reduce64(s + words[w, j] * uint64(pw[l, w]), ql, mu)
-                if half[j] != 0 and low_nz[j] != 0:  # w > 2^(k-1): -c = 2^k - w
-                    neg_c = tm - s if tm >= s else tm + ql - s
-                else:  # -c = -w
-                    neg_c = ql - s if s != 0 else uint64(0)
-                v = _reduce64(neg_c * ti, ql, mu) + uint64(acc[mi, l, n0 + j])
-                acc[mi, l, n0 + j] = uint32(v - ql if v >= ql else v)
+                s[j] = 0
+            for w in range(W):
+                c = uint64(pw[l, w])
+                for j in range(B):
+                    s[j] += words[w, j] * c
+                if w % 4 == 3 or w == W - 1:
+                    for j in range(B):
+                        s[j] = _reduce64(s[j], ql, mu)
+            for j in range(B):  # -c = big * 2^k - w (mod q_l): no branch, vectorizes
+                neg_c = big[j] * tm + ql - s[j]  # < 2 q_l
+                neg_c = neg_c - ql if neg_c >= ql else neg_c
+                s[j] = _barrett(neg_c * ti, ql, bmu)
+            row = acc[mi, l, n0 : n0 + B]
+            for j in range(B):
+                v = s[j] + uint64(row[j])
+                row[j] = uint32(v - ql if v >= ql else v)
 
 
 def wide_add_scaled_plain(m, c, acc) -> None:
@@ -148,44 +162,49 @@ def wide_add_scaled_plain(m, c, acc) -> None:
     M, L, N = acc.shape
     if m.shape != (M, c.rt.shape[0], N):
         raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
-    mu = c.__dict__.get("_cpu_mu64")
-    if mu is None:
-        mu = c.__dict__["_cpu_mu64"] = reduce64_constants(c.q)
+    consts = c.__dict__.get("_cpu_reduce")
+    if consts is None:  # memoised on the holder: (Barrett words, floor(2^64 / q_l))
+        consts = c.__dict__["_cpu_reduce"] = (barrett_constants(c.q), reduce64_constants(c.q))
     _wide_add_scaled_plain(
         np.ascontiguousarray(m), c.rt, np.uint32(c.top_mask), np.int64(c.hbit), c.tmod, c.pw,
-        c.tinv, c.q, mu, acc,
+        c.tinv, c.q, consts[0], consts[1], acc,
     )  # fmt: skip
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _wide_pack(v, pack, width, out):
-    # out word a of coefficient i = bits [32a, 32a + 32) of sum_j v[j*N + i] 2^(j*width): the
-    # sub-values overlapping that range, each shifted into place (entries past `count` are 0).
-    # One output word at a time, as the CUDA kernel (one thread per word, no local arrays).
+    # out = sum_j v[j*N + i] 2^(j*width) in words (entries past `count` are 0): sub-value j
+    # at bit offset j*width = 32a + sh lands in words a, a+1 (the low 64 bits of v << sh) and,
+    # when width + sh > 64, a+2 (v >> (64 - sh)). Sub-values do not overlap, so OR is a sum.
     M, count = v.shape
     W, N = out.shape[1], out.shape[2]
     nb = (N + _BLOCK - 1) // _BLOCK
+    m32 = uint64(_M32)
     for job in prange(M * nb):
         m = job // nb
         n0 = (job % nb) * _BLOCK
         B = min(_BLOCK, N - n0)
         for a in range(W):
-            lo_bit = 32 * a
-            j0 = lo_bit // width
-            j1 = min((lo_bit + 31) // width, pack - 1)
             for jj in range(B):
-                i = n0 + jj
-                acc = uint64(0)
-                for j in range(j0, j1 + 1):
-                    idx = j * N + i
-                    if idx < count:
-                        val = uint64(v[m, idx])
-                        sh = j * width - lo_bit
-                        if sh >= 0:
-                            acc |= val << uint64(sh)
-                        else:
-                            acc |= val >> uint64(-sh)
-                out[m, a, i] = uint32(acc & uint64(_M32))
+                out[m, a, n0 + jj] = 0
+        for j in range(pack):
+            start = j * N + n0
+            valid = min(B, count - start)
+            if valid <= 0:
+                break
+            off = j * width
+            a = off >> 5
+            sh = uint64(off & 31)
+            two = a + 1 < W
+            three = sh > 0 and width + sh > 64 and a + 2 < W
+            for jj in range(valid):
+                val = uint64(v[m, start + jj])
+                lo = val << sh
+                out[m, a, n0 + jj] |= uint32(lo & m32)
+                if two:
+                    out[m, a + 1, n0 + jj] |= uint32(lo >> uint64(32))
+                if three:
+                    out[m, a + 2, n0 + jj] |= uint32(val >> (uint64(64) - sh))
 
 
 def wide_pack(v, pack: int, width: int, out) -> None:
