@@ -151,7 +151,8 @@ class Decryptor:
         self.sk = secret_key
 
     def decrypt(self, ct: Ciphertext) -> Plaintext:
-        """round(t/Q * (c0 + c1*s + ...)) mod t, at the ciphertext's level."""
+        """round(t/Q * (c0 + c1*s + ...)) mod t, at the ciphertext's level (wide t = 2^k: exact,
+        as uint32 words; see `gpubfv.ring.rns.ScaleRoundToT`)."""
         check_ciphertext(self.params, ct)
         x = phase(self.ctx, ct, self.sk)
         return Plaintext(self.params, self.ctx.decrypt_scaler(ct.level)(x))

@@ -357,7 +357,10 @@ class CollectiveDecrypt(_SmudgedSwitch):
     def decrypt(
         self, ct: Ciphertext, agg: DecryptionShare, *, peers: Iterable[int] | None = None
     ) -> Plaintext:
-        """The plaintext of `ct` from the aggregate of every expected peer's share."""
+        """The plaintext of `ct` from the aggregate of every expected peer's share.
+
+        round(t (c0 + sum_i h_i) / Q) mod t by the level's `ScaleRoundToT`: uint64 coefficients,
+        or for a wide t = 2^k the exact multi-word rounding (uint32 words (..., W, N))."""
         qb = self._opened(ct, agg, DecryptionShare, peers)
         phase = qb.add(ct.data[..., 0, :, :], agg.data)
         return Plaintext(self.params, self.ctx.decrypt_scaler(ct.level)(phase))
