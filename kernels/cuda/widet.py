@@ -167,7 +167,8 @@ def _wide_pack(v, pack, width, out, M, count, N, W):
 @cuda.jit
 def _wide_unpack(words, width, out, M, pack, N, W):
     # out[m, j*N + i] = bits [j*width, (j+1)*width) of coefficient i. Grid (N / threads, pack,
-    # min(M, 65535)): one thread per sub-value.
+    # min(M, 65535)): one thread per sub-value; which words it reads (a, a+1, a+2) and the
+    # offsets are per-thread constants, so the row loop is loads, two shifts, a mask, a store.
     i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     if i >= N32:
@@ -176,19 +177,31 @@ def _wide_unpack(words, width, out, M, pack, N, W):
     W32 = uint32(W)
     off = uint32(j * uint32(width))
     a = off >> uint32(5)
-    sh = off & uint32(31)
+    sh = uint64(off & uint32(31))
+    two = a + uint32(1) < W32
+    three = sh > uint64(0) and sh + uint64(width) > uint64(64) and a + uint32(2) < W32
     mask = (uint64(1) << uint64(width)) - uint64(1)
+    # Branch-free loop: without a next word the load repeats word a, whose bits land at
+    # 32 - sh >= width and are masked off; without a third word its term is ANDed with 0.
+    o1 = uint32(N32 if two else uint32(0))
+    o2 = uint32(N32 + N32 if three else uint32(0))
+    left = uint64(64) - sh if three else uint64(0)
+    keep3 = uint64(0xFFFFFFFFFFFFFFFF) if three else uint64(0)
+    src = uint32(a * N32 + i)
+    dst = uint32(j * N32 + i)
+    step_in = uint32(W32 * N32)
+    step_out = uint32(uint32(pack) * N32)
     m = uint32(cuda.blockIdx.z)
+    src = uint32(src + m * step_in)
+    dst = uint32(dst + m * step_out)
+    gz = uint32(cuda.gridDim.z)
     while m < uint32(M):
-        base = uint32(m * W32 * N32 + i)
-        lo = uint64(words[base + a * N32])
-        if a + uint32(1) < W32:
-            lo |= uint64(words[base + (a + uint32(1)) * N32]) << uint64(32)
-        val = lo >> uint64(sh)
-        if sh > uint32(0) and sh + uint32(width) > uint32(64) and a + uint32(2) < W32:
-            val |= uint64(words[base + (a + uint32(2)) * N32]) << uint64(uint32(64) - sh)
-        out[m * uint32(pack) * N32 + j * N32 + i] = int64(val & mask)
-        m = uint32(m + uint32(cuda.gridDim.z))
+        lo = uint64(words[src]) | (uint64(words[src + o1]) << uint64(32))
+        val = (lo >> sh) | ((uint64(words[src + o2]) << left) & keep3)
+        out[dst] = int64(val & mask)
+        src = uint32(src + gz * step_in)
+        dst = uint32(dst + gz * step_out)
+        m = uint32(m + gz)
 
 
 def wide_scale_round(x, c, out) -> None:
