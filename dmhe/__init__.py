@@ -28,6 +28,9 @@ __version__ = _version("gpubfv")  # the one place: pyproject.toml
 _LAZY = {
     "SecureAggregationEngine": "dmhe.engine",
     "SecureOptimizer": "dmhe.engine",
+    "StepMismatchError": "dmhe.engine",
+    "simulate": "dmhe.simulation",
+    "Peer": "dmhe.simulation",
     "Trainer": "dmhe.trainer",
     "TrainConfig": "dmhe.config",
     "ConfigError": "dmhe.config",
