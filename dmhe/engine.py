@@ -113,6 +113,7 @@ class SecureOptimizer(torch.optim.Optimizer):
         self.steps = 0
         self.aggregations = 0
         self.finished = False
+        self.broken = False  # a failed collective: the peers are out of step for good
         self.last_timings: dict[str, float] = {}
         self._anchor = self._flat_params() if local_steps > 1 else None
         # DP noise shares: a fresh, unpredictable seed per peer (never the simulation's seed)
@@ -155,7 +156,7 @@ class SecureOptimizer(torch.optim.Optimizer):
                     wait_all_ranks=True,
                 )
             except RuntimeError as exc:
-                ranks = re.findall(r"[Rr]anks? ([\d, ]+)", str(exc))
+                ranks = re.findall(r"Ranks? ([\d, ]+) failed", str(exc))
                 who = f"rank(s) {ranks[0].strip(', ')}" if ranks else "another peer"
                 raise StepMismatchError(
                     f"peer {t.rank} at optimizer step {self.steps}: {who} did not reach it "
@@ -175,7 +176,7 @@ class SecureOptimizer(torch.optim.Optimizer):
     def finish(self) -> None:
         """Collective, once at the end: the peers confirm equal step counts, so that a peer
         still waiting in a ``step()`` learns that another one has stopped."""
-        if self.finished:
+        if self.finished or self.broken:
             return
         self.finished = True
         self._agree(finished=True)
@@ -244,14 +245,20 @@ class SecureOptimizer(torch.optim.Optimizer):
             raise NotImplementedError("closures would re-run a collective step")
         if self.finished:
             raise StepMismatchError("step() after this peer's loop was declared finished")
+        if self.broken:
+            raise StepMismatchError("an earlier collective step failed: the peers are out of step")
         self.steps += 1
-        if self.local_steps == 1:
-            self.aggregate_gradients()
-            return self.original_optimizer.step()
-        out = self.original_optimizer.step()
-        if self.steps % self.local_steps == 0:
-            self.aggregate_parameters()
-        return out
+        try:
+            if self.local_steps == 1:
+                self.aggregate_gradients()
+                return self.original_optimizer.step()
+            out = self.original_optimizer.step()
+            if self.steps % self.local_steps == 0:
+                self.aggregate_parameters()
+            return out
+        except BaseException:
+            self.broken = True
+            raise
 
 
 class SecureAggregationEngine:
