@@ -166,6 +166,8 @@ class SecureOptimizer(torch.optim.Optimizer):
         try:
             blobs = all_gather_bytes(t, _STEP.pack(self.steps, int(finished)))
         except PeerDropped as exc:
+            if exc.rank == t.rank:  # this peer itself was dropped: the others report it
+                raise
             raise StepMismatchError(
                 f"peer {t.rank} at optimizer step {self.steps}: peer {exc.rank} is gone"
             ) from None
