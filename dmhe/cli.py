@@ -288,6 +288,7 @@ def _train(args: argparse.Namespace) -> int:
         from dmhe.log import log_metrics_line
 
         log.info("%s", log_metrics_line(metrics[-1]))
+    if trainer.is_writer:
         log.info("output in %s (dmhe eval %s; dmhe report %s --out ...)", *[cfg.out_dir] * 3)
     return 0
 
