@@ -32,6 +32,9 @@ __all__ = [
 #: the stacked phases of a round; ``other`` is the measured round time minus the rest
 PHASES = ("train", "quantize", "encrypt", "communicate", "decrypt", "eval", "other")
 
+# phases the trainer reports as a per-peer mean although the local peers run them in turn
+_PER_PEER_SEQUENTIAL = ("train", "quantize")
+
 #: one colour per mode, the same in every plot
 MODE_COLORS = {
     "plaintext": "#4c72b0",
@@ -78,6 +81,14 @@ class Run:
         """K (0 when unknown)."""
         return int(self.config.get("peers", 0) or 0)
 
+    @property
+    def local_peers(self) -> int:
+        """Peers that ran in this run's process: K in-process (their local work runs one
+        after the other, so its wall time is K times the per-peer mean), 1 under torchrun."""
+        if self.info.get("local_peers"):
+            return int(self.info["local_peers"])
+        return 1 if self.config.get("transport") == "torch" else max(self.peers, 1)
+
     def label(self, with_k: bool = False) -> str:
         """A legend label: the mode, and K when runs with several K are compared."""
         return f"{self.mode} K={self.peers}" if with_k else self.mode
@@ -104,6 +115,8 @@ class Run:
         out = {}
         for p in PHASES[:-1]:
             out[p] = float(np.mean([r["time"].get(p, 0.0) for r in self.timed]))
+            if p in _PER_PEER_SEQUENTIAL:
+                out[p] *= self.local_peers
         measured = self.round_time()
         out["other"] = max(measured - sum(out.values()), 0.0)
         return out
@@ -194,7 +207,8 @@ def _tables(runs: list[Run]) -> str:
         notes.append(
             "Times are means over rounds 2.. (round 1, the warm-up with JIT compilation and "
             "caches, is excluded); `other` is the measured round time minus the listed phases, "
-            "so the phases add up to s/round."
+            "so the phases add up to s/round. In-process runs train and quantize the K peers "
+            "one after another: those two columns are the wall time of all K."
         )
     for g in coinciding_groups(runs):
         if len(g) > 1:
@@ -203,8 +217,8 @@ def _tables(runs: list[Run]) -> str:
                 + ": identical accuracy in every round (exact aggregation)."
             )
     notes.append(
-        "In-process runs simulate the K peers on shared cores: per-phase times are per-peer means "
-        "measured under that contention."
+        "In-process runs simulate the K peers on shared cores: encrypt, communicate and decrypt "
+        "are per-peer means of peers running concurrently, measured under that contention."
     )
     return (
         "\n".join(rows)

@@ -16,14 +16,15 @@ from dmhe.report import PHASES, Run, coinciding_groups, color_for, contributors_
 
 __all__ = ["plot_all"]
 
+# phases in a sequential blue-grey-yellow scale (cividis), apart from the modes' colours
 _PHASE_COLORS = {
-    "train": "#4c72b0",
-    "quantize": "#64b5cd",
-    "encrypt": "#dd8452",
-    "communicate": "#8c8c8c",
-    "decrypt": "#c44e52",
-    "eval": "#55a868",
-    "other": "#d9d9d9",
+    "train": "#00224e",
+    "quantize": "#35456c",
+    "encrypt": "#666970",
+    "communicate": "#948e77",
+    "decrypt": "#c8b866",
+    "eval": "#fee838",
+    "other": "#e6e6e6",
 }
 
 
@@ -56,7 +57,7 @@ def plot_accuracy(runs: list[Run], path: Path) -> Path:
     ax.set(xlabel="round", ylabel="test accuracy", title="Test accuracy per round")
     _integer_rounds(ax)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -91,12 +92,12 @@ def plot_time(runs: list[Run], path: Path) -> Path:
         ylabel="seconds per round (mean)",
         title="Time per round" + (" (round 1, the warm-up, excluded)" if warm else ""),
     )
-    ax.set_ylim(0, max(bottom.max(), 1e-9) * 1.15)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_ylim(0, max(bottom.max(), 1e-9) * 1.4)
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
     setup = [float(r.info.get("setup_seconds", 0.0)) for r in runs]
     ax_setup.bar(x, setup, color=[color_for(r.mode) for r in runs], width=0.6)
     ax_setup.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
-    ax_setup.set(ylabel="seconds, once per run", title="Set-up (keys)")
+    ax_setup.set(ylabel="seconds", title="Set-up (keys), once per run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

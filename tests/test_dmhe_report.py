@@ -28,7 +28,7 @@ def _fake_run(root: Path, name: str, mode: str, peers: int, accs, *, contributor
     (d / "run.json").write_text(json.dumps(info))
     lines = []
     for i, a in enumerate(accs, start=1):
-        t = {"train": 0.02, "quantize": 0.01, "encrypt": 0.03, "communicate": 0.01}
+        t = {"train": 0.005, "quantize": 0.0025, "encrypt": 0.03, "communicate": 0.01}
         t |= {"decrypt": 0.02, "eval": 0.005, "round": 0.133 if i > 1 else 2.5}
         m = {"round": i, "mode": mode, "peers": peers, "accuracy": a, "loss": 1.0, "time": t}
         m |= {"bytes_sent_per_peer": 1.5e6 * peers / 4, "bytes_per_value": 15.0}
