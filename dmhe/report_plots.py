@@ -38,6 +38,15 @@ def _several_k(runs: list[Run]) -> bool:
     return len({r.peers for r in runs}) > 1
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _marker(runs: list[Run], r: Run) -> str:
+    """One marker per K (the colour is the mode's)."""
+    ks = sorted({x.peers for x in runs})
+    return _MARKERS[ks.index(r.peers) % len(_MARKERS)]
+
+
 def plot_accuracy(runs: list[Run], path: Path) -> Path:
     """Accuracy per round; coinciding runs drawn once (their colours dashed on top)."""
     import matplotlib.pyplot as plt
@@ -51,7 +60,8 @@ def plot_accuracy(runs: list[Run], path: Path) -> Path:
         label = " = ".join(r.label(k) for r in group)
         if len(group) > 1:
             label += " (identical every round)"
-        ax.plot(xs, ys, "o-", color=color_for(first.mode), lw=2.5, ms=6, label=label)
+        style = _marker(runs, first) + "-"
+        ax.plot(xs, ys, style, color=color_for(first.mode), lw=2.5, ms=6, label=label)
         for i, r in enumerate(group[1:], start=1):  # the same points: dashes show each colour
             ax.plot(xs, ys, "--", color=color_for(r.mode), lw=2.5, dashes=(2 + i, 2 + i))
     ax.set(xlabel="round", ylabel="test accuracy", title="Test accuracy per round")
@@ -131,6 +141,7 @@ def plot_bytes(runs: list[Run], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(v) for v in ks])
         ax.set(xlabel="peers K", ylabel="MB sent per peer per round", title="Traffic per peer vs K")
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -160,7 +171,8 @@ def plot_peers(runs: list[Run], path: Path) -> Path | None:
     for i, r in enumerate(shown):
         xs = [m["round"] for m in r.rounds]
         cs = [contributors_count(m) for m in r.rounds]
-        ax_c.step(xs, cs, where="mid", color=color_for(r.mode), label=r.label(k), lw=2)
+        style = _marker(runs, r) + "-"
+        ax_c.plot(xs, cs, style, color=color_for(r.mode), label=r.label(k), lw=2, alpha=0.85)
         offs = np.array(xs) + (i - (len(shown) - 1) / 2) * width
         ax_r.bar(offs, [m.get("retries", 0) for m in r.rounds], width, color=color_for(r.mode))
     ax_c.set(ylabel="contributing peers", title="Peers per round")
