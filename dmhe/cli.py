@@ -232,8 +232,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
         if known.config:
             from dmhe.cli_settings import load_config_file
 
-            train = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
-            train.set_defaults(**load_config_file(known.config))
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    action.choices["train"].set_defaults(**load_config_file(known.config))
     return parser.parse_args(argv)
 
 

@@ -49,7 +49,7 @@ class _Formatter(logging.Formatter):
         return f"{self.prefix}: {msg}"
 
 
-class _ProgressAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _ProgressAwareHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """Writes through ``tqdm.write`` when tqdm is there, so a line never cuts a progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:

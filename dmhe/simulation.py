@@ -96,7 +96,7 @@ class _Baton:
 class _TurnTakingTransport(Transport):
     """An in-process transport that hands the baton over while it waits."""
 
-    def __init__(self, inner: Transport, baton: _Baton, waits: dict[int, Any]) -> None:
+    def __init__(self, inner: Transport, baton: _Baton, waits: dict[Any, Any]) -> None:
         super().__init__(inner.rank, inner.world_size)
         self.inner, self._baton, self._waits = inner, baton, waits
         self.bytes_sent, self.bytes_received = inner.bytes_sent, inner.bytes_received
