@@ -28,6 +28,9 @@ def default_out_dir(mode: str, root: str | Path = "runs") -> Path:
 
 
 def load_config_file(path: str) -> dict[str, Any]:
+    """The settings of a ``--config`` JSON file as parser defaults: a :class:`TrainConfig`
+    dict, or a ``run.json`` (its ``config`` block, without the old run's output folder);
+    unknown settings raise :class:`ConfigError` naming them."""
     from dmhe.config import ConfigError, TrainConfig
 
     try:
@@ -52,6 +55,8 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`TrainConfig` of parsed ``dmhe train`` flags: rounds from ``--epochs``, the
+    default ε of the DP modes, and the default output folder."""
     from dmhe.config import DEFAULT_DP_EPSILON, MODES, ConfigError, TrainConfig, rounds_for_epochs
 
     options: dict[str, Any] = {}
