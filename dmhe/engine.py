@@ -34,7 +34,6 @@ The returned optimizer is a real ``torch.optim.Optimizer`` sharing the wrapped o
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import struct
@@ -42,15 +41,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import MODES, ConfigError
+from dmhe.engine_peers import default_transport, gloo_group, is_torch, ring_broadcast_state
 from dmhe.pipeline import UpdatePipeline, no_wrap_bound
-from dmhe.state import flatten_state, load_flat_state
 from dmhe.transport import PeerDropped, Transport
 
 __all__ = ["ENGINE_MODES", "SecureAggregationEngine", "SecureOptimizer", "StepMismatchError"]
@@ -146,7 +144,7 @@ class SecureOptimizer(torch.optim.Optimizer):
     def _agree(self, *, finished: bool = False) -> None:
         """Collective: every peer announces its step count; any difference stops all."""
         t = self.transport
-        if self._barrier_group is not None or _is_torch(t):
+        if self._barrier_group is not None or is_torch(t):
             import torch.distributed as dist
 
             try:
@@ -352,7 +350,7 @@ class SecureAggregationEngine:
         on_gpu = params[0].device.type == "cuda"
         finish_hook = None
         if transport is None:
-            transport, finish_hook = _default_transport(on_gpu)
+            transport, finish_hook = default_transport(on_gpu)
         if self.peers is None:
             if transport.world_size < 2:
                 raise ConfigError(f"secure averaging needs >= 2 peers, got {transport.world_size}")
@@ -373,7 +371,7 @@ class SecureAggregationEngine:
             raise ConfigError(f"aggregator {MODES[self.mode].aggregator!r}: {exc}") from None
         self.pipeline.check(aggregator, values)
         aggregator.setup(transport)
-        _ring_broadcast_state(transport, module)
+        ring_broadcast_state(transport, module)
         wrapped = SecureOptimizer(
             optimizer,
             params=params,
@@ -382,7 +380,7 @@ class SecureAggregationEngine:
             pipeline=self.pipeline,
             local_steps=self.local_steps,
             step_timeout=self.step_timeout,
-            barrier_group=_gloo_group() if _is_torch(transport) else None,
+            barrier_group=gloo_group() if is_torch(transport) else None,
         )
         self.optimizer = wrapped
         if finish_hook is not None:
@@ -408,80 +406,3 @@ class SecureAggregationEngine:
         if eps is None:
             raise ConfigError(f"mode {self.mode!r}: the pipeline reports no epsilon")
         return float(eps)
-
-
-def _is_torch(transport: Transport) -> bool:
-    from dmhe.transport import TorchDistributedTransport
-
-    return isinstance(transport, TorchDistributedTransport)
-
-
-def _gloo_group() -> Any:
-    """The group for the monitored barrier (gloo only): the default one when it is gloo."""
-    import torch.distributed as dist
-
-    if dist.get_backend() == "gloo":
-        return None
-    return dist.new_group(backend="gloo")
-
-
-def _default_transport(on_gpu: bool) -> tuple[Transport, Any]:
-    """The simulated peer's transport, or the process group's (initialised from torchrun's
-    environment if needed); second: how to register the optimizer's end-of-run check."""
-    from dmhe.simulation import current_peer
-
-    peer = current_peer()
-    if peer is not None:
-        return peer.transport, lambda opt: peer.on_finish(opt.finish)
-    import torch.distributed as dist
-
-    owned = False
-    if dist.is_available() and not dist.is_initialized() and "WORLD_SIZE" in os.environ:
-        if on_gpu:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-        owned = True
-    if dist.is_available() and dist.is_initialized():
-        from dmhe.transport import TorchDistributedTransport
-
-        transport = TorchDistributedTransport()
-
-        def register(opt: SecureOptimizer) -> None:
-            atexit.register(_finish_at_exit, opt, transport, owned)
-
-        return transport, register
-    raise ConfigError(
-        "no peers: run under torchrun, inside dmhe.simulate(K, fn), or pass transport=..."
-    )
-
-
-def _finish_at_exit(opt: SecureOptimizer, transport: Transport, owned: bool) -> None:
-    """At interpreter exit (torchrun): the end-of-run step check, pending sends, and the
-    process group this engine created."""
-    import logging
-
-    import torch.distributed as dist
-
-    try:
-        opt.finish()
-        transport.barrier()
-    except Exception as exc:  # exit is too late to raise; the message must still be seen
-        logging.getLogger("dmhe").error("dmhe: error: %s", exc)
-        os._exit(1)
-    if owned and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _ring_broadcast_state(transport: Transport, module: nn.Module) -> None:
-    """Peer 0's floating-point state travels once around the ring (each peer sends it once)."""
-    k, r = transport.world_size, transport.rank
-    if k == 1:
-        return
-    flat = flatten_state(module)
-    if r == 0:
-        transport.send(1, flat.cpu().numpy().astype("<f4").tobytes())
-        return
-    buf = transport.recv(r - 1)
-    if r + 1 < k:
-        transport.send(r + 1, buf)
-    load_flat_state(module, torch.from_numpy(np.frombuffer(buf, dtype="<f4").copy()))
