@@ -1,5 +1,9 @@
 """dmhe: decentralized training with exact secure aggregation of model updates.
 
+The front door is :class:`SecureAggregationEngine` (``make_secure(module=, optimizer=,
+data_loader=)`` returns drop-ins; peers come from ``torchrun`` or from :func:`simulate`, which
+runs K reproducible in-process peers), and the ``dmhe`` command (``dmhe.cli``).
+
 Layers (imports point down): ``cli`` -> ``trainer``/``engine`` -> ``pipeline`` (clip, DP,
 quantize, aggregate, dequantize) -> ``aggregators`` (one strategy per file; ``encrypted`` is the
 only one that calls gpubfv) -> ``collectives`` (reduce-scatter, all-gather over a topology) ->
@@ -28,6 +32,9 @@ __version__ = _version("gpubfv")  # the one place: pyproject.toml
 _LAZY = {
     "SecureAggregationEngine": "dmhe.engine",
     "SecureOptimizer": "dmhe.engine",
+    "StepMismatchError": "dmhe.engine",
+    "simulate": "dmhe.simulation",
+    "Peer": "dmhe.simulation",
     "Trainer": "dmhe.trainer",
     "TrainConfig": "dmhe.config",
     "ConfigError": "dmhe.config",

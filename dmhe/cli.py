@@ -1,6 +1,8 @@
-"""``dmhe train`` and ``dmhe report``.
+"""``dmhe train``, ``dmhe eval`` and ``dmhe report``.
 
-Bad flags and impossible settings print a one-line reason on stderr and exit with code 2.
+Every flag has a help text and shows its default (``dmhe train --help``). Bad flags and
+impossible settings print a one-line reason naming the flag on stderr and exit with code 2.
+Without PyTorch installed, ``dmhe`` prints how to install it instead of a traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +12,22 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
+
+INSTALL_HINT = (
+    "dmhe needs PyTorch, which is not installed here. Install the training extra:\n"
+    "    pip install -e '.[train]'\n"
+    "On a machine without an NVIDIA GPU, install the CPU-only torch build first (a far smaller "
+    "download):\n"
+    "    pip install torch==2.14.1 torchvision==0.29.1 "
+    "--index-url https://download.pytorch.org/whl/cpu"
+)
+
+# datasets when dmhe.data (which imports torch) cannot be loaded: only for --help
+_DATASETS_NO_TORCH = ("digits", "mnist", "cifar10", "synthetic")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,10 +36,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults on every flag (``None`` shown as ``none``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "%(default)" in text
+            or "default:" in text
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return text + (" (default: none)" if action.default is None else " (default: %(default)s)")
+
+
 def _positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
     return v
 
 
@@ -37,40 +72,116 @@ def _shape(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad shape {s!r} (e.g. 1x28x28)") from None
 
 
+def _datasets() -> tuple[str, ...]:
+    try:
+        from dmhe.data import DATASETS
+    except ImportError:
+        return _DATASETS_NO_TORCH
+    return tuple(DATASETS)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from dmhe.log import LEVELS
+
+    p.add_argument("--log-level", choices=LEVELS, default="info", help="messages shown")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dmhe`` argument parser (``train`` and ``report`` sub-commands)."""
-    from dmhe.config import MODES, TrainConfig
-    from dmhe.data import DATASETS
+    """The ``dmhe`` argument parser (``train``, ``eval`` and ``report`` sub-commands)."""
+    from dmhe.config import DEFAULT_DP_EPSILON, MODES, TrainConfig
 
     d = TrainConfig()
-    p = _Parser(prog="dmhe", description="Decentralized training with exact secure aggregation.")
+    p = _Parser(
+        prog="dmhe",
+        description="Decentralized training with exact secure aggregation.",
+        formatter_class=_Help,
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train one configuration")
-    t.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    t = sub.add_parser(
+        "train",
+        help="train one configuration",
+        formatter_class=_Help,
+        description="Train K peers; writes run.json, metrics.jsonl and checkpoints to --out-dir.",
+    )
+    _common(t)
+    t.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="JSON settings (a TrainConfig "
+        "dict, or a run.json: its 'config' block); flags given here override it",
+    )
+    t.add_argument("--dataset", choices=_datasets(), default=d.dataset, help="training data")
     t.add_argument("--data-dir", default=None, help="torchvision data folder (mnist, cifar10)")
     t.add_argument("--download", action="store_true", help="let torchvision download the data")
     t.add_argument("--model", default=d.model, help="mlp, cnn, cifar_cnn, resnet18, or torchvision")
-    t.add_argument("--peers", "-k", type=_positive_int, default=d.peers)
-    t.add_argument("--rounds", type=_positive_int, default=d.rounds)
-    t.add_argument("--local-steps", type=_positive_int, default=d.local_steps)
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--mode", choices=list(MODES), default=d.mode)
-    t.add_argument("--clip", type=float, default=d.clip, help="public clip bound c")
-    t.add_argument("--clip-kind", choices=["l2", "coordinate"], default=d.clip_kind)
+    t.add_argument("--peers", "-k", type=_positive_int, default=d.peers, help="number of peers K")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        help=f"aggregation rounds (default: {d.rounds}, or from --epochs)",
+    )
+    length.add_argument(
+        "--epochs",
+        type=_positive_float,
+        default=None,
+        help="passes over each peer's partition instead of --rounds: rounds = "
+        "ceil(epochs * ceil(N_train / K) / (local_steps * batch_size))",
+    )
+    t.add_argument(
+        "--local-steps",
+        type=_positive_int,
+        default=d.local_steps,
+        help="SGD steps per peer per round (one batch each)",
+    )
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="batch size")
+    t.add_argument("--lr", type=float, default=d.lr, help="local SGD learning rate")
+    t.add_argument("--mode", choices=list(MODES), default=d.mode, help="aggregation mode")
+    t.add_argument("--clip", type=float, default=d.clip, help="public clip bound c of an update")
+    t.add_argument(
+        "--clip-kind",
+        choices=["l2", "coordinate"],
+        default=d.clip_kind,
+        help="l2: global norm clipping; coordinate: per value",
+    )
     t.add_argument("--scale-bits", type=int, default=d.scale_bits, help="fixed-point scale f")
-    t.add_argument("--threshold", type=int, default=None, help="t-out-of-K (encrypted modes)")
-    t.add_argument("--device", default=d.device)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--out-dir", "-o", default=None)
-    t.add_argument("--alpha", type=float, default=None, help="Dirichlet non-IID split (None: IID)")
-    t.add_argument("--dp-epsilon", type=float, default=None)
-    t.add_argument("--dp-delta", type=float, default=d.dp_delta)
-    t.add_argument("--dp-sigma", type=float, default=None, help="noise multiplier instead of ε")
+    t.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="t-out-of-K keys (encrypted modes); none: all K peers needed",
+    )
+    t.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    t.add_argument("--seed", type=int, default=d.seed, help="seed of data split, init, batches")
+    t.add_argument(
+        "--out-dir", "-o", default=None, help="run folder (default: runs/<mode>-<timestamp>)"
+    )
+    t.add_argument("--alpha", type=float, default=None, help="Dirichlet non-IID split (none: IID)")
+    t.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help=f"DP modes: target ε over the run (default: {DEFAULT_DP_EPSILON:g} "
+        "when --dp-sigma is not given either)",
+    )
+    t.add_argument("--dp-delta", type=float, default=d.dp_delta, help="DP modes: target δ")
+    t.add_argument("--dp-sigma", type=float, default=None, help="DP noise multiplier instead of ε")
     t.add_argument("--drop-prob", type=float, default=d.drop_prob, help="simulated dropouts")
-    t.add_argument("--max-retries", type=int, default=d.max_retries)
-    t.add_argument("--synthetic-shape", type=_shape, default=d.synthetic_shape)
+    t.add_argument(
+        "--max-retries",
+        type=int,
+        default=d.max_retries,
+        help="retries of a round that lost a needed peer",
+    )
+    t.add_argument(
+        "--synthetic-shape",
+        type=_shape,
+        default=d.synthetic_shape,
+        help="input shape of --dataset synthetic, e.g. 1x28x28",
+    )
     t.add_argument("--synthetic-size", type=_shape, default=d.synthetic_size, help="N_TRAIN,N_TEST")
     t.add_argument(
         "--aggregator-option",
@@ -86,65 +197,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch: one process per peer under torchrun (gloo on CPU, NCCL on CUDA)",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write metrics for TensorBoard to <out-dir>/tensorboard",
+    )
 
-    r = sub.add_parser("report", help="tables and plots from run folders")
+    e = sub.add_parser(
+        "eval", help="evaluate a run's checkpoint on the test split", formatter_class=_Help
+    )
+    _common(e)
+    e.add_argument("run", help="run folder (with run.json and checkpoint.pt)")
+    e.add_argument("--data-dir", default=None, help="torchvision data folder (mnist, cifar10)")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    r = sub.add_parser("report", help="tables and plots from run folders", formatter_class=_Help)
+    _common(r)
     r.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl and run.json)")
     r.add_argument("--out", required=True, help="output folder")
     return p
 
 
-def _config_from_args(args: argparse.Namespace) -> Any:
-    from dmhe.config import ConfigError, TrainConfig
+# ---------------------------------------------------------------------- settings
 
-    options: dict[str, Any] = {}
-    for item in args.aggregator_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--aggregator-option needs KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    if args.synthetic_size is not None and len(args.synthetic_size) != 2:
-        raise ConfigError("--synthetic-size needs N_TRAIN,N_TEST")
-    return TrainConfig(
-        dataset=args.dataset,
-        model=args.model,
-        peers=args.peers,
-        rounds=args.rounds,
-        local_steps=args.local_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        mode=args.mode,
-        clip=args.clip,
-        clip_kind=args.clip_kind,
-        scale_bits=args.scale_bits,
-        threshold=args.threshold,
-        device=args.device,
-        seed=args.seed,
-        out_dir=args.out_dir,
-        alpha=args.alpha,
-        dp_epsilon=args.dp_epsilon,
-        dp_delta=args.dp_delta,
-        dp_sigma=args.dp_sigma,
-        data_dir=args.data_dir,
-        download=args.download,
-        drop_prob=args.drop_prob,
-        max_retries=args.max_retries,
-        synthetic_shape=tuple(args.synthetic_shape),
-        synthetic_size=tuple(args.synthetic_size),
-        aggregator_options=options,
-    )
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; for ``train --config FILE`` the file's settings become the defaults."""
+    argv = list(argv)
+    if argv[:1] == ["train"]:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config")
+        known, _ = pre.parse_known_args(argv[1:])
+        if known.config:
+            from dmhe.cli_settings import load_config_file
+
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    action.choices["train"].set_defaults(**load_config_file(known.config))
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------- commands
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dmhe.config import ConfigError, UpdateRefused
+    from dmhe.cli_settings import config_from_args
+    from dmhe.config import ConfigError, UpdateRefused, to_flags
+    from dmhe.log import MetricsLog, get_logger
     from dmhe.trainer import Trainer
 
+    log = get_logger()
     transport = None
+    round_log = None
     try:
-        cfg = _config_from_args(args)
+        cfg = config_from_args(args)
         if args.resume and not cfg.out_dir:
             raise ConfigError("--resume needs --out-dir")
         if args.transport == "torch":
@@ -157,35 +264,80 @@ def _train(args: argparse.Namespace) -> int:
                 on_gpu = Backend.device_kind(cfg.device) != "cpu"
                 dist.init_process_group(backend="nccl" if on_gpu else "gloo")
             transport = TorchDistributedTransport()
-        trainer = Trainer(cfg, transport=transport)
-        metrics = trainer.train(resume=args.resume, progress=not args.no_progress)
+        tb = Path(cfg.out_dir) / "tensorboard" if args.tensorboard else None
+        round_log = MetricsLog(tensorboard=tb, quiet=not args.no_progress)
+        trainer = Trainer(cfg, transport=transport, log=round_log)
+        round_log.active = trainer.is_writer
+        if trainer.is_writer:
+            log.info(
+                "%s, K=%d, %d rounds: output in %s", cfg.mode, cfg.peers, cfg.rounds, cfg.out_dir
+            )
+        progress = not args.no_progress and trainer.is_writer
+        metrics = trainer.train(resume=args.resume, progress=progress)
         if transport is not None:
             # complete the last pending sends before any process leaves the group
             transport.barrier()
             dist.destroy_process_group()
     except (ConfigError, UpdateRefused) as exc:
         # a refused round is not checkpointed: the run folder holds the last good round
-        print(f"dmhe: error: {exc}", file=sys.stderr)
+        print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    if metrics and trainer.is_writer:
-        m = metrics[-1]
-        print(
-            f"round {m['round']}: accuracy {m['accuracy']:.4f}, "
-            f"{m['bytes_sent_per_peer'] / 1e6:.3f} MB sent per peer, "
-            f"{m['time']['round']:.2f} s/round"
-        )
+    finally:
+        if round_log is not None:
+            round_log.close()
+    if metrics and trainer.is_writer and progress:  # without a bar every round was logged
+        from dmhe.log import log_metrics_line
+
+        log.info("%s", log_metrics_line(metrics[-1]))
+    if trainer.is_writer:
+        log.info("output in %s (dmhe eval %s; dmhe report %s --out ...)", *[cfg.out_dir] * 3)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad flags or impossible settings)."""
-    parser = build_parser()
+def _eval(args: argparse.Namespace) -> int:
+    from dmhe.config import ConfigError, TrainConfig, to_flags
+    from dmhe.data import DatasetError, load_dataset
+    from dmhe.models import ModelError, build_model, evaluate_model
+    from dmhe.rundir import RUN_INFO, RunDir
+
+    run = Path(args.run)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or bad flags (2)
-        return int(exc.code or 0)
-    if args.command == "train":
-        return _train(args)
+        if not (run / RUN_INFO).is_file():
+            raise ConfigError(f"{run}: not a dmhe run folder (no {RUN_INFO})")
+        try:
+            info = json.loads((run / RUN_INFO).read_text())
+            cfg = TrainConfig.from_dict(info["config"])
+            ckpt = RunDir(run).load_checkpoint("cpu")
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ConfigError(f"{run}: unreadable run: {exc}") from None
+        if ckpt is None:
+            raise ConfigError(f"{run}: no checkpoint (the run has not finished a round)")
+        import torch
+
+        bundle = load_dataset(
+            cfg.dataset,
+            data_dir=args.data_dir or cfg.data_dir,
+            synthetic_shape=cfg.synthetic_shape,
+            synthetic_size=cfg.synthetic_size,
+            seed=cfg.seed,
+        )
+        model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+        model.load_state_dict(ckpt["model"])
+        device = torch.device(args.device)
+        acc, loss = evaluate_model(model.to(device), bundle.test, device)
+    except (ConfigError, DatasetError, ModelError) as exc:
+        print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    n = len(bundle.test)  # type: ignore[arg-type]
+    print(
+        f"{run}: round {ckpt['round']}, {cfg.dataset} test split ({n} samples): "
+        f"accuracy {acc:.4f}, loss {loss:.4f}"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dmhe.log import get_logger
     from dmhe.report import ReportError, write_report
 
     try:
@@ -193,8 +345,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"dmhe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {path}")
+    get_logger().info("wrote %s", path)
     return 0
+
+
+def _torch_missing() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad flags or impossible settings)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _torch_missing():
+        print(INSTALL_HINT, file=sys.stderr)
+        if not argv or "-h" in argv or "--help" in argv:
+            build_parser().print_help()
+            return 0 if argv else EXIT_USAGE
+        return EXIT_USAGE
+    from dmhe.config import ConfigError
+    from dmhe.log import setup_logging
+
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad flags (2)
+        return int(exc.code or 0)
+    except ConfigError as exc:
+        print(f"dmhe: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        return _eval(args)
+    return _report(args)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 __all__ = [
+    "DEFAULT_DP_EPSILON",
     "MODES",
     "SECURE_MODES",
     "ConfigError",
     "Mode",
     "TrainConfig",
     "UpdateRefused",
+    "flag_for",
+    "rounds_for_epochs",
+    "to_flags",
 ]
 
 
@@ -39,6 +44,10 @@ MODES: dict[str, Mode] = {
     "encrypted-dp": Mode("encrypted", True, True),
 }
 SECURE_MODES = ("secagg", "encrypted", "encrypted-dp")
+
+#: the privacy target of a DP mode when neither dp_epsilon nor dp_sigma is given (with
+#: dp_delta's default 1e-5): a common "moderate privacy" setting in the DP-SGD literature
+DEFAULT_DP_EPSILON = 8.0
 
 # Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({"rounds", "out_dir", "device"})
@@ -64,7 +73,7 @@ class TrainConfig:
     local_steps: int = 1
     batch_size: int = 32
     lr: float = 0.1
-    mode: str = "plaintext-quantized"
+    mode: str = "encrypted"
     clip: float = 1.0
     clip_kind: str = "l2"  # "l2" (global norm) or "coordinate"
     scale_bits: int = 16
@@ -185,3 +194,46 @@ class TrainConfig:
 class UpdateRefused(ValueError):
     """A peer's update cannot be aggregated (NaN/inf, or beyond the quantizer's range): the
     round is refused, naming the peer and the round, and nothing of it is kept."""
+
+
+# Words in ConfigError messages that name a setting; the CLI shows them as its flags.
+_NOT_FLAGS = frozenset({"aggregator_options", "synthetic_size", "synthetic_shape"})
+_EXTRA_FLAGS = {"resume": "--resume", "aggregator_options": "--aggregator-option"}
+
+
+def flag_for(field_name: str) -> str:
+    """The ``dmhe train`` flag of a :class:`TrainConfig` field (``dp_epsilon`` ->
+    ``--dp-epsilon``)."""
+    if field_name in _EXTRA_FLAGS:
+        return _EXTRA_FLAGS[field_name]
+    return "--" + field_name.replace("_", "-")
+
+
+def to_flags(message: str) -> str:
+    """``message`` with config field names replaced by the CLI's flags: names with an
+    underscore wherever they appear, one-word names where they start a statement about the
+    setting (``lr must be ...``, ``threshold only applies ...``)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)} | set(_EXTRA_FLAGS)
+    multi = sorted((n for n in names if "_" in n and n not in _NOT_FLAGS), key=len, reverse=True)
+    if multi:
+        message = re.sub(r"\b(" + "|".join(multi) + r")\b", lambda m: flag_for(m[1]), message)
+    single = [n for n in names if "_" not in n]
+    pattern = (
+        r"(?<![-\w])(" + "|".join(single) + r")\b(?=( \(\w+\))? (must|only|needs)|=| or | given)"
+    )
+    message = re.sub(pattern, lambda m: flag_for(m[1]), message)
+    quoted = "|".join(sorted(names, key=len, reverse=True))
+    message = re.sub(r"'(" + quoted + r")'", lambda m: flag_for(m[1]), message)
+    return re.sub(r"(?<![-\w])resume\b(?= needs)|(?<=pass )resume\b", "--resume", message)
+
+
+def rounds_for_epochs(
+    epochs: float, *, train_size: int, peers: int, local_steps: int, batch_size: int
+) -> int:
+    """Rounds that make ``epochs`` passes over each peer's partition: a round is
+    ``local_steps`` batches of ``batch_size`` samples, a partition ``ceil(train_size /
+    peers)`` samples, so ``rounds = ceil(epochs * partition / (local_steps * batch_size))``."""
+    if not (epochs > 0 and math.isfinite(epochs)):
+        raise ConfigError(f"epochs must be positive, got {epochs}")
+    partition = math.ceil(train_size / peers)
+    return max(1, math.ceil(epochs * partition / (local_steps * batch_size)))

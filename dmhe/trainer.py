@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import MODES, SECURE_MODES, ConfigError, TrainConfig, UpdateRefused
 from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
+from dmhe.log import get_logger, run_estimate
 from dmhe.models import ModelError, build_model, evaluate_model
 from dmhe.pipeline import UpdatePipeline
 from dmhe.rundir import CHECKPOINT, METRICS, RUN_INFO, RunDir
@@ -98,10 +98,9 @@ class Trainer:
                 self.sigma = dp_mod.sigma_for_epsilon(
                     cfg.dp_epsilon, rounds=cfg.rounds, delta=cfg.dp_delta
                 )
-            warnings.warn(
+            get_logger().warning(
                 "DP noise comes from torch's seeded, non-cryptographic generator: for "
-                "experiments only",
-                stacklevel=2,
+                "experiments only"
             )
         self.pipeline = UpdatePipeline(
             mode=cfg.mode,
@@ -432,6 +431,9 @@ class Trainer:
                 self.save_checkpoint()
             if self.log is not None:
                 self.log(m)
+            estimate = run_estimate(out, cfg.rounds, self.setup_info) if self.is_writer else None
+            if estimate and self.round < cfg.rounds:
+                get_logger().info("%s", estimate)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(

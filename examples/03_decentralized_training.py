@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import warnings
 from pathlib import Path
 
 from dmhe.config import ConfigError, TrainConfig
+from dmhe.log import setup_logging
 from dmhe.report import write_report
 from dmhe.trainer import Trainer
 
@@ -26,10 +26,10 @@ def main(rounds: int = 3, peers: int = 4, out: str | None = None) -> dict[str, f
         "encrypted": {},
     }
     accuracy: dict[str, float] = {}
+    setup_logging("warning")  # the dmhe logger: one-line warnings, no per-round chatter
     # one throw-away round first, so that torch's and numba's first-call costs are not billed
     # to whichever mode happens to run first
-    with tempfile.TemporaryDirectory() as warm, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as warm:
         Trainer(TrainConfig(dataset="digits", model="mlp", peers=peers, rounds=1,
                             mode="encrypted", out_dir=warm)).train()  # fmt: skip
     for mode, extra in modes.items():
@@ -46,9 +46,7 @@ def main(rounds: int = 3, peers: int = 4, out: str | None = None) -> dict[str, f
             **extra,
         )
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                trainer = Trainer(cfg)
+            trainer = Trainer(cfg)
         except ConfigError as exc:
             print(f"{mode:>20}: skipped ({exc})")
             continue
@@ -66,7 +64,7 @@ def main(rounds: int = 3, peers: int = 4, out: str | None = None) -> dict[str, f
             f"{peers} peers; the noise swamps the signal. Encrypted aggregation costs no accuracy."
         )
     report = write_report([out_dir / m for m in accuracy], out_dir / "report")
-    print(f"report: {report}")
+    print(f"report: {report} (plots beside it: accuracy.png, time.png, bytes.png)")
     return accuracy
 
 
