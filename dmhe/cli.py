@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--transport",
-        choices=["inprocess", "torch"],
-        default="inprocess",
-        help="torch: one process per peer under torchrun (gloo on CPU, NCCL on CUDA)",
+        choices=["auto", "inprocess", "torch"],
+        default="auto",
+        help="auto: torch under torchrun, else inprocess; torch: one process per peer under "
+        "torchrun (gloo on CPU, NCCL on CUDA); inprocess: all peers simulated in this process",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     t.add_argument("--no-progress", action="store_true")
@@ -138,34 +139,56 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _explicit_peers(argv: Sequence[str]) -> int | None:
+    """``--peers`` as given on the command line, None when it was left at its default."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps sub-parsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            for a in action.choices["train"]._actions:
+                a.default = argparse.SUPPRESS
+    return getattr(parser.parse_args(list(argv)), "peers", None)
+
+
 def _train(args: argparse.Namespace) -> int:
+    from dmhe import launch
     from dmhe.config import ConfigError, UpdateRefused
     from dmhe.trainer import Trainer
 
     transport = None
     try:
-        cfg = _config_from_args(args)
-        if args.resume and not cfg.out_dir:
-            raise ConfigError("--resume needs --out-dir")
-        if args.transport == "torch":
-            import torch.distributed as dist
-
-            from dmhe.transport import TorchDistributedTransport
+        env = launch.torchrun_env()
+        if env is not None:
+            # Join the peers before checking anything, so that a refusal reaches them.
             from gpubfv.backend import Backend
 
-            if not dist.is_initialized():
-                on_gpu = Backend.device_kind(cfg.device) != "cpu"
-                dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-            transport = TorchDistributedTransport()
-        trainer = Trainer(cfg, transport=transport)
-        metrics = trainer.train(resume=args.resume, progress=not args.no_progress)
+            on_gpu = Backend.device_kind(args.device) != "cpu"
+            transport = launch.init_torch_transport(env, on_gpu=on_gpu)
+        with launch.rank_output(args.out_dir, env) as rank_log:
+            try:
+                kind = launch.choose_transport(
+                    args.transport, env, argv=args.argv, peers=args.peers
+                )
+                if env is not None:
+                    args.peers = launch.peers_under_torchrun(env, _explicit_peers(args.argv))
+                cfg = _config_from_args(args)
+                if args.resume and not cfg.out_dir:
+                    raise ConfigError("--resume needs --out-dir")
+                trainer = Trainer(cfg, transport=transport if kind == "torch" else None)
+            except ConfigError as exc:
+                if transport is None:
+                    raise
+                # before the trainer's own handshake, which reports its later refusals itself
+                raise launch.refuse(transport, exc) from None
+            progress = not args.no_progress and (env is None or env.rank == 0)
+            trainer.log = rank_log or trainer.log
+            metrics = trainer.train(resume=args.resume, progress=progress)
         if transport is not None:
-            # complete the last pending sends before any process leaves the group
-            transport.barrier()
-            dist.destroy_process_group()
+            launch.close_torch_transport(transport, clean=True)
     except (ConfigError, UpdateRefused) as exc:
         # a refused round is not checkpointed: the run folder holds the last good round
         print(f"dmhe: error: {exc}", file=sys.stderr)
+        if transport is not None:
+            launch.close_torch_transport(transport, clean=False)
         return EXIT_USAGE
     if metrics and trainer.is_writer:
         m = metrics[-1]
@@ -185,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or bad flags (2)
         return int(exc.code or 0)
     if args.command == "train":
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return _train(args)
     from dmhe.report import ReportError, write_report
 
