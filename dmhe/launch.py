@@ -167,8 +167,15 @@ def rank_output(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as log_file:
 
-        def show(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
-            log_file.write(warnings.formatwarning(message, category, filename, lineno))
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            log_file.write(warnings.formatwarning(message, category, filename, lineno, line))
 
         def log_round(metrics: dict[str, Any]) -> None:
             keys = ("round", "accuracy", "loss", "contributors", "retries", "bytes_sent_per_peer")
