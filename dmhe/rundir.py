@@ -89,14 +89,16 @@ class RunDir:
 
     def open(self, *, resume: bool) -> None:
         """Create the folder and take its lock(s) for this process; a fresh run refuses a folder
-        that already holds a checkpoint. Raises :class:`ConfigError` (nothing written) when
-        another live run holds a lock, naming its pid."""
+        that already holds a checkpoint or metrics. Raises :class:`ConfigError` (nothing
+        written) when another live run holds a lock, naming its pid."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.rank in (None, 0):
             self._lock(self.path / LOCK)
         if self.rank is not None:
             self._lock(self.rank_dir(self.rank) / LOCK)
-        if not resume and self.has_checkpoint():
+        metrics = self.path / METRICS
+        logged = self.rank in (None, 0) and metrics.exists() and metrics.stat().st_size > 0
+        if not resume and (self.has_checkpoint() or logged):
             self.close()
             raise ConfigError(
                 f"{self.path} already holds a run; pass resume or choose another out_dir"

@@ -53,6 +53,23 @@ def test_second_open_is_refused_naming_the_holder(tmp_path):
     second.close()
 
 
+def test_fresh_run_refuses_a_folder_with_metrics_or_a_checkpoint(tmp_path):
+    rd = RunDir(tmp_path)
+    rd.open(resume=False)
+    rd.append_metrics({"round": 1})  # killed before its first checkpoint
+    rd.close()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        RunDir(tmp_path).open(resume=False)
+    assert not RunDir(tmp_path).locked
+    rd.open(resume=True)
+    rd.close()
+    (tmp_path / METRICS).unlink()
+    RunDir(tmp_path, rank=1).save_checkpoint(_payload())
+    RunDir(tmp_path, rank=0).open(resume=False)  # rank 0 has no checkpoint of its own
+    with pytest.raises(ConfigError, match="already holds a run"):
+        RunDir(tmp_path, rank=1).open(resume=False)
+
+
 def test_rank_locks_are_per_rank_and_rank_zero_also_locks_the_folder(tmp_path):
     peers = [RunDir(tmp_path, rank=r) for r in range(3)]
     for p in peers:
