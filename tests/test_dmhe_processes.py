@@ -45,7 +45,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(per_rank: list[list[str]], timeout: float = 180.0) -> list[tuple[int, str, float]]:
+def _launch(per_rank: list[list[str]], timeout: float = 300.0) -> list[tuple[int, str, float]]:
     """Start one ``dmhe train`` process per entry (its extra flags); ``(rc, stderr, seconds
     until it ended)`` per rank."""
     k, port = len(per_rank), _free_port()
