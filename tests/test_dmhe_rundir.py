@@ -302,3 +302,17 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     assert torch.equal(want, got)
     rounds = [json.loads(x)["round"] for x in (cut / METRICS).read_text().splitlines()]
     assert rounds == [1, 2, 3, 4, 5]
+
+
+def test_cli_second_run_into_a_locked_folder_exits_2(tmp_path, capsys):
+    from dmhe.cli import main
+
+    holder = RunDir(tmp_path)
+    holder.open(resume=False)
+    argv = ["train", "--dataset", "synthetic", "--synthetic-shape", "1x8x8", "--rounds", "1"]
+    try:
+        assert main([*argv, "--no-progress", "-o", str(tmp_path)]) == 2
+    finally:
+        holder.close()
+    assert f"in use by another run (pid {os.getpid()} on" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK]
