@@ -17,9 +17,9 @@ handshake, and its answer decides whether anything else happens:
 Every peer raises the same :class:`HandshakeError` (a :class:`~dmhe.config.ConfigError`: the CLI
 exits 2) naming the differing settings and the ranks, or naming the peers whose preparation
 failed. Messages are control messages (simulated dropouts never strike them); a peer sends
-``2`` messages, rank 0 ``2(K-1)``. The in-process simulation runs the same exchange, trivially
-equal, so both transports run the same code. A closing barrier makes sure that every table has
-arrived before any process may exit.
+one and receives one, rank 0 receives and sends K-1. The in-process simulation runs the same
+exchange, trivially equal, so both transports run the same code. A closing barrier makes sure
+that every table has arrived before any process may exit.
 """
 
 from __future__ import annotations
