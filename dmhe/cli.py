@@ -206,7 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or bad flags (2)
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
+        if code == EXIT_USAGE:
+            from dmhe.launch import refuse_bad_flags
+
+            refuse_bad_flags(list(sys.argv[1:] if argv is None else argv))  # under torchrun
+        return code
     if args.command == "train":
         args.argv = list(sys.argv[1:] if argv is None else argv)
         return _train(args)

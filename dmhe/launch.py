@@ -42,6 +42,7 @@ __all__ = [
     "peers_under_torchrun",
     "rank_output",
     "refuse",
+    "refuse_bad_flags",
     "torchrun_command",
     "torchrun_env",
 ]
@@ -151,6 +152,33 @@ def refuse(transport: Any, exc: Exception) -> Exception:
     except HandshakeError as err:
         return err
     return exc  # unreachable: a reported error always fails the handshake
+
+
+def refuse_bad_flags(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
+    """Under torchrun, a ``train`` process whose flags argparse refused (it printed why) still
+    joins its peers and reports through the handshake, so that they stop too instead of
+    waiting for it; elsewhere it does nothing. The process group's backend follows a
+    ``--device`` flag if one can be read, as the peers' does."""
+    env = torchrun_env(environ)
+    if env is None or "train" not in argv:
+        return
+    device = "cpu"
+    for i, a in enumerate(argv):
+        if a == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif a.startswith("--device="):
+            device = a.split("=", 1)[1]
+    from gpubfv.backend import Backend  # the one place that knows device names
+
+    try:
+        on_gpu = Backend.device_kind(device) != "cpu"
+    except ValueError:  # a bad --device may be what argparse refused
+        on_gpu = False
+    transport = init_torch_transport(env, on_gpu=on_gpu)
+    try:
+        refuse(transport, ConfigError("its command line was refused (see its stderr)"))
+    finally:
+        close_torch_transport(transport, clean=False)
 
 
 @contextlib.contextmanager

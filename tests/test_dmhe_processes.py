@@ -198,6 +198,22 @@ def test_one_rank_with_other_settings_stops_every_rank(odd):
     assert max(ends) - min(ends) < 10.0  # all stop together, not after a timeout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "odd, reason",
+    [
+        (["--batch-size", "0"], "its command line was refused"),  # argparse, before any set-up
+        (["--aggregator-option", "bogus=1"], "unknown plaintext option(s) bogus"),  # Trainer
+    ],
+    ids=["argparse", "config"],
+)
+def test_one_rank_that_cannot_start_stops_every_rank(odd, reason):
+    results = _launch([[], odd])
+    for rc, err, _ in results:
+        assert rc == 2, err
+    assert f"not every peer could start: rank 1: {reason}" in results[0][1]
+
+
 def test_second_run_into_a_locked_folder_stops_every_rank(tmp_path):
     holder = RunDir(tmp_path)  # a run in progress (this test process)
     holder.open(resume=False)
