@@ -211,7 +211,7 @@ def test_one_rank_that_cannot_start_stops_every_rank(odd, reason):
     results = _launch([[], odd])
     for rc, err, _ in results:
         assert rc == 2, err
-    assert f"not every peer could start: rank 1: {reason}" in results[0][1]
+    assert "not every peer could start: rank 1: " in results[0][1] and reason in results[0][1]
 
 
 def test_second_run_into_a_locked_folder_stops_every_rank(tmp_path):
