@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--transport",
-        choices=["inprocess", "torch"],
-        default="inprocess",
-        help="torch: one process per peer under torchrun (gloo on CPU, NCCL on CUDA)",
+        choices=["auto", "inprocess", "torch"],
+        default="auto",
+        help="auto: torch under torchrun, else inprocess; torch: one process per peer under "
+        "torchrun (gloo on CPU, NCCL on CUDA); inprocess: all peers simulated in this process",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -241,7 +242,18 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
 # ---------------------------------------------------------------------- commands
 
 
+def _explicit_peers(argv: Sequence[str]) -> int | None:
+    """``--peers`` as given on the command line, None when it was left at its default."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps sub-parsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            for a in action.choices["train"]._actions:
+                a.default = argparse.SUPPRESS
+    return getattr(parser.parse_args(list(argv)), "peers", None)
+
+
 def _train(args: argparse.Namespace) -> int:
+    from dmhe import launch
     from dmhe.cli_settings import config_from_args
     from dmhe.config import ConfigError, UpdateRefused, to_flags
     from dmhe.log import MetricsLog, get_logger
@@ -251,36 +263,56 @@ def _train(args: argparse.Namespace) -> int:
     transport = None
     round_log = None
     try:
-        cfg = config_from_args(args)
-        if args.resume and not cfg.out_dir:
-            raise ConfigError("--resume needs --out-dir")
-        if args.transport == "torch":
-            import torch.distributed as dist
-
-            from dmhe.transport import TorchDistributedTransport
+        env = launch.torchrun_env()
+        if env is not None:
+            # Join the peers before checking anything, so that a refusal reaches them.
             from gpubfv.backend import Backend
 
-            if not dist.is_initialized():
-                on_gpu = Backend.device_kind(cfg.device) != "cpu"
-                dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-            transport = TorchDistributedTransport()
-        tb = Path(cfg.out_dir) / "tensorboard" if args.tensorboard else None
-        round_log = MetricsLog(tensorboard=tb, quiet=not args.no_progress)
-        trainer = Trainer(cfg, transport=transport, log=round_log)
-        round_log.active = trainer.is_writer
-        if trainer.is_writer:
-            log.info(
-                "%s, K=%d, %d rounds: output in %s", cfg.mode, cfg.peers, cfg.rounds, cfg.out_dir
-            )
-        progress = not args.no_progress and trainer.is_writer
-        metrics = trainer.train(resume=args.resume, progress=progress)
+            on_gpu = Backend.device_kind(args.device) != "cpu"
+            transport = launch.init_torch_transport(env, on_gpu=on_gpu)
+        try:
+            kind = launch.choose_transport(args.transport, env, argv=args.argv, peers=args.peers)
+            if env is not None:
+                args.peers = launch.peers_under_torchrun(env, _explicit_peers(args.argv))
+            cfg = config_from_args(args)
+            if args.resume and not cfg.out_dir:
+                raise ConfigError("--resume needs --out-dir")
+        except ConfigError as exc:
+            if transport is None:
+                raise
+            # before the trainer's own handshake, which reports its later refusals itself
+            raise launch.refuse(transport, exc) from None
+        with launch.rank_output(cfg.out_dir, env) as rank_log:
+            try:
+                tb = Path(cfg.out_dir) / "tensorboard" if args.tensorboard else None
+                round_log = MetricsLog(tensorboard=tb, quiet=not args.no_progress)
+                trainer = Trainer(
+                    cfg, transport=transport if kind == "torch" else None, log=round_log
+                )
+            except ConfigError as exc:
+                if transport is None:
+                    raise
+                raise launch.refuse(transport, exc) from None
+            round_log.active = trainer.is_writer
+            if trainer.is_writer:
+                log.info(
+                    "%s, K=%d, %d rounds: output in %s",
+                    cfg.mode,
+                    cfg.peers,
+                    cfg.rounds,
+                    cfg.out_dir,
+                )
+            if rank_log is not None:
+                trainer.log = rank_log
+            progress = not args.no_progress and trainer.is_writer
+            metrics = trainer.train(resume=args.resume, progress=progress)
         if transport is not None:
-            # complete the last pending sends before any process leaves the group
-            transport.barrier()
-            dist.destroy_process_group()
+            launch.close_torch_transport(transport, clean=True)
     except (ConfigError, UpdateRefused) as exc:
         # a refused round is not checkpointed: the run folder holds the last good round
         print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
+        if transport is not None:
+            launch.close_torch_transport(transport, clean=False)
         return EXIT_USAGE
     finally:
         if round_log is not None:
@@ -373,12 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parse(parser, argv)
     except SystemExit as exc:  # argparse: --help (0) or bad flags (2)
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
+        if code == EXIT_USAGE:
+            from dmhe.launch import refuse_bad_flags
+
+            refuse_bad_flags(argv)  # under torchrun: the other ranks must not wait for this one
+        return code
     except ConfigError as exc:
         print(f"dmhe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(args.log_level)
     if args.command == "train":
+        args.argv = argv
         return _train(args)
     if args.command == "eval":
         return _eval(args)

@@ -1,24 +1,46 @@
-"""The run directory: ``run.json`` (settings), ``metrics.jsonl`` (one line per round) and an
-atomic ``checkpoint.pt``. Every write is atomic (temporary file, fsync, rename) or an fsync'd
-append, so a run killed at any point leaves a consistent directory to resume from."""
+"""The run directory: settings, metrics, checkpoints, a lock, and per-peer folders.
+
+Layout (``rank`` is the process's peer under ``torchrun``; an in-process run has none)::
+
+    run.json          settings and set-up facts (rank 0 only)
+    metrics.jsonl     one fsync'd line per round (rank 0 only)
+    run.lock          flock'd for the whole run; holds the pid of the run that holds it
+    checkpoint.pt     in-process runs: the one model of all K simulated peers
+    rank-N.log        routine output of process peer N > 0 (see dmhe.launch)
+    rank-N/           process peer N's own material, owner-only (0700): its checkpoint.pt, its
+                      run.lock, and whatever key material the aggregator persists there
+
+Every write is atomic (temporary file, fsync, rename) or an fsync'd append, so a run killed at
+any point leaves a consistent directory to resume from. A checkpoint carries a BLAKE2b digest of
+its tensors, round and config (:func:`dmhe.state.payload_digest`); :meth:`RunDir.load_checkpoint`
+refuses a corrupt, truncated, tampered or out-of-range one with a :class:`ConfigError` and
+changes nothing on disk. Locks are ``fcntl.flock`` locks: they vanish with the process that
+holds them (kill -9 included), and they are only as reliable as the file system's flock (local
+disks yes; some network file systems no).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+from torch import nn
 
-from dmhe.config import ConfigError
+from dmhe.config import ConfigError, TrainConfig
+from dmhe.state import payload_digest
 
-__all__ = ["CHECKPOINT", "METRICS", "RUN_INFO", "RunDir", "atomic_write_bytes"]
+__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RUN_INFO", "RunDir", "atomic_write_bytes"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RUN_INFO = "run.json"
+LOCK = "run.lock"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -32,22 +54,91 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 class RunDir:
-    """One run's folder. Only the writer peer (rank 0) writes; every peer may read."""
+    """One run's folder, seen from one process.
 
-    def __init__(self, path: str | Path) -> None:
+    ``rank``: None for an in-process run (checkpoint at the top); the peer's rank when each peer
+    is a process, whose checkpoint then lives in :meth:`rank_dir`. Only the writer (rank 0, or
+    the in-process run) writes ``run.json`` and ``metrics.jsonl``.
+    """
+
+    def __init__(self, path: str | Path, *, rank: int | None = None) -> None:
+        if rank is not None and (not isinstance(rank, int) or rank < 0):
+            raise ValueError(f"rank must be a non-negative int or None, got {rank!r}")
         self.path = Path(path)
+        self.rank = rank
+        self._locks: list[IO[str]] = []
+
+    # ------------------------------------------------------------------ folders and the lock
+
+    def rank_dir(self, rank: int) -> Path:
+        """``rank-N/``, created owner-only (0700): peer N's checkpoint and key material."""
+        d = self.path / f"rank-{rank}"
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask, and exist_ok keeps old modes
+        return d
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this process's checkpoint lives."""
+        return self.path if self.rank is None else self.rank_dir(self.rank)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """This process's checkpoint file."""
+        return self.checkpoint_dir / CHECKPOINT
 
     def open(self, *, resume: bool) -> None:
-        """Create the folder; a fresh run refuses a folder that already holds a run."""
+        """Create the folder and take its lock(s) for this process; a fresh run refuses a folder
+        that already holds a checkpoint or metrics. Raises :class:`ConfigError` (nothing
+        written) when another live run holds a lock, naming its pid."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if not resume and self.has_checkpoint():
+        if self.rank in (None, 0):
+            self._lock(self.path / LOCK)
+        if self.rank is not None:
+            self._lock(self.rank_dir(self.rank) / LOCK)
+        metrics = self.path / METRICS
+        logged = self.rank in (None, 0) and metrics.exists() and metrics.stat().st_size > 0
+        if not resume and (self.has_checkpoint() or logged):
+            self.close()
             raise ConfigError(
                 f"{self.path} already holds a run; pass resume or choose another out_dir"
             )
 
+    def _lock(self, path: Path) -> None:
+        f = open(path, "a+")  # noqa: SIM115 - held open for the whole run: the lock is the fd
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown pid"
+            f.close()
+            self.close()
+            raise ConfigError(
+                f"{self.path} is in use by another run ({holder}); wait for it to finish or "
+                "choose another out_dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._locks.append(f)
+
+    def close(self) -> None:
+        """Release this process's locks (also released when the process dies)."""
+        for f in self._locks:
+            f.close()
+        self._locks.clear()
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the folder's lock(s)."""
+        return bool(self._locks)
+
+    # ------------------------------------------------------------------ settings and metrics
+
     def has_checkpoint(self) -> bool:
-        """Whether a checkpoint exists."""
-        return (self.path / CHECKPOINT).exists()
+        """Whether this process's checkpoint exists."""
+        return self.checkpoint_path.exists()
 
     def write_info(self, info: dict[str, Any]) -> None:
         """``run.json``: the settings and set-up facts of the run."""
@@ -60,23 +151,90 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def save_checkpoint(self, payload: dict[str, Any]) -> None:
-        """Atomically replace the checkpoint by ``payload`` (``torch.save``-able)."""
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        atomic_write_bytes(self.path / CHECKPOINT, buf.getvalue())
+    def truncate_metrics(self, last_round: int) -> None:
+        """Drop metric lines after ``last_round`` (logged after the last checkpoint). Every line
+        is checked before anything is written: an unreadable line other than a torn last one
+        (killed mid-append) raises :class:`ConfigError` and leaves the file as it was."""
+        metrics = self.path / METRICS
+        if not metrics.exists():
+            return
+        text = metrics.read_text()
+        lines = text.split("\n")
+        torn = lines.pop()  # "" after a final newline; else a line cut short by a kill
+        kept = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rnd = json.loads(line)["round"]
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f"{metrics}: line {i} is not a metrics record") from None
+            if not isinstance(rnd, int) or isinstance(rnd, bool):
+                raise ConfigError(f"{metrics}: line {i} has round {rnd!r}")
+            if rnd <= last_round:
+                kept.append(line)
+        new = "".join(ln + "\n" for ln in kept)
+        if new != text or torn:
+            atomic_write_bytes(metrics, new.encode())
 
-    def load_checkpoint(self, map_location: Any) -> dict[str, Any] | None:
-        """The checkpoint (tensors only: ``weights_only``), or None when there is none."""
-        path = self.path / CHECKPOINT
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Atomically replace this process's checkpoint by ``payload`` (``torch.save``-able:
+        ``round``, ``config`` and tensors) and its digest."""
+        if "digest" in payload:
+            raise ValueError("payload key 'digest' is reserved")
+        buf = io.BytesIO()
+        torch.save({**payload, "digest": payload_digest(payload)}, buf)
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+
+    def load_checkpoint(
+        self, map_location: Any, *, max_round: int | None = None
+    ) -> dict[str, Any] | None:
+        """The verified checkpoint (tensors only: ``weights_only``), or None when there is none.
+
+        Raises :class:`ConfigError` when it cannot be read (truncated, corrupt), when its digest
+        is missing or does not match (a flipped byte, an edit), or when its ``round`` is not an
+        int in ``[0, rounds]`` (its own config's rounds, and ``max_round`` if given).
+        """
+        path = self.checkpoint_path
         if not path.exists():
             return None
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged zip or pickle
+            raise ConfigError(
+                f"checkpoint {path} is unreadable (corrupt or truncated): {exc}"
+            ) from None
+        if not isinstance(ckpt, dict) or not {"digest", "round", "config"} <= set(ckpt):
+            raise ConfigError(f"checkpoint {path} lacks its digest, round or config")
+        digest = ckpt.pop("digest")
+        if digest != payload_digest(ckpt):
+            raise ConfigError(f"checkpoint {path} does not match its digest (corrupt or edited)")
+        rnd = ckpt["round"]
+        saved_rounds = ckpt["config"].get("rounds") if isinstance(ckpt["config"], dict) else None
+        limits = [r for r in (saved_rounds, max_round) if isinstance(r, int)]
+        if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 0 or not limits:
+            raise ConfigError(f"checkpoint {path}: invalid round {rnd!r}")
+        if rnd > min(limits):
+            raise ConfigError(
+                f"checkpoint {path} is at round {rnd}, beyond the run's {min(limits)} rounds"
+            )
+        return ckpt
 
-    def truncate_metrics(self, last_round: int) -> None:
-        """Drop metric lines after ``last_round`` (logged after the last checkpoint)."""
-        metrics = self.path / METRICS
-        if metrics.exists():
-            lines = metrics.read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["round"] <= last_round]
-            atomic_write_bytes(metrics, "".join(ln + "\n" for ln in kept).encode())
+    def resume_into(self, model: nn.Module, config: TrainConfig, map_location: Any) -> int | None:
+        """Load the verified checkpoint's model into ``model``; returns its round, None when
+        there is no checkpoint. :class:`ConfigError` when ``config`` may not resume it (see
+        :meth:`TrainConfig.resume_conflicts`) or its model does not fit; ``model`` is left as
+        it was then."""
+        ckpt = self.load_checkpoint(map_location, max_round=config.rounds)
+        if ckpt is None:
+            return None
+        changed = config.resume_conflicts(ckpt["config"])
+        if changed:
+            raise ConfigError(f"cannot resume: config differs in {changed}")
+        try:
+            model.load_state_dict(ckpt["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot resume: the checkpoint's model does not fit: {exc}") from exc
+        return int(ckpt["round"])

@@ -1,13 +1,16 @@
-"""A model's floating-point state as one flat vector, and its digest."""
+"""A model's floating-point state as one flat vector, its digest, and a checkpoint's digest."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["flatten_state", "float_keys", "load_flat_state", "state_digest"]
+__all__ = ["flatten_state", "float_keys", "load_flat_state", "payload_digest", "state_digest"]
 
 
 def float_keys(model: nn.Module) -> list[str]:
@@ -42,4 +45,32 @@ def state_digest(model: nn.Module) -> str:
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest_value(h: Any, value: Any) -> None:
+    # Type tags keep distinct payloads from hashing alike (the tensor 1 vs the int 1, a dict
+    # key vs a value).
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(b"T" + str(t.dtype).encode() + repr(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, Mapping):
+        h.update(b"M" + len(value).to_bytes(8, "little"))
+        for k in value:  # insertion order: a state dict's order is part of the model
+            h.update(b"K" + json.dumps(k).encode())
+            _digest_value(h, value[k])
+    else:
+        h.update(b"J" + json.dumps(value, sort_keys=True).encode())
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """BLAKE2b-256 (hex) over a checkpoint payload: every tensor's dtype, shape and bytes, every
+    other entry's canonical JSON, and every key; any flipped byte or changed entry changes it.
+
+    An integrity check against corruption and accidental edits, not a MAC: whoever can write the
+    run directory can also recompute the digest.
+    """
+    h = hashlib.blake2b(digest_size=32, person=b"dmhe-ckpt-v1")
+    _digest_value(h, payload)
     return h.hexdigest()

@@ -34,6 +34,8 @@ from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import MODES, SECURE_MODES, ConfigError, TrainConfig, UpdateRefused
 from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
+from dmhe.handshake import agree, run_settings
+from dmhe.launch import RoundProgress
 from dmhe.log import get_logger, run_estimate
 from dmhe.models import ModelError, build_model, evaluate_model
 from dmhe.pipeline import UpdatePipeline
@@ -85,7 +87,8 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self._build_peers(transport)
         self.is_writer = 0 in self.local_peers
-        self.run_dir = RunDir(cfg.out_dir) if cfg.out_dir else None
+        rank = None if transport is None else transport.rank
+        self.run_dir = RunDir(cfg.out_dir, rank=rank) if cfg.out_dir else None
         self.out_dir = self.run_dir.path if self.run_dir else None
         self._build_data_and_model()
 
@@ -129,6 +132,7 @@ class Trainer:
         self.sum_bound = self.pipeline.check(self.aggregators[self.local_peers[0]], self.num_values)
         self.round = 0
         self.setup_info: dict[str, Any] = {}
+        self._start_error: str | None = None  # a refusal for the handshake to report (train)
 
     def _build_peers(self, transport: Transport | None) -> None:
         cfg = self.config
@@ -206,18 +210,22 @@ class Trainer:
                 self.network.revive_all()
 
     def setup(self) -> None:
-        """Collective set-up (keys): every peer must finish it; a dropout restarts it."""
+        """Collective set-up: the settings handshake (:mod:`dmhe.handshake`) before any other
+        message, then keys (every peer must finish them; a dropout restarts them)."""
+        agg = self.aggregators[self.local_peers[0]]  # every peer agrees before anything else
+        settings = run_settings(self.config, agg, self.round, state_digest(self.model))
+        self._collective(lambda t: agree(t, settings, error=self._start_error))
         before = self._bytes_sent()
         t0 = time.perf_counter()
         _, retries = self._retrying(
             lambda t: self.aggregators[t.rank].setup(t), "set-up", everyone=True
         )
         sent = [a - b for a, b in zip(self._bytes_sent(), before, strict=True)]
-        self.setup_info = {
-            "setup_seconds": time.perf_counter() - t0,
-            "setup_bytes_per_peer": float(np.mean(sent)),
-            "setup_retries": retries,
-        }
+        self.setup_info.update(
+            setup_seconds=time.perf_counter() - t0,
+            setup_bytes_per_peer=float(np.mean(sent)),
+            setup_retries=retries,
+        )
 
     # ------------------------------------------------------------------ one round
 
@@ -380,26 +388,20 @@ class Trainer:
         )
 
     def save_checkpoint(self) -> None:
-        """Atomically store the round, the config and the model."""
+        """Atomically store the round, the config and the model (with their digest)."""
         assert self.run_dir is not None
         self.run_dir.save_checkpoint(
             {"round": self.round, "config": self.config.to_dict(), "model": self.model.state_dict()}
         )
 
     def load_checkpoint(self) -> bool:
-        """Restore the model and round from ``out_dir``; False when there is no checkpoint."""
+        """Restore the model and round from ``out_dir`` after verifying the checkpoint's digest
+        and round; False when there is none. Changes nothing on disk."""
         if self.run_dir is None:
             raise ConfigError("resume needs out_dir")
-        ckpt = self.run_dir.load_checkpoint(self.device)
-        if ckpt is None:
-            return False
-        changed = self.config.resume_conflicts(ckpt["config"])
-        if changed:
-            raise ConfigError(f"cannot resume: config differs in {changed}")
-        self.model.load_state_dict(ckpt["model"])
-        self.round = int(ckpt["round"])
-        self.run_dir.truncate_metrics(self.round)  # rounds logged after it (killed in between)
-        return True
+        rnd = self.run_dir.resume_into(self.model, self.config, self.device)
+        self.round = self.round if rnd is None else rnd
+        return rnd is not None
 
     def train(
         self, *, resume: bool = False, progress: bool = False, stop_after: int | None = None
@@ -407,38 +409,42 @@ class Trainer:
         """Run the remaining rounds; returns their metrics. ``stop_after``: stop once this many
         rounds are done (simulates a killed run in tests). A refused update
         (:class:`UpdateRefused`) propagates before that round is logged or checkpointed."""
+        try:
+            try:  # lock the run directory, verify and load the checkpoint
+                if self.run_dir is not None:
+                    self.run_dir.open(resume=resume)
+                if resume:
+                    self.load_checkpoint()
+            except ConfigError as exc:
+                self._start_error = str(exc)  # the handshake stops every peer with it
+            return self._train(resume, progress, stop_after)
+        finally:
+            if self.run_dir is not None:
+                self.run_dir.close()  # the lock is held for the run, not for the object
+
+    def _train(self, resume: bool, progress: bool, stop_after: int | None) -> list[dict[str, Any]]:
         cfg = self.config
         writer = self.run_dir if self.run_dir is not None and self.is_writer else None
-        if writer is not None:
-            writer.open(resume=resume)
-        if resume:
-            self.load_checkpoint()
         self.setup()
         if writer is not None:
+            if resume:  # only now that every peer agreed: a refused resume changes nothing
+                writer.truncate_metrics(self.round)  # rounds logged after it (killed between)
             self._write_run_info()
         last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.rounds, initial=self.round, desc=f"{cfg.mode} K={cfg.peers}")
+        bar = RoundProgress(cfg, self.round, enabled=progress and self.is_writer)  # rank 0's
         out = []
         while self.round < last:
             m = self.run_round()
             out.append(m)
             if writer is not None:
                 writer.append_metrics(m)
-                self.save_checkpoint()
+            if self.run_dir is not None:
+                self.save_checkpoint()  # every process peer keeps its own, in its rank folder
             if self.log is not None:
                 self.log(m)
             estimate = run_estimate(out, cfg.rounds, self.setup_info) if self.is_writer else None
             if estimate and self.round < cfg.rounds:
                 get_logger().info("%s", estimate)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    acc=f"{m['accuracy']:.3f}", kB=f"{m['bytes_sent_per_peer'] / 1e3:.0f}"
-                )
-        if bar is not None:
-            bar.close()
+            bar.update(m)
+        bar.close()
         return out

@@ -469,7 +469,7 @@ def test_torchrun_cli_encrypted_training_equals_in_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["train", *args, "-o", str(tmp_path / "local")]) == 0
-    a = torch.load(tmp_path / "dist" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "dist" / "rank-0" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["model"]
     assert a.keys() == b.keys()
     for key in a:

@@ -1,0 +1,250 @@
+"""How a ``dmhe train`` process finds its peers: torchrun detection and the transport choice.
+
+``torchrun`` starts one process per peer and tells each its place in the environment (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, plus the rendezvous address). Under torchrun:
+
+- ``--transport auto`` (the default) means ``torch``: one peer per process over
+  ``torch.distributed`` (gloo on CPU, NCCL on CUDA). ``--transport inprocess`` is refused: every
+  process would simulate all K peers and all would write one run directory.
+- the number of peers is ``WORLD_SIZE``; an explicit ``--peers`` that differs is refused.
+- the process group is joined first, before any setting is checked, so that a process whose
+  settings are refused can still tell the others (through the handshake, :mod:`dmhe.handshake`)
+  instead of leaving them waiting for it.
+- rank 0 alone draws progress and writes ``run.json`` and ``metrics.jsonl``; every other rank's
+  routine output (warnings, one line per round) goes to ``run_dir/rank-N.log``. Errors still go
+  to stderr on every rank.
+
+Outside torchrun ``--transport torch`` is refused with the torchrun command to use instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmhe.config import ConfigError, TrainConfig
+
+__all__ = [
+    "TRANSPORTS",
+    "RoundProgress",
+    "TorchrunEnv",
+    "choose_transport",
+    "close_torch_transport",
+    "init_torch_transport",
+    "peers_under_torchrun",
+    "rank_output",
+    "refuse",
+    "refuse_bad_flags",
+    "torchrun_command",
+    "torchrun_env",
+]
+
+TRANSPORTS = ("auto", "inprocess", "torch")
+_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class TorchrunEnv:
+    """This process's place in a torchrun launch."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def torchrun_env(environ: Mapping[str, str] | None = None) -> TorchrunEnv | None:
+    """The torchrun variables of ``environ`` (default ``os.environ``), or None when this process
+    was not started by torchrun (any of ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` missing)."""
+    env = os.environ if environ is None else environ
+    if not all(v in env for v in _VARS):
+        return None
+    try:
+        rank, world, local = (int(env[v]) for v in _VARS)
+    except ValueError:
+        raise ConfigError(
+            "torchrun variables are not integers: " + ", ".join(f"{v}={env[v]!r}" for v in _VARS)
+        ) from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ConfigError(f"inconsistent torchrun variables: RANK={rank} WORLD_SIZE={world}")
+    return TorchrunEnv(rank, world, local)
+
+
+def torchrun_command(argv: Sequence[str], peers: int) -> str:
+    """The command that runs ``dmhe <argv>`` with one process per peer on this machine."""
+    return f"torchrun --standalone --nproc_per_node {peers} -m dmhe {shlex.join(argv)}"
+
+
+def choose_transport(
+    requested: str, env: TorchrunEnv | None, *, argv: Sequence[str], peers: int
+) -> str:
+    """``"torch"`` or ``"inprocess"`` for the ``--transport`` flag; :class:`ConfigError` when
+    the flag contradicts how the process was started."""
+    if requested not in TRANSPORTS:
+        raise ConfigError(f"unknown transport {requested!r}; choose from {', '.join(TRANSPORTS)}")
+    if requested == "auto":
+        return "inprocess" if env is None else "torch"
+    if requested == "inprocess" and env is not None:
+        raise ConfigError(
+            f"--transport inprocess under torchrun (RANK={env.rank}, WORLD_SIZE="
+            f"{env.world_size}): every process would simulate all peers and write the same run "
+            "directory; use --transport auto (or torch)"
+        )
+    if requested == "torch" and env is None:
+        raise ConfigError(
+            "--transport torch runs one peer per process, launched by torchrun; run:\n  "
+            + torchrun_command(argv, peers)
+        )
+    return requested
+
+
+def peers_under_torchrun(env: TorchrunEnv, explicit: int | None) -> int:
+    """The number of peers under torchrun: ``WORLD_SIZE``; ``explicit`` (``--peers`` when the
+    user gave it) must agree."""
+    if explicit is not None and explicit != env.world_size:
+        raise ConfigError(
+            f"--peers {explicit} but torchrun started WORLD_SIZE={env.world_size} processes "
+            "(one per peer): drop --peers or match it"
+        )
+    return env.world_size
+
+
+def init_torch_transport(env: TorchrunEnv, *, on_gpu: bool) -> Any:
+    """Join torchrun's process group (NCCL when ``on_gpu``, else gloo) and return this process's
+    :class:`~dmhe.transport.TorchDistributedTransport`."""
+    import torch
+    import torch.distributed as dist
+
+    from dmhe.transport import TorchDistributedTransport
+
+    if not dist.is_initialized():
+        if on_gpu:
+            torch.cuda.set_device(env.local_rank)  # one GPU per local process
+        dist.init_process_group(backend="nccl" if on_gpu else "gloo")
+    return TorchDistributedTransport()
+
+
+def close_torch_transport(transport: Any, *, clean: bool) -> None:
+    """Leave the process group; ``clean``: complete pending sends and meet every peer first
+    (after a successful run) instead of leaving at once (after an error)."""
+    import torch.distributed as dist
+
+    if clean:
+        transport.barrier()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def refuse(transport: Any, exc: Exception) -> Exception:
+    """A process that cannot start (``exc``) tells its peers through the handshake, so that every
+    peer stops with the reason; returns the handshake's error (naming this rank) to raise."""
+    from dmhe.handshake import HandshakeError, agree
+
+    try:
+        agree(transport, {}, error=str(exc))
+    except HandshakeError as err:
+        return err
+    return exc  # unreachable: a reported error always fails the handshake
+
+
+def refuse_bad_flags(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
+    """Under torchrun, a ``train`` process whose flags argparse refused (it printed why) still
+    joins its peers and reports through the handshake, so that they stop too instead of
+    waiting for it; elsewhere it does nothing. The process group's backend follows a
+    ``--device`` flag if one can be read, as the peers' does."""
+    env = torchrun_env(environ)
+    if env is None or "train" not in argv:
+        return
+    device = "cpu"
+    for i, a in enumerate(argv):
+        if a == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif a.startswith("--device="):
+            device = a.split("=", 1)[1]
+    from gpubfv.backend import Backend  # the one place that knows device names
+
+    try:
+        on_gpu = Backend.device_kind(device) != "cpu"
+    except ValueError:  # a bad --device may be what argparse refused
+        on_gpu = False
+    transport = init_torch_transport(env, on_gpu=on_gpu)
+    try:
+        refuse(transport, ConfigError("its command line was refused (see its stderr)"))
+    finally:
+        close_torch_transport(transport, clean=False)
+
+
+@contextlib.contextmanager
+def rank_output(
+    out_dir: str | None, env: TorchrunEnv | None
+) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """For torchrun ranks > 0 with a run directory: stdout and warnings go to
+    ``out_dir/rank-N.log`` while the block runs, and the yielded callable logs one line per
+    round there. Elsewhere it changes nothing and yields None."""
+    if env is None or env.rank == 0 or not out_dir:
+        yield None
+        return
+    path = Path(out_dir) / f"rank-{env.rank}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as log_file:
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            log_file.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        def log_round(metrics: dict[str, Any]) -> None:
+            keys = ("round", "accuracy", "loss", "contributors", "retries", "bytes_sent_per_peer")
+            log_file.write(json.dumps({k: metrics.get(k) for k in keys}) + "\n")
+
+        old_show, old_stdout = warnings.showwarning, sys.stdout
+        warnings.showwarning = show
+        sys.stdout = log_file
+        try:
+            log_file.write(f"dmhe rank {env.rank} of {env.world_size} (pid {os.getpid()})\n")
+            yield log_round
+        finally:
+            warnings.showwarning, sys.stdout = old_show, old_stdout
+
+
+class RoundProgress:
+    """The progress bar of a run (tqdm), drawn by one process only: ``enabled`` is False on
+    torchrun ranks > 0 (and with ``--no-progress``), and then every call does nothing. Each
+    round shows accuracy, contributors, retries and kB sent per peer."""
+
+    def __init__(self, config: TrainConfig, initial: int, *, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            desc = f"{config.mode} K={config.peers}"
+            self._bar = tqdm(total=config.rounds, initial=initial, desc=desc)
+
+    def update(self, metrics: dict[str, Any]) -> None:
+        """One round done."""
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        self._bar.set_postfix(
+            acc=f"{metrics['accuracy']:.3f}",
+            peers=metrics.get("contributors"),
+            retries=metrics.get("retries"),
+            kB=f"{metrics['bytes_sent_per_peer'] / 1e3:.0f}",
+        )
+
+    def close(self) -> None:
+        """End the bar."""
+        if self._bar is not None:
+            self._bar.close()
