@@ -41,8 +41,11 @@ if str(ROOT) not in sys.path:
 
 # kernel -> (SASS opcode that marks an item, markers per item, what an item is)
 ITEMS: dict[str, tuple[str, int, str]] = {
-    "_fwd_group": ("STS", 2, "butterfly"),  # the loop that also loads shared memory (LDS)
-    "_inv_group": ("STS", 2, "butterfly"),
+    # one Shoup multiply (its high-half product) per butterfly or N^-1 scaling: every loop
+    # that multiplies is measured (radix-4 stages, fused first/last stages, scaling), the
+    # worst one reported; a store marker would miss the values kept in registers across stages
+    "_fwd_group": ("IMAD.HI", 1, "butterfly"),
+    "_inv_group": ("IMAD.HI", 1, "butterfly"),
     "_sum_batch": ("LDG", 1, "input word"),
     # one Shoup multiply (its high-half product) per input limb; a load marker would count
     # each of the limb's five table and data loads as an item
@@ -51,9 +54,8 @@ ITEMS: dict[str, tuple[str, int, str]] = {
     "_scale_round_to_t": ("DADD", 1, "input limb"),  # one rounding-sum add per limb
 }
 DEFAULT_ITEM = ("STG", 1, "output word")
-# kernel -> an opcode the hot loop must also hold (the NTT's butterflies read shared memory;
-# its load and twiddle-staging loops only write it)
-REQUIRES: dict[str, str] = {"_fwd_group": "LDS", "_inv_group": "LDS"}
+# kernel -> an opcode the hot loop must also hold (none at present)
+REQUIRES: dict[str, str] = {}
 
 # Per-SM limits: (registers, threads, blocks, shared bytes usable, shared reserved per block)
 SM_LIMITS = {90: (65536, 2048, 32, 228 * 1024, 1024), 80: (65536, 2048, 32, 164 * 1024, 1024)}

@@ -21,6 +21,7 @@ from kernels.cuda import _common as C
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
+_SRT_MAX_LIMBS = 256  # scale_round_to_t keeps 16 bytes per input limb in shared memory
 
 
 _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
@@ -80,37 +81,52 @@ def _mulmod_2k(a, k, t):
 
 
 @cuda.jit
-def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
-    # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t)
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
+    # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t), row
+    # m = m0 + blockIdx.y (the launcher splits M over launches: no loop holds a remainder).
+    # omega_i < t < 2^64 in four 16-bit chunks (leading zero chunks when t needs fewer: Horner
+    # then starts from zero, the CPU's result): four exact 64-bit sums over the limbs, walked
+    # with a 32-bit offset; the float64 rounding sum in the CPU's order without FMA.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    L32 = uint32(L)
+    # the per-limb constants in shared memory: a 32-bit shared address per limb in the loop
+    th_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=float64)
+    om_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint64)
+    i = uint32(cuda.threadIdx.x)
+    while i < L32:
+        th_s[i] = theta[i]
+        om_s[i] = omega[i]
+        i = uint32(i + uint32(cuda.blockDim.x))
+    cuda.syncthreads()
+    if n >= N32:
         return
-    # Four named accumulators, not an indexed array: a per-thread array lives in local memory.
-    for m in range(cuda.blockIdx.y, M, cuda.gridDim.y):
-        s0 = uint64(0)
-        s1 = uint64(0)
-        s2 = uint64(0)
-        s3 = uint64(0)
-        frac = 0.0
-        for i in range(L):
-            xv = uint64(x[m, i, n])
-            frac = C.fadd(frac, C.fmul(float64(xv), theta[i]))
-            s0 += xv * uint64(omega16[0, i])
-            if CH > 1:
-                s1 += xv * uint64(omega16[1, i])
-            if CH > 2:
-                s2 += xv * uint64(omega16[2, i])
-            if CH > 3:
-                s3 += xv * uint64(omega16[3, i])
-        r = s0 % t
-        if CH > 1:
-            r = (_mulmod_2k(r, 16, t) + s1 % t) % t
-        if CH > 2:
-            r = (_mulmod_2k(r, 16, t) + s2 % t) % t
-        if CH > 3:
-            r = (_mulmod_2k(r, 16, t) + s3 % t) % t
-        rnd = int64(math.floor(frac + 0.5)) % int64(t)
-        out[m, n] = (r + uint64(rnd)) % t
+    m = uint32(uint32(m0) + uint32(cuda.blockIdx.y))
+    xo = uint32(m * L32 * N32 + n)
+    s0 = uint64(0)
+    s1 = uint64(0)
+    s2 = uint64(0)
+    s3 = uint64(0)
+    frac = 0.0
+    i = uint32(0)
+    while i < L32:
+        xv = uint32(x[xo])
+        w = uint64(om_s[i])
+        frac = C.fadd(frac, C.fmul(float64(xv), th_s[i]))
+        wh = uint32(w >> uint64(32))
+        wl = uint32(w & uint64(0xFFFFFFFF))
+        s0 = C.madwide(xv, uint32(wh >> uint32(16)), s0)
+        s1 = C.madwide(xv, uint32(wh & uint32(0xFFFF)), s1)
+        s2 = C.madwide(xv, uint32(wl >> uint32(16)), s2)
+        s3 = C.madwide(xv, uint32(wl & uint32(0xFFFF)), s3)
+        xo = uint32(xo + N32)
+        i = uint32(i + uint32(1))
+    r = s0 % t
+    r = (_mulmod_2k(r, 16, t) + s1 % t) % t
+    r = (_mulmod_2k(r, 16, t) + s2 % t) % t
+    r = (_mulmod_2k(r, 16, t) + s3 % t) % t
+    rnd = int64(math.floor(frac + 0.5)) % int64(t)
+    out[m * N32 + n] = (r + uint64(rnd)) % t
 
 
 @cuda.jit
@@ -188,13 +204,6 @@ def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
 # ---------------------------------------------------------------- wrappers
 
 
-def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
-    if R == 0 or N == 0:
-        return
-    grid, threads = C.grid_rows_cols(R, N)
-    C.launch(kernel, grid, threads, *args)
-
-
 def _u32(x: Any, name: str) -> None:
     C.check_data(x, name)
     if x.dtype != np.uint32 or not x.flags.c_contiguous or x.ndim != 3:
@@ -241,10 +250,28 @@ def scale_round_to_t(x, c, out) -> None:
     ch = int(omega16.shape[0])
     if not 1 <= ch <= MAX_OMEGA_CHUNKS:
         raise ValueError(f"t needs {ch} 16-bit chunks; at most {MAX_OMEGA_CHUNKS} supported")
+    if L > _SRT_MAX_LIMBS:
+        raise ValueError(f"scale_round_to_t supports at most {_SRT_MAX_LIMBS} limbs, got {L}")
+    omega = C.derived(c, "omega", _omega_join)
+    if M == 0 or N == 0:
+        return
     A = C.arg
-    _launch(
-        _scale_round_to_t, M, N, A(x), A(omega16), A(theta), np.uint64(c.t), A(out), M, L, N, ch
-    )
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    xf, of = A(x.reshape(x.size)), A(out.reshape(out.size))
+    for m0 in range(0, M, C.MAX_GRID_Y):
+        rows = min(M - m0, C.MAX_GRID_Y)
+        C.launch(
+            _scale_round_to_t, (gx, rows), threads, xf, A(omega), A(theta), np.uint64(c.t), of,
+            m0, L, N,
+        )  # fmt: skip
+
+
+def _omega_join(c: Any) -> np.ndarray:
+    # omega_i from its 16-bit chunks (most significant first), one uint64 per input limb
+    w = C.to_host(c.omega16).astype(object)
+    ch = w.shape[0]
+    return np.array([sum(int(w[k, i]) << (16 * (ch - 1 - k)) for k in range(ch))
+                     for i in range(w.shape[1])], dtype=np.uint64)  # fmt: skip
 
 
 def hps_scale_to_r(xq, xr, c, out) -> None:
