@@ -177,3 +177,72 @@ def test_budgets_above_target_say_so() -> None:
 @pytest.mark.slow
 def test_every_kernel_compiles_sm80(tmp_path: Path) -> None:
     _check_hard(*_run(tmp_path, 80))
+
+
+_CACHE_PROBE = """
+import json, sys
+from numba.cuda.dispatcher import CUDACache
+import kernels.cuda._sigs as S, importlib
+out = {}
+for (mod, name) in S.SIGNATURES:
+    k = getattr(importlib.import_module("kernels.cuda." + mod), name)
+    out[name] = [isinstance(k._cache, CUDACache), str(getattr(k._cache, "cache_path", ""))]
+print(json.dumps(out))
+"""
+
+
+def test_every_kernel_has_the_on_disk_cache() -> None:
+    # numba-cuda's cache=True (kernels.cuda._common.CACHE): a cache path per kernel that a
+    # second process finds; saving a cubin needs a driver, so without a GPU this checks the
+    # dispatchers are set up for it and that the cache directory is writable.
+    from kernels.cuda._sigs import SIGNATURES
+
+    env = _env()
+    env.pop("GPUBFV_KERNEL_CACHE", None)
+    res = subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(got) == sorted(n for _, n in SIGNATURES)
+    for name, (cached, path) in got.items():
+        assert cached, f"{name} is not compiled with cache=True"
+        assert path and os.access(path, os.W_OK), f"{name}: cache path {path!r} not writable"
+    env["GPUBFV_KERNEL_CACHE"] = "0"
+    res = subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not any(c for c, _ in json.loads(res.stdout.strip().splitlines()[-1]).values())
+
+
+_CACHE_RUN = """
+import numpy as np, cupy
+import kernels.cuda as G
+from kernels.cuda import arith
+q = cupy.asarray(np.array([97], np.uint32))
+a = cupy.zeros((1, 1, 8), cupy.uint32)
+G.add(a, a, q, a)
+cupy.cuda.Device().synchronize()
+print(sum(arith._add.stats.cache_hits.values()))
+"""
+
+
+def _gpu_present() -> bool:
+    env = _env()
+    probe = "from numba import cuda; print(cuda.is_available())"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         timeout=120)  # fmt: skip
+    return res.stdout.strip().endswith("True")
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="needs a CUDA device (compiling a cubin to cache)")
+def test_second_process_finds_the_kernel_cache(tmp_path: Path) -> None:
+    env = _env()
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    env.pop("GPUBFV_KERNEL_CACHE", None)
+    hits = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", _CACHE_RUN], capture_output=True, text=True,
+                             env=env, timeout=600)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        hits.append(int(res.stdout.strip().splitlines()[-1]))
+    assert hits[1] >= 1, f"second process recompiled _add (cache hits {hits})"

@@ -10,12 +10,18 @@ Simulator (``NUMBA_ENABLE_CUDASIM=1``): data arrays are numpy arrays, passed str
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 from numba import config, cuda, float64, int32, int64, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
+
+# On-disk kernel cache (numba-cuda's cache=True: cubins per compute capability in __pycache__,
+# or ~/.cache/numba when that is read-only), so a process does not JIT every kernel again.
+# GPUBFV_KERNEL_CACHE=0 turns it off; the simulator compiles nothing and caches nothing.
+CACHE = not SIM and os.environ.get("GPUBFV_KERNEL_CACHE", "1") != "0"
 
 # Threads per block of the element-wise kernels (x dimension of a 2-D grid over (rows, N)).
 ELEMWISE_THREADS = 32 if SIM else 256

@@ -55,7 +55,7 @@ def _lower(s, q):
     return min(s, uint32((uint64(s) + uint64(0x100000000) - uint64(q)) & uint64(0xFFFFFFFF)))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _add(a, b, q, out, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
@@ -68,7 +68,7 @@ def _add(a, b, q, out, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _sub(a, b, q, out, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
@@ -81,7 +81,7 @@ def _sub(a, b, q, out, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _neg(a, q, out, M, L, N):
     off, step, end, _, l, ok = _flat(M, L, N)
     if not ok:
@@ -92,7 +92,7 @@ def _neg(a, q, out, M, L, N):
         off = uint32(off + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _mul(a, b, q, mu, out, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
@@ -107,7 +107,7 @@ def _mul(a, b, q, mu, out, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _mul_add(a, b, q, mu, acc, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
@@ -123,7 +123,7 @@ def _mul_add(a, b, q, mu, acc, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _mul_scalar(a, s, q, mu, out, M, L, N):
     off, step, end, _, l, ok = _flat(M, L, N)
     if not ok:
@@ -136,7 +136,7 @@ def _mul_scalar(a, s, q, mu, out, M, L, N):
         off = uint32(off + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _sum_batch(a, q, out, K, M, L, N):
     # a: flat (K*M*L*N,) -> out (M*L*N,) on the flat 3-D grid, one pass over the K inputs:
     # input k of this output word sits k*M*L*N words further (the launcher checks the size)
@@ -156,7 +156,7 @@ def _sum_batch(a, q, out, K, M, L, N):
         off = uint32(off + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _from_signed(x, q, out, M, L, N):
     # x int64 (M*N,) -> out (M*L*N,) on the flat 3-D grid: floor-mod x % q (in [0, q)) with no
     # integer division. A float64 quotient estimate of x / q is off by at most 2^12 / q + 1, so
@@ -188,7 +188,7 @@ def _from_signed(x, q, out, M, L, N):
         xoff = uint32(xoff + xstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _automorphism(a, idx, negm, q, out, M, L, N):
     # flat 3-D grid: a thread keeps one source coefficient i, so its destination idx[i] and
     # sign are loaded once and reused for every batch row (a row offset advances by a step)
@@ -208,7 +208,7 @@ def _automorphism(a, idx, negm, q, out, M, L, N):
         dst = uint32(dst + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out, M, L, N):
     # out (M*(L-1)*N,): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith.
     # Grid (N / threads, L-1, min(M, 65535)): the limb's constants are per-thread registers,

@@ -177,7 +177,7 @@ def _radix4(sh, tw, fwd, hb, tg, quarter, tid, nth, two_q, nq):
         v = uint32(v + nth)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _fwd_group(a, R, L, N, q, w, ws, logt1, k, logC, last):
     sh = cuda.shared.array(TILE_MAX, dtype=uint32)
     tw = cuda.shared.array(TILE_MAX, dtype=uint64)
@@ -225,7 +225,7 @@ def _fwd_group(a, R, L, N, q, w, ws, logt1, k, logC, last):
         row = uint32(row + uint32(cuda.gridDim.y))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _inv_group(a, R, L, N, q, wi, wis, ninv, ninvs, logt1, k, logC, last):
     sh = cuda.shared.array(TILE_MAX, dtype=uint32)
     tw = cuda.shared.array(TILE_MAX, dtype=uint64)

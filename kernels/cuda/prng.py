@@ -107,7 +107,7 @@ def _block(kn, ctr, ks):
     ks[15] = uint32((x15 + s15) & _M32)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _chacha_kernel(kn, counter0, out, nblocks):
     b = cuda.grid(1)
     if b >= nblocks:
@@ -118,7 +118,7 @@ def _chacha_kernel(kn, counter0, out, nblocks):
         out[b, k] = ks[k]
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _uniform_mod_kernel(kn, moduli, qinv, L, N, out, count):
     # Output i is the 128-bit little-endian value of its 4 key-stream words mod q_l (as the
     # CPU), by Horner steps r = (r * 2^32 + w) mod q, each a division-free float64 reduction
@@ -173,7 +173,7 @@ def _popcount21(x):
     return int64(((x * uint64(0x01010101)) & _M32) >> uint64(24))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _cbd_kernel(kn, out, count):
     b = cuda.grid(1)
     if 8 * b >= count:
@@ -186,7 +186,7 @@ def _cbd_kernel(kn, out, count):
             out[i] = _popcount21(uint64(ks[2 * e])) - _popcount21(uint64(ks[2 * e + 1]))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _ternary_kernel(kn, out, count):
     b = cuda.grid(1)
     if 8 * b >= count:
@@ -213,7 +213,7 @@ def _rint(x):
     return f
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _gauss_kernel(kn, sigma, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:
@@ -234,7 +234,7 @@ def _gauss_kernel(kn, sigma, out, count):
             out[i] = _rint(sigma * z)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _bounded_kernel(kn, m, minv, bound, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:

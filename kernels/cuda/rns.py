@@ -27,7 +27,7 @@ _SRT_MAX_LIMBS = 256  # scale_round_to_t keeps 16 bytes per input limb in shared
 _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
     # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant. y_i = x_i *
     # [(Q/q_i)^-1]_{q_i} by Shoup (hi_pack[i] = constant | its Shoup word << 32); the sum over i
@@ -80,7 +80,7 @@ def _mulmod_2k(a, k, t):
     return a
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t), row
     # m = m0 + blockIdx.y (the launcher splits M over launches: no loop holds a remainder).
@@ -129,7 +129,7 @@ def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     out[m * N32 + n] = (r + uint64(rnd)) % t
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
     # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i])
     # mod r_k. Grid (N / threads, Lr, min(M, 65535)): r_k per thread; one pass over the input
@@ -168,7 +168,7 @@ def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
         m = uint32(m + uint32(cuda.gridDim.z))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
     # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
     # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
