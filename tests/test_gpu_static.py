@@ -1,5 +1,6 @@
 """Static GPU budgets: every CUDA kernel compiled for sm_90 (sm_80 in the slow test) without a
-GPU, checked for compile errors, spills, local memory in loops, and its instruction budget.
+GPU, checked for compile errors, spills, local memory in loops, and its instruction budget; the
+on-disk kernel cache; benchmarks/bench_gpu.py on the CPU backend (so it cannot rot).
 
 Runs benchmarks/gpu_static.py in a subprocess (the rest of the session runs numba's CUDA
 simulator, which has no compiler). Skips, saying what is missing, when the `gpu-static` extra
@@ -8,6 +9,7 @@ simulator, which has no compiler). Skips, saying what is missing, when the `gpu-
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -107,7 +109,7 @@ def _missing() -> str | None:
 
 
 _WHY = _missing()
-pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"static GPU toolchain: {_WHY}")
+needs_toolchain = pytest.mark.skipif(_WHY is not None, reason=f"static GPU toolchain: {_WHY}")
 
 
 def _run(tmp: Path, cc: int) -> tuple[int, list[dict], str]:
@@ -137,6 +139,7 @@ def _check_hard(rc: int, rows: list[dict], err: str) -> None:
     assert rc == 0, err[-2000:]
 
 
+@needs_toolchain
 def test_every_kernel_compiles_sm90_without_spills_or_local_memory(sm90) -> None:
     from kernels.cuda._sigs import SIGNATURES
 
@@ -151,6 +154,7 @@ def test_budget_table_covers_every_kernel() -> None:
     assert sorted(BUDGETS) == sorted(n for _, n in SIGNATURES)
 
 
+@needs_toolchain
 def test_instruction_and_divrem_budgets_sm90(sm90) -> None:
     _, rows, err = sm90
     assert rows, err[-2000:]
@@ -174,6 +178,7 @@ def test_budgets_above_target_say_so() -> None:
             assert f"target {TARGET}" in note, name
 
 
+@needs_toolchain
 @pytest.mark.slow
 def test_every_kernel_compiles_sm80(tmp_path: Path) -> None:
     _check_hard(*_run(tmp_path, 80))
@@ -191,6 +196,7 @@ print(json.dumps(out))
 """
 
 
+@needs_toolchain
 def test_every_kernel_has_the_on_disk_cache() -> None:
     # numba-cuda's cache=True (kernels.cuda._common.CACHE): a cache path per kernel that a
     # second process finds; saving a cubin needs a driver, so without a GPU this checks the
@@ -226,6 +232,7 @@ print(sum(arith._add.stats.cache_hits.values()))
 """
 
 
+@functools.cache
 def _gpu_present() -> bool:
     env = _env()
     probe = "from numba import cuda; print(cuda.is_available())"
@@ -234,6 +241,7 @@ def _gpu_present() -> bool:
     return res.stdout.strip().endswith("True")
 
 
+@needs_toolchain
 @pytest.mark.skipif(not _gpu_present(), reason="needs a CUDA device (compiling a cubin to cache)")
 def test_second_process_finds_the_kernel_cache(tmp_path: Path) -> None:
     env = _env()
@@ -246,3 +254,31 @@ def test_second_process_finds_the_kernel_cache(tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr[-2000:]
         hits.append(int(res.stdout.strip().splitlines()[-1]))
     assert hits[1] >= 1, f"second process recompiled _add (cache hits {hits})"
+
+
+BENCH = ROOT / "benchmarks" / "bench_gpu.py"
+
+
+def test_bench_gpu_runs_on_the_cpu_backend(tmp_path: Path) -> None:
+    # every section (NTT, sum, encrypt/decrypt, decryption share, aggregation round) at tiny
+    # sizes on the CPU kernels: the script the GPU check runs stays runnable
+    out = tmp_path / "bench.md"
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--backend", "cpu", "--tiny", "--out", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=1200,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = out.read_text()
+    for what in ("ntt-fwd", "sum", "encrypt", "decrypt", "dec-share", "round-enc", "round-plain"):
+        assert f"| {what} |" in table, what
+
+
+@pytest.mark.skipif(_gpu_present(), reason="a GPU is present: nothing to refuse")
+def test_bench_gpu_refuses_without_a_gpu(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--out", str(tmp_path / "x.md")],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "bench_gpu: no GPU here" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "x.md").exists()
