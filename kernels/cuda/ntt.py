@@ -8,20 +8,24 @@ bit for bit (the lazy ranges in between do not matter: the reduced transform is 
 Launch design. The log2(N) stages are split into G = ceil(log2 N / log2 TILE) groups of at most
 log2(TILE) consecutive stages; each group is ONE launch over the whole batch:
   grid  = (N / TILE blocks per row, min(M*L, 65535) rows; grid-stride loop over further rows)
-  block = `threads` threads (each loops over its share of the TILE/2 butterflies per stage).
+  block = `threads` threads, rounded up to a multiple of the block's column count C (below).
 A group covering the k stages with half-sizes t0 = t1*2^(k-1) .. t1 touches, for each column
 (h, b) with h < N/(2 t0), b < t1, only the P = 2^k elements j = h*2*t0 + a*t1 + b (a < P):
 an independent size-P sub-transform. A block loads C = TILE/P consecutive columns (P*C words,
-coalesced in runs of min(C, t1) words) into shared memory, runs its k stages there with
-__syncthreads between stages, and writes them back. N <= TILE: one launch, one pass over memory;
-N = 8192 with TILE = 2048: two launches (7 + 6 stages) of 4 blocks per row, so B*L = 64 rows
-give 256 blocks, enough for every SM of an H100/H200 (one block per row would leave half idle).
+coalesced in runs of min(C, t1) words) into shared memory, runs its k stages there, and writes
+them back. N <= TILE: one launch, one pass over memory; N = 8192 with TILE = 2048: two launches
+(7 + 6 stages) of 4 blocks per row, so B*L = 64 rows give 256 blocks, enough for every SM of an
+H100/H200 (one block per row would leave half idle).
 Before its stages a block copies the twiddles it needs (a contiguous run per stage, packed with
-their Shoup companions as one 64-bit word) into shared memory, so the butterfly loop reads only
-shared memory. Index arithmetic is 32-bit: a butterfly u = (ps, low) sits at u with a zero bit
-inserted at log2(distance), no division anywhere. Butterflies are Harvey lazy ones with Shoup
-twiddles on 32-bit words (w*y - hi*q is exact mod 2^32); the last forward stage / the N^-1
-scaling of the inverse are fused with the final reduction to [0, q).
+their Shoup companions as one 64-bit word) into shared memory, laid out so that the two
+twiddles of a stage below one at index i sit at 2i and 2i+1. Stages run in pairs (radix 4): a
+thread loads four words, does two stages' four butterflies in registers and stores four words,
+one __syncthreads per pair; an odd stage count adds one radix-2 stage (the group's stage whose
+partner slot is e + TILE/2). Because the thread count is a multiple of C, a thread keeps one
+column: its row offset and twiddle group are loop-invariant, and index arithmetic is 32-bit
+shifts and adds, no division anywhere. Butterflies are Harvey lazy ones with Shoup twiddles on
+32-bit words (one high-half multiply, then w*y + hi*(2^32 - q) mod 2^32); the final reduction
+to [0, q) (forward) and the N^-1 scaling (inverse) are fused with the last write-back.
 """
 
 from __future__ import annotations
