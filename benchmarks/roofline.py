@@ -50,6 +50,14 @@ class Workload:
     what: str
     bytes: float
     items: float
+    extra_sass: float = 0.0  # instructions outside the hot loop that scale with the data
+
+
+# The NTT's hot loops are its butterfly loops (radix-4 stage pairs, a radix-2 stage); each
+# launch also moves every word global -> shared and back in two loops of about 14 SASS per word
+# (measured on sm_90 for the radix-4 kernels): counted as this many butterfly-equivalents per
+# word per pass (items are priced at the kernel's SASS per butterfly).
+NTT_COPY_SASS_PER_WORD = 28.0
 
 
 def workloads(rows: int = 64, n: int = 8192, k_sum: int = 16, lin: int = 8) -> list[Workload]:
@@ -58,10 +66,19 @@ def workloads(rows: int = 64, n: int = 8192, k_sum: int = 16, lin: int = 8) -> l
     log_n = n.bit_length() - 1
     passes = 2 if n > 2048 else 1  # launches over memory with TILE = 2048
     bfly = rows * (n // 2) * log_n
+    copies = rows * n * passes * NTT_COPY_SASS_PER_WORD  # SASS, converted in predict()
+    m = max(1, rows // lin)  # decryption: M ciphertext rows of `lin` limbs
     return [
-        Workload("_fwd_group", f"forward NTT {rows}x{n} ({passes} passes)", 2 * w * passes, bfly),
-        Workload("_inv_group", f"inverse NTT {rows}x{n} ({passes} passes)", 2 * w * passes, bfly),
+        Workload(
+            "_fwd_group", f"forward NTT {rows}x{n} ({passes} passes)", 2 * w * passes, bfly, copies
+        ),  # fmt: skip
+        Workload(
+            "_inv_group", f"inverse NTT {rows}x{n} ({passes} passes)", 2 * w * passes, bfly, copies
+        ),  # fmt: skip
         Workload("_add", f"add {rows}x{n}", 3 * w, rows * n),
+        Workload("_sub", f"sub {rows}x{n}", 3 * w, rows * n),
+        Workload("_neg", f"neg {rows}x{n}", 2 * w, rows * n),
+        Workload("_mul_scalar", f"mul_scalar {rows}x{n}", 2 * w, rows * n),
         Workload("_mul", f"mul {rows}x{n}", 3 * w, rows * n),
         Workload("_mul_add", f"mul_add {rows}x{n}", 4 * w, rows * n),
         Workload("_sum_batch", f"sum of K={k_sum} x {rows}x{n}", (k_sum + 1) * w, k_sum * rows * n),
@@ -71,13 +88,19 @@ def workloads(rows: int = 64, n: int = 8192, k_sum: int = 16, lin: int = 8) -> l
             4.0 * n * (lin + rows),
             lin * rows * n,
         ),  # fmt: skip
+        Workload(
+            "_scale_round_to_t",
+            f"scale_round_to_t {m}x{lin} limbs -> t, N={n}",
+            4.0 * n * m * lin + 8.0 * n * m,
+            m * lin * n,
+        ),  # fmt: skip
     ]
 
 
 def predict(wl: Workload, per_item: float, card: Card) -> tuple[float, float, float]:
     """(memory floor s, instruction time s, predicted s) of `wl` on `card`."""
     t_mem = wl.bytes / card.bandwidth
-    t_ins = per_item * wl.items / card.issue
+    t_ins = (per_item * wl.items + wl.extra_sass) / card.issue
     return t_mem, t_ins, max(t_mem, t_ins)
 
 
@@ -123,6 +146,9 @@ def measure(wls: list[Workload]) -> dict[str, float]:  # pragma: no cover - need
         "_fwd_group": lambda: G.ntt_forward(a, tables),
         "_inv_group": lambda: G.ntt_inverse(a, tables),
         "_add": lambda: G.add(a, b, q, out),
+        "_sub": lambda: G.sub(a, b, q, out),
+        "_neg": lambda: G.neg(a, q, out),
+        "_mul_scalar": lambda: G.mul_scalar(a, np.arange(1, L + 1), q, mu, out),
         "_mul": lambda: G.mul(a, b, q, mu, out),
         "_mul_add": lambda: G.mul_add(a, b, q, mu, out),
         "_sum_batch": lambda: G.sum_batch(stack, q, out),

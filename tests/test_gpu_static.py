@@ -1,5 +1,6 @@
 """Static GPU budgets: every CUDA kernel compiled for sm_90 (sm_80 in the slow test) without a
-GPU, checked for compile errors, spills, local memory in loops, and its instruction budget.
+GPU, checked for compile errors, spills, local memory in loops, and its instruction budget; the
+on-disk kernel cache; benchmarks/bench_gpu.py on the CPU backend (so it cannot rot).
 
 Runs benchmarks/gpu_static.py in a subprocess (the rest of the session runs numba's CUDA
 simulator, which has no compiler). Skips, saying what is missing, when the `gpu-static` extra
@@ -8,6 +9,7 @@ simulator, which has no compiler). Skips, saying what is missing, when the `gpu-
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -20,35 +22,42 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_static.py"
 
 TARGET = 24  # SASS instructions per butterfly / per element in the hot loop (issue 11)
-_TODO = "not rewritten yet: measured value; target 24 per item and no 64-bit div/rem"
-_EW = "3-D grid, per-block modulus, 32-bit indices, no div/rem; above target 24"
+_EW = "flat 32-bit word offsets on a 3-D grid, per-block modulus, min(s, s - q) reduction"
 _BAR = "flat 32-bit word offsets, per-block modulus, Barrett on 32-bit words (umulhi)"
 _NTT = (
-    "rewritten (was 98/95): 32-bit indices, twiddles staged in shared memory, no division per "
-    "stage, N split over blocks; still above target 24 (twiddle-group index, address math)"
+    "radix-4 stage pairs in registers (plus one radix-2 stage for odd groups), one column per"
+    " thread (loop-invariant offsets and twiddle group), umulhi Shoup; worst butterfly loop"
+)
+_RNG = (
+    "whole kernel per output (the ChaCha20 round loop counted once; ChaCha/word gives the"
+    " executed rounds, about 64 SASS per keystream word: a 16-word block costs ~1000"
+    " instructions, so the target 24 is out of reach per output and the budget is the"
+    " measured value)"
 )
 
 # kernel -> (max SASS per item in the hot loop, max 64-bit div/rem calls there,
 #            max 64-bit div/rem instructions in the whole PTX, note). sm_90.
 BUDGETS: dict[str, tuple[float, int, int, str]] = {
-    "_fwd_group": (31, 0, 1, _NTT),
-    "_inv_group": (33, 0, 1, _NTT),
-    "_add": (27, 0, 0, _EW + " (was 144)"),
-    "_sub": (TARGET, 0, 0, "3-D grid, per-block modulus, 32-bit indices (was 137)"),
-    "_neg": (10, 0, 0, "3-D grid, per-block modulus, 32-bit indices (was 69)"),
+    "_fwd_group": (18, 0, 0, _NTT + " (was 98, then 31)"),
+    "_inv_group": (20, 0, 0, _NTT + " (was 95, then 33)"),
+    "_add": (12, 0, 0, _EW + " (was 144, then 27)"),
+    "_sub": (12, 0, 0, _EW + " (was 137, then 24)"),
+    "_neg": (9, 0, 0, _EW + " (was 69, then 10)"),
     "_mul": (21, 0, 0, _BAR + " (was 165, then 44)"),
     "_mul_add": (23, 0, 0, _BAR + " (was 171, then 46)"),
     "_mul_scalar": (20, 0, 0, _BAR + " (was 151, then 40)"),
-    "_sum_batch": (36, 0, 2, _TODO),
+    "_sum_batch": (7, 0, 0, _EW + ", K inputs walked by a 32-bit offset (was 36, 2 div/rem)"),
     "_from_signed": (22, 0, 0, "flat 3-D grid, two float64 quotient estimates (was 195)"),
     "_automorphism": (11, 0, 0, "flat 3-D grid, destination and sign loaded once (was 132)"),
     "_drop_last_limb": (21, 0, 0, "3-D grid over the kept limbs, one Shoup multiply (was 297)"),
     "_base_convert": (
-        30,
+        25,
         0,
         0,
-        "3-D grid, Shoup per input limb, lazy 64-bit sum, float64 reductions; 5 loads per limb"
-        " keep it above target 24 (was 37 per load, about 218 per limb)",
+        "shared limb tables (Shoup pair, q_i | [Q/q_i]_p, 1/q_i), one mad.wide per limb; the"
+        " exact variant's float64 rounding term (convert, multiply, add without FMA, for"
+        " bit-identity with the CPU) keeps it 1 above target 24 (the other variant: 19.5;"
+        " was 218, then 30)",
     ),
     "_hps_scale_to_r": (
         18.5,
@@ -58,36 +67,37 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
         " (was 59 per load, about 6 loads per limb)",
     ),
     "_scale_round_to_t": (
-        87,
+        30,
         0,
-        10,
-        "per limb now counted by its rounding-sum add (the old load marker counted 5.5 items"
-        " per limb): not rewritten, target 24; the per-output % t remain",
+        9,
+        "shared limb tables, four exact 16-bit-chunk sums by mad.wide and the float64 rounding"
+        " sum per limb: 22.75 in the 4x-unrolled loop, 30 in its remainder loop (the worst is"
+        " reported), above target 24; the % t run once per output, in no loop (was 87)",
     ),
     "_add_scaled_plain": (
-        72,
+        33,
         0,
         0,
-        "3-D grid, the CPU's 64-bit Shoup for m*r mod t, division-free mod q_l, Shoup by t^-1;"
-        " the 64-bit t arithmetic per output keeps it above target 24 (was 365, whole kernel)",
+        "c = [Q m]_t centred formed once per coefficient (64-bit Shoup), then per limb a"
+        " division-free mod q_l of the signed c (two float64 estimates), a Shoup by t^-1 and"
+        " the accumulate: above target 24 (was 365 whole kernel, then 72)",
     ),
-    "_chacha_kernel": (18, 0, 0, "whole kernel per output word (one block = 16 words)"),
+    "_chacha_kernel": (12.2, 0, 0, "whole kernel per output word (one block = 16 words)"),
     "_uniform_mod_kernel": (
-        172,
+        150,
         0,
         0,
-        "whole kernel per output (ChaCha block included); float64 Horner reductions, no"
-        " div/rem (was 228 with 60); above target 24",
+        _RNG + "; float64 Horner reductions of the 128-bit value, no div/rem (was 228, 172)",
     ),
-    "_cbd_kernel": (76, 0, 0, _TODO),
-    "_ternary_kernel": (53, 0, 0, _TODO),
-    "_gauss_kernel": (271, 0, 0, _TODO),
+    "_cbd_kernel": (64.5, 0, 0, _RNG + " (was 76)"),
+    "_ternary_kernel": (42.5, 0, 0, _RNG + "; the % 3 is a multiply-high (was 53)"),
+    "_gauss_kernel": (248.5, 0, 0, _RNG + "; log, cos, sqrt of Box-Muller (was 271)"),
     "_bounded_kernel": (
-        528,
+        520.5,
         0,
         0,
-        "whole kernel per output, both paths: m < 2^32 by float64 Horner reductions, larger m"
-        " by the 128-step bit-serial reduction (no div/rem; was 798 with 12); target 24",
+        _RNG + "; both paths counted: m < 2^32 by float64 Horner reductions, larger m by the"
+        " 128-step bit-serial reduction (was 798 with 12 div/rem, then 528)",
     ),
 }
 
@@ -107,7 +117,7 @@ def _missing() -> str | None:
 
 
 _WHY = _missing()
-pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"static GPU toolchain: {_WHY}")
+needs_toolchain = pytest.mark.skipif(_WHY is not None, reason=f"static GPU toolchain: {_WHY}")
 
 
 def _run(tmp: Path, cc: int) -> tuple[int, list[dict], str]:
@@ -137,6 +147,7 @@ def _check_hard(rc: int, rows: list[dict], err: str) -> None:
     assert rc == 0, err[-2000:]
 
 
+@needs_toolchain
 def test_every_kernel_compiles_sm90_without_spills_or_local_memory(sm90) -> None:
     from kernels.cuda._sigs import SIGNATURES
 
@@ -151,6 +162,7 @@ def test_budget_table_covers_every_kernel() -> None:
     assert sorted(BUDGETS) == sorted(n for _, n in SIGNATURES)
 
 
+@needs_toolchain
 def test_instruction_and_divrem_budgets_sm90(sm90) -> None:
     _, rows, err = sm90
     assert rows, err[-2000:]
@@ -174,6 +186,107 @@ def test_budgets_above_target_say_so() -> None:
             assert f"target {TARGET}" in note, name
 
 
+@needs_toolchain
 @pytest.mark.slow
 def test_every_kernel_compiles_sm80(tmp_path: Path) -> None:
     _check_hard(*_run(tmp_path, 80))
+
+
+_CACHE_PROBE = """
+import json, sys
+from numba.cuda.dispatcher import CUDACache
+import kernels.cuda._sigs as S, importlib
+out = {}
+for (mod, name) in S.SIGNATURES:
+    k = getattr(importlib.import_module("kernels.cuda." + mod), name)
+    out[name] = [isinstance(k._cache, CUDACache), str(getattr(k._cache, "cache_path", ""))]
+print(json.dumps(out))
+"""
+
+
+@needs_toolchain
+def test_every_kernel_has_the_on_disk_cache() -> None:
+    # numba-cuda's cache=True (kernels.cuda._common.CACHE): a cache path per kernel that a
+    # second process finds; saving a cubin needs a driver, so without a GPU this checks the
+    # dispatchers are set up for it and that the cache directory is writable.
+    from kernels.cuda._sigs import SIGNATURES
+
+    env = _env()
+    env.pop("GPUBFV_KERNEL_CACHE", None)
+    res = subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(got) == sorted(n for _, n in SIGNATURES)
+    for name, (cached, path) in got.items():
+        assert cached, f"{name} is not compiled with cache=True"
+        assert path and os.access(path, os.W_OK), f"{name}: cache path {path!r} not writable"
+    env["GPUBFV_KERNEL_CACHE"] = "0"
+    res = subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not any(c for c, _ in json.loads(res.stdout.strip().splitlines()[-1]).values())
+
+
+_CACHE_RUN = """
+import numpy as np, cupy
+import kernels.cuda as G
+from kernels.cuda import arith
+q = cupy.asarray(np.array([97], np.uint32))
+a = cupy.zeros((1, 1, 8), cupy.uint32)
+G.add(a, a, q, a)
+cupy.cuda.Device().synchronize()
+print(sum(arith._add.stats.cache_hits.values()))
+"""
+
+
+@functools.cache
+def _gpu_present() -> bool:
+    env = _env()
+    probe = "from numba import cuda; print(cuda.is_available())"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         timeout=120)  # fmt: skip
+    return res.stdout.strip().endswith("True")
+
+
+@needs_toolchain
+@pytest.mark.skipif(not _gpu_present(), reason="needs a CUDA device (compiling a cubin to cache)")
+def test_second_process_finds_the_kernel_cache(tmp_path: Path) -> None:
+    env = _env()
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    env.pop("GPUBFV_KERNEL_CACHE", None)
+    hits = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", _CACHE_RUN], capture_output=True, text=True,
+                             env=env, timeout=600)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        hits.append(int(res.stdout.strip().splitlines()[-1]))
+    assert hits[1] >= 1, f"second process recompiled _add (cache hits {hits})"
+
+
+BENCH = ROOT / "benchmarks" / "bench_gpu.py"
+
+
+def test_bench_gpu_runs_on_the_cpu_backend(tmp_path: Path) -> None:
+    # every section (NTT, sum, encrypt/decrypt, decryption share, aggregation round) at tiny
+    # sizes on the CPU kernels: the script the GPU check runs stays runnable
+    out = tmp_path / "bench.md"
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--backend", "cpu", "--tiny", "--out", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=1200,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = out.read_text()
+    for what in ("ntt-fwd", "sum", "encrypt", "decrypt", "dec-share", "round-enc", "round-plain"):
+        assert f"| {what} |" in table, what
+
+
+@pytest.mark.skipif(_gpu_present(), reason="a GPU is present: nothing to refuse")
+def test_bench_gpu_refuses_without_a_gpu(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(BENCH), "--out", str(tmp_path / "x.md")],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "bench_gpu: no GPU here" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "x.md").exists()

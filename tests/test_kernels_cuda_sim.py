@@ -86,7 +86,7 @@ NTT_CASES = [  # (N, L, M, tile, threads): tile < N exercises the multi-launch (
     (16, 1, 1, None, None),
     (64, 2, 3, None, None),
     (256, 3, 1, None, None),
-    (64, 3, 2, 16, 3),  # 2 launches, thread count not dividing the tile
+    (64, 3, 2, 16, 3),  # 2 launches, requested threads rounded up to a column multiple
     (64, 2, 1, 8, 5),  # 2 launches of 3 stages
     (32, 1, 1, 4, 1),  # 3 launches of 2/2/1 stages, one thread per block
     (2, 1, 3, None, 1),
@@ -119,6 +119,18 @@ def test_ntt_forward_inverse(n, L, M, tile, threads):
     assert np.array_equal(host(got_b), ref_b)
     G.ntt_inverse(got, tables, **kw)
     assert np.array_equal(host(got), a)
+
+
+def test_ntt_block_threads_keep_one_column_per_thread():
+    # the kernels rely on it: a thread's slots e = tid + i*nth all lie in column tid mod C
+    from kernels.cuda.ntt import TILE_MAX, _block_threads
+
+    for log_tile in range(1, TILE_MAX.bit_length()):
+        tile = 1 << log_tile
+        for k in range(1, log_tile + 1):
+            for req in (1, 3, 5, 32, 512, 4096):
+                nthr = _block_threads(req, tile, k)
+                assert nthr % (tile >> k) == 0 and 1 <= nthr <= max(1, tile // 2), (tile, k, req)
 
 
 def test_ntt_small_modulus_and_empty_batch():

@@ -10,12 +10,18 @@ Simulator (``NUMBA_ENABLE_CUDASIM=1``): data arrays are numpy arrays, passed str
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 from numba import config, cuda, float64, int32, int64, uint32, uint64
 
 SIM = bool(config.ENABLE_CUDASIM)
+
+# On-disk kernel cache (numba-cuda's cache=True: cubins per compute capability in __pycache__,
+# or ~/.cache/numba when that is read-only), so a process does not JIT every kernel again.
+# GPUBFV_KERNEL_CACHE=0 turns it off; the simulator compiles nothing and caches nothing.
+CACHE = not SIM and os.environ.get("GPUBFV_KERNEL_CACHE", "1") != "0"
 
 # Threads per block of the element-wise kernels (x dimension of a 2-D grid over (rows, N)).
 ELEMWISE_THREADS = 32 if SIM else 256
@@ -212,6 +218,10 @@ if SIM:
     def mulhi64(a, b):
         return uint64((int(a) * int(b)) >> 64)
 
+    @cuda.jit(device=True)
+    def madwide(a, b, c):
+        return uint64((int(a) * int(b) + int(c)) & 0xFFFFFFFFFFFFFFFF)
+
 else:  # pragma: no cover - needs a GPU
     from numba.cuda import libdevice
 
@@ -232,6 +242,25 @@ else:  # pragma: no cover - needs a GPU
     @cuda.jit(device=True, inline=True)
     def mulhi64(a, b):
         return uint64(libdevice.umul64hi(a, b))
+
+    from llvmlite import ir
+    from numba import types as _nbt
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def madwide(typingctx, a, b, c):
+        # a * b + c (uint32 a, b; uint64 c, mod 2^64) as one PTX mad.wide.u32: written in
+        # Python as a 64-bit product of zero-extended words, NVVM emits mul.lo.u64 and ptxas
+        # keeps a dead high-word add per product (the exact sums of the RNS kernels)
+        def codegen(context, builder, sig, args):
+            a32 = context.cast(builder, args[0], sig.args[0], _nbt.uint32)
+            b32 = context.cast(builder, args[1], sig.args[1], _nbt.uint32)
+            c64 = context.cast(builder, args[2], sig.args[2], _nbt.uint64)
+            fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(32), ir.IntType(32), ir.IntType(64)])
+            asm = ir.InlineAsm(fnty, "mad.wide.u32 $0, $1, $2, $3;", "=l,r,r,l")
+            return builder.call(asm, [a32, b32, c64])
+
+        return _nbt.uint64(a, b, c), codegen
 
 
 # Modular reduction (packed constants of kernels.cpu.arith.barrett_constants: mu = floor(2^(2k)/q)

@@ -21,76 +21,10 @@ from kernels.cuda import _common as C
 _U32 = np.dtype(np.uint32)
 
 
-# The element-wise kernels run on a 3-D grid (N / threads, L, min(M, 65535)): the limb is
-# blockIdx.y, so its modulus and Barrett constants are per-block constants (no row % L), and
-# indices are 32-bit (no 64-bit arithmetic or negative-index checks in the loop over m).
-
-
-@cuda.jit(device=True, inline=True)
-def _coords(N, L):
-    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-    return i, uint32(cuda.blockIdx.y), uint32(cuda.blockIdx.z), uint32(cuda.gridDim.z), i < N
-
-
-@cuda.jit
-def _add(a, b, q, out, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
-    if not ok:
-        return
-    ql = uint32(q[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        s = uint32(a[row, i]) + uint32(b[rb, i])
-        if s >= ql:
-            s = s - ql
-        out[row, i] = uint32(s)
-        m = uint32(m + mstep)
-
-
-@cuda.jit
-def _sub(a, b, q, out, M, L, N, bm):
-    i, l, m0, mstep, ok = _coords(N, L)
-    if not ok:
-        return
-    ql = uint32(q[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        rb = row if bm > 1 else l
-        x = uint32(a[row, i])
-        y = uint32(b[rb, i])
-        if x >= y:
-            out[row, i] = uint32(x - y)
-        else:
-            out[row, i] = uint32(x + ql - y)
-        m = uint32(m + mstep)
-
-
-@cuda.jit
-def _neg(a, q, out, M, L, N):
-    i, l, m0, mstep, ok = _coords(N, L)
-    if not ok:
-        return
-    ql = uint32(q[l])
-    L32 = uint32(L)
-    m = m0
-    while m < uint32(M):
-        row = uint32(m * L32 + l)
-        x = uint32(a[row, i])
-        if x != uint32(0):
-            out[row, i] = uint32(ql - x)
-        else:
-            out[row, i] = uint32(0)
-        m = uint32(m + mstep)
-
-
-# The multiplying kernels take flat (M*L*N,) views and walk them with one 32-bit word offset
-# (the launcher checks M*L*N < 2^32): an address is then one wide multiply-add per operand
-# instead of a 64-bit row-stride product, and the Barrett reduction runs on 32-bit words.
+# The element-wise kernels take flat (M*L*N,) views on a 3-D grid (N / threads, L,
+# min(M, 65535)): the limb is blockIdx.y, so its modulus and constants are per-block (no
+# row % L), and a thread walks its batch rows with one 32-bit word offset (the launcher checks
+# M*L*N < 2^32): an address is one wide multiply-add per operand, reductions on 32-bit words.
 
 
 @cuda.jit(device=True, inline=True)
@@ -106,18 +40,66 @@ def _flat(M, L, N):
     return off, step, end, uint32(l * n + i), l, i < n
 
 
-@cuda.jit
+@cuda.jit(device=True, inline=True)
+def _bsteps(off, step, boff, bm):
+    # second operand: its own offsets, or the broadcast row (step 0) when it has M == 1
+    if bm > 1:
+        return off, step
+    return boff, uint32(0)
+
+
+@cuda.jit(device=True, inline=True)
+def _lower(s, q):
+    # s < 2q -> s mod q as min(s, s - q mod 2^32): one instruction (the wrapped difference is
+    # huge when s < q); the 64-bit form keeps the simulator free of uint32 underflow warnings
+    return min(s, uint32((uint64(s) + uint64(0x100000000) - uint64(q)) & uint64(0xFFFFFFFF)))
+
+
+@cuda.jit(cache=C.CACHE)
+def _add(a, b, q, out, M, L, N, bm):
+    off, step, end, boff, l, ok = _flat(M, L, N)
+    if not ok:
+        return
+    ql = uint32(q[l])
+    boff, bstep = _bsteps(off, step, boff, bm)
+    while off < end:
+        out[off] = _lower(uint32(uint32(a[off]) + uint32(b[boff])), ql)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
+
+
+@cuda.jit(cache=C.CACHE)
+def _sub(a, b, q, out, M, L, N, bm):
+    off, step, end, boff, l, ok = _flat(M, L, N)
+    if not ok:
+        return
+    ql = uint32(q[l])
+    boff, bstep = _bsteps(off, step, boff, bm)
+    while off < end:
+        out[off] = _lower(uint32(uint32(a[off]) + ql - uint32(b[boff])), ql)
+        off = uint32(off + step)
+        boff = uint32(boff + bstep)
+
+
+@cuda.jit(cache=C.CACHE)
+def _neg(a, q, out, M, L, N):
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
+        return
+    ql = uint32(q[l])
+    while off < end:
+        out[off] = _lower(uint32(ql - uint32(a[off])), ql)
+        off = uint32(off + step)
+
+
+@cuda.jit(cache=C.CACHE)
 def _mul(a, b, q, mu, out, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
     ql = uint32(q[l])
     mul, k = C.unpack_mu(uint64(mu[l]))
-    if bm > 1:
-        boff = off
-        bstep = step
-    else:
-        bstep = uint32(0)
+    boff, bstep = _bsteps(off, step, boff, bm)
     while off < end:
         x = uint64(a[off]) * uint64(b[boff])
         out[off] = C.barrett32(x, ql, mul, k)
@@ -125,18 +107,14 @@ def _mul(a, b, q, mu, out, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _mul_add(a, b, q, mu, acc, M, L, N, bm):
     off, step, end, boff, l, ok = _flat(M, L, N)
     if not ok:
         return
     ql = uint32(q[l])
     mul, k = C.unpack_mu(uint64(mu[l]))
-    if bm > 1:
-        boff = off
-        bstep = step
-    else:
-        bstep = uint32(0)
+    boff, bstep = _bsteps(off, step, boff, bm)
     while off < end:
         # a*b + acc < q^2 + q < 2^(2k): within the Barrett range
         x = uint64(a[off]) * uint64(b[boff]) + uint64(acc[off])
@@ -145,7 +123,7 @@ def _mul_add(a, b, q, mu, acc, M, L, N, bm):
         boff = uint32(boff + bstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _mul_scalar(a, s, q, mu, out, M, L, N):
     off, step, end, _, l, ok = _flat(M, L, N)
     if not ok:
@@ -158,23 +136,27 @@ def _mul_scalar(a, s, q, mu, out, M, L, N):
         off = uint32(off + step)
 
 
-@cuda.jit
-def _sum_batch(a, q, out, K, R, L, N):
-    # a: (K, R, N) -> out (R, N), one pass over the K inputs
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if i >= N:
+@cuda.jit(cache=C.CACHE)
+def _sum_batch(a, q, out, K, M, L, N):
+    # a: flat (K*M*L*N,) -> out (M*L*N,) on the flat 3-D grid, one pass over the K inputs:
+    # input k of this output word sits k*M*L*N words further (the launcher checks the size)
+    off, step, end, _, l, ok = _flat(M, L, N)
+    if not ok:
         return
-    for row in range(cuda.blockIdx.y, R, cuda.gridDim.y):
-        ql = uint64(q[row % L])
-        s = uint64(0)
-        for k in range(K):
-            s += uint64(a[k, row, i])
-            if s >= ql:
-                s = s - ql
-        out[row, i] = uint32(s)
+    ql = uint32(q[l])
+    kstep = end
+    kend = uint32(uint32(K) * kstep)
+    while off < end:
+        s = uint32(0)
+        src = off
+        while src < kend:
+            s = _lower(uint32(s + uint32(a[src])), ql)
+            src = uint32(src + kstep)
+        out[off] = s
+        off = uint32(off + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _from_signed(x, q, out, M, L, N):
     # x int64 (M*N,) -> out (M*L*N,) on the flat 3-D grid: floor-mod x % q (in [0, q)) with no
     # integer division. A float64 quotient estimate of x / q is off by at most 2^12 / q + 1, so
@@ -206,7 +188,7 @@ def _from_signed(x, q, out, M, L, N):
         xoff = uint32(xoff + xstep)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _automorphism(a, idx, negm, q, out, M, L, N):
     # flat 3-D grid: a thread keeps one source coefficient i, so its destination idx[i] and
     # sign are loaded once and reused for every batch row (a row offset advances by a step)
@@ -226,7 +208,7 @@ def _automorphism(a, idx, negm, q, out, M, L, N):
         dst = uint32(dst + step)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _drop_last_limb(a, q, mu, ql_mod, ql_inv, out, M, L, N):
     # out (M*(L-1)*N,): (a_l - [a_last]_centered) * q_last^-1 mod q_l, as kernels.cpu.arith.
     # Grid (N / threads, L-1, min(M, 65535)): the limb's constants are per-thread registers,
@@ -289,11 +271,6 @@ def _check_out(a: Any, out: Any) -> None:
         raise ValueError(f"output shape {out.shape} != operand shape {a.shape}")
 
 
-def _rows(a: Any) -> tuple[Any, int, int, int]:
-    M, L, N = a.shape
-    return a.reshape(M * L, N), M * L, L, N
-
-
 def _launch3(kernel: Any, M: int, L: int, N: int, *args: Any) -> None:
     """Grid (N / threads, L, min(M, 65535)): limb = blockIdx.y, batch row = grid-stride in z."""
     if M == 0 or L == 0 or N == 0:
@@ -302,23 +279,13 @@ def _launch3(kernel: Any, M: int, L: int, N: int, *args: Any) -> None:
     C.launch(kernel, (gx, L, min(M, C.MAX_GRID_Y)), threads, *args)
 
 
-def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
-    if R == 0 or N == 0:
-        return
-    grid, threads = C.grid_rows_cols(R, N)
-    C.launch(kernel, grid, threads, *args)
-
-
 def add(a, b, q, out):
     """out = (a + b) mod q per limb; `b` may broadcast over the leading batch axis."""
     _check_pair(a, b)
     _check_out(a, out)
     M, L, N = a.shape
-    A = C.arg
-    _launch3(
-        _add, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
-        b.shape[0],
-    )  # fmt: skip
+    A, F = C.arg, _flat_view
+    _launch3(_add, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(F(out)), M, L, N, b.shape[0])
 
 
 def sub(a, b, q, out):
@@ -326,11 +293,8 @@ def sub(a, b, q, out):
     _check_pair(a, b)
     _check_out(a, out)
     M, L, N = a.shape
-    A = C.arg
-    _launch3(
-        _sub, M, L, N, A(_rows(a)[0]), A(_rows(b)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N,
-        b.shape[0],
-    )  # fmt: skip
+    A, F = C.arg, _flat_view
+    _launch3(_sub, M, L, N, A(F(a)), A(F(b)), A(C.asdev(q)), A(F(out)), M, L, N, b.shape[0])
 
 
 def neg(a, q, out):
@@ -338,8 +302,8 @@ def neg(a, q, out):
     _check(a)
     _check_out(a, out)
     M, L, N = a.shape
-    A = C.arg
-    _launch3(_neg, M, L, N, A(_rows(a)[0]), A(C.asdev(q)), A(_rows(out)[0]), M, L, N)
+    A, F = C.arg, _flat_view
+    _launch3(_neg, M, L, N, A(F(a)), A(C.asdev(q)), A(F(out)), M, L, N)
 
 
 def _flat_view(a: Any) -> Any:
@@ -393,11 +357,10 @@ def sum_batch(a, q, out):
     _check(out)
     if out.shape != (M, L, N):
         raise ValueError(f"output shape {out.shape} != {(M, L, N)}")
-    R = M * L
     if K == 0:
         raise ValueError("sum_batch needs K >= 1")
-    A = C.arg
-    _launch(_sum_batch, R, N, A(a.reshape(K, R, N)), A(C.asdev(q)), A(_rows(out)[0]), K, R, L, N)
+    A, F = C.arg, _flat_view
+    _launch3(_sum_batch, M, L, N, A(F(a)), A(C.asdev(q)), A(F(out)), K, M, L, N)
 
 
 def from_signed(x, q, out):

@@ -7,7 +7,7 @@ the words of one output always lie in one 64-byte block, so:
 
 Launch design: a 1-D grid with ONE THREAD PER 64-BYTE KEYSTREAM BLOCK (ELEMWISE_THREADS per
 block, bounds checked). The thread computes its block in registers (20 rounds, unrolled quarter
-rounds on 32-bit words held in 64-bit registers) and emits the 16/w outputs that consume it. This
+rounds on 32-bit words: funnel-shift rotates) and emits the 16/w outputs that consume it. This
 is the same mapping as "one thread per output computing its block" but without recomputing the
 block 16/w times. `chacha20_blocks` uses the same thread-per-block kernel and writes the raw
 block.
@@ -43,41 +43,44 @@ _SIGMA_MAX = 2.0**59
 
 @cuda.jit(device=True, inline=True)
 def _rotl(x, n):
-    return ((x << uint64(n)) | (x >> uint64(32 - n))) & _M32
+    # 32-bit rotate (one funnel shift); the 64-bit shift of the widened word keeps the simulator
+    # free of overflow warnings, and the truncation drops the bits shifted out
+    return uint32(((uint64(x) << uint64(n)) | (uint64(x) >> uint64(32 - n))) & _M32)
 
 
 @cuda.jit(device=True, inline=True)
 def _qr(a, b, c, d):
-    a = (a + b) & _M32
-    d = _rotl(d ^ a, 16)
-    c = (c + d) & _M32
-    b = _rotl(b ^ c, 12)
-    a = (a + b) & _M32
-    d = _rotl(d ^ a, 8)
-    c = (c + d) & _M32
-    b = _rotl(b ^ c, 7)
+    # the quarter round on 32-bit words (additions wrap mod 2^32 by the truncating casts)
+    a = uint32((uint64(a) + uint64(b)) & _M32)
+    d = _rotl(uint32(d ^ a), 16)
+    c = uint32((uint64(c) + uint64(d)) & _M32)
+    b = _rotl(uint32(b ^ c), 12)
+    a = uint32((uint64(a) + uint64(b)) & _M32)
+    d = _rotl(uint32(d ^ a), 8)
+    c = uint32((uint64(c) + uint64(d)) & _M32)
+    b = _rotl(uint32(b ^ c), 7)
     return a, b, c, d
 
 
 @cuda.jit(device=True)
 def _block(kn, ctr, ks):
     """ChaCha20 block with counter `ctr` (uint64 < 2^32) into ks[0:16] (uint32)."""
-    s0 = uint64(0x61707865)
-    s1 = uint64(0x3320646E)
-    s2 = uint64(0x79622D32)
-    s3 = uint64(0x6B206574)
-    s4 = uint64(kn[0])
-    s5 = uint64(kn[1])
-    s6 = uint64(kn[2])
-    s7 = uint64(kn[3])
-    s8 = uint64(kn[4])
-    s9 = uint64(kn[5])
-    s10 = uint64(kn[6])
-    s11 = uint64(kn[7])
-    s12 = ctr & _M32
-    s13 = uint64(kn[8])
-    s14 = uint64(kn[9])
-    s15 = uint64(kn[10])
+    s0 = uint32(0x61707865)
+    s1 = uint32(0x3320646E)
+    s2 = uint32(0x79622D32)
+    s3 = uint32(0x6B206574)
+    s4 = uint32(kn[0])
+    s5 = uint32(kn[1])
+    s6 = uint32(kn[2])
+    s7 = uint32(kn[3])
+    s8 = uint32(kn[4])
+    s9 = uint32(kn[5])
+    s10 = uint32(kn[6])
+    s11 = uint32(kn[7])
+    s12 = uint32(ctr & _M32)
+    s13 = uint32(kn[8])
+    s14 = uint32(kn[9])
+    s15 = uint32(kn[10])
     x0, x1, x2, x3, x4, x5, x6, x7 = s0, s1, s2, s3, s4, s5, s6, s7
     x8, x9, x10, x11, x12, x13, x14, x15 = s8, s9, s10, s11, s12, s13, s14, s15
     for _ in range(10):
@@ -89,25 +92,25 @@ def _block(kn, ctr, ks):
         x1, x6, x11, x12 = _qr(x1, x6, x11, x12)
         x2, x7, x8, x13 = _qr(x2, x7, x8, x13)
         x3, x4, x9, x14 = _qr(x3, x4, x9, x14)
-    ks[0] = uint32((x0 + s0) & _M32)
-    ks[1] = uint32((x1 + s1) & _M32)
-    ks[2] = uint32((x2 + s2) & _M32)
-    ks[3] = uint32((x3 + s3) & _M32)
-    ks[4] = uint32((x4 + s4) & _M32)
-    ks[5] = uint32((x5 + s5) & _M32)
-    ks[6] = uint32((x6 + s6) & _M32)
-    ks[7] = uint32((x7 + s7) & _M32)
-    ks[8] = uint32((x8 + s8) & _M32)
-    ks[9] = uint32((x9 + s9) & _M32)
-    ks[10] = uint32((x10 + s10) & _M32)
-    ks[11] = uint32((x11 + s11) & _M32)
-    ks[12] = uint32((x12 + s12) & _M32)
-    ks[13] = uint32((x13 + s13) & _M32)
-    ks[14] = uint32((x14 + s14) & _M32)
-    ks[15] = uint32((x15 + s15) & _M32)
+    ks[0] = uint32((uint64(x0) + uint64(s0)) & _M32)
+    ks[1] = uint32((uint64(x1) + uint64(s1)) & _M32)
+    ks[2] = uint32((uint64(x2) + uint64(s2)) & _M32)
+    ks[3] = uint32((uint64(x3) + uint64(s3)) & _M32)
+    ks[4] = uint32((uint64(x4) + uint64(s4)) & _M32)
+    ks[5] = uint32((uint64(x5) + uint64(s5)) & _M32)
+    ks[6] = uint32((uint64(x6) + uint64(s6)) & _M32)
+    ks[7] = uint32((uint64(x7) + uint64(s7)) & _M32)
+    ks[8] = uint32((uint64(x8) + uint64(s8)) & _M32)
+    ks[9] = uint32((uint64(x9) + uint64(s9)) & _M32)
+    ks[10] = uint32((uint64(x10) + uint64(s10)) & _M32)
+    ks[11] = uint32((uint64(x11) + uint64(s11)) & _M32)
+    ks[12] = uint32((uint64(x12) + uint64(s12)) & _M32)
+    ks[13] = uint32((uint64(x13) + uint64(s13)) & _M32)
+    ks[14] = uint32((uint64(x14) + uint64(s14)) & _M32)
+    ks[15] = uint32((uint64(x15) + uint64(s15)) & _M32)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _chacha_kernel(kn, counter0, out, nblocks):
     b = cuda.grid(1)
     if b >= nblocks:
@@ -118,7 +121,7 @@ def _chacha_kernel(kn, counter0, out, nblocks):
         out[b, k] = ks[k]
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _uniform_mod_kernel(kn, moduli, qinv, L, N, out, count):
     # Output i is the 128-bit little-endian value of its 4 key-stream words mod q_l (as the
     # CPU), by Horner steps r = (r * 2^32 + w) mod q, each a division-free float64 reduction
@@ -173,7 +176,7 @@ def _popcount21(x):
     return int64(((x * uint64(0x01010101)) & _M32) >> uint64(24))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _cbd_kernel(kn, out, count):
     b = cuda.grid(1)
     if 8 * b >= count:
@@ -186,7 +189,7 @@ def _cbd_kernel(kn, out, count):
             out[i] = _popcount21(uint64(ks[2 * e])) - _popcount21(uint64(ks[2 * e + 1]))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _ternary_kernel(kn, out, count):
     b = cuda.grid(1)
     if 8 * b >= count:
@@ -213,7 +216,7 @@ def _rint(x):
     return f
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _gauss_kernel(kn, sigma, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:
@@ -234,7 +237,7 @@ def _gauss_kernel(kn, sigma, out, count):
             out[i] = _rint(sigma * z)
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _bounded_kernel(kn, m, minv, bound, out, count):
     b = cuda.grid(1)
     if 4 * b >= count:

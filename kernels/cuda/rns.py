@@ -21,23 +21,52 @@ from kernels.cuda import _common as C
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
+_SRT_MAX_LIMBS = 256  # scale_round_to_t keeps 16 bytes per input limb in shared memory
+_BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
+_ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 28 bytes per limb in shared memory
 
 
 _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
 
 
-@cuda.jit
+@cuda.jit(device=True, inline=True)
+def _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, exact):
+    # input limbs i..stop-1 of one output word: y_i by Shoup, s += y_i [Q/q_i]_{p_j} (one
+    # mad.wide), acc += y_i / q_i (float64, the CPU's order, no FMA) when exact
+    while i < stop:
+        hp = hp_s[i]
+        qq = qq_s[i]
+        y = C.shoup_mul(uint32(x[xo]), uint32(hp), uint32(hp >> uint64(32)), uint32(qq))
+        if exact:
+            acc = C.fadd(acc, C.fmul(float64(y), iq_s[i]))
+        s = C.madwide(y, uint32(qq >> uint64(32)), s)
+        xo = uint32(xo + N32)
+        i = uint32(i + uint32(1))
+    return s, acc, xo
+
+
+@cuda.jit(cache=C.CACHE)
 def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
-    # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant. y_i = x_i *
-    # [(Q/q_i)^-1]_{q_i} by Shoup (hi_pack[i] = constant | its Shoup word << 32); the sum over i
-    # accumulates in 64 bits (reduced every _LAZY terms); the rounding correction adds the
-    # same float64 products in the same order as the CPU.
+    # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant, the per-limb
+    # tables (Shoup pair of [(Q/q_i)^-1]_{q_i}, q_i, 1/q_i, [Q/q_i]_{p_j}) sit in shared memory
+    # (32-bit addresses in the loop). The sum over i accumulates in 64 bits (reduced every
+    # _LAZY terms); the rounding correction adds the CPU's float64 products in its order.
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
-    if n >= N32:
-        return
     j = uint32(cuda.blockIdx.y)
     Lin32 = uint32(Lin)
+    hp_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)
+    iq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=float64)
+    qq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)  # q_i | [Q/q_i]_{p_j} << 32
+    i = uint32(cuda.threadIdx.x)
+    while i < Lin32:
+        hp_s[i] = hi_pack[i]
+        iq_s[i] = invq[i]
+        qq_s[i] = uint64(qin[i]) | (uint64(qhat_t[j, i]) << uint64(32))
+        i = uint32(i + uint32(cuda.blockDim.x))
+    cuda.syncthreads()
+    if n >= N32:
+        return
     pj = uint32(qout[j])
     pinv2 = 1.0 / float64(pj)
     pinv1 = pinv2 if pj > uint32(1) else 0.0
@@ -50,16 +79,11 @@ def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin,
         i = uint32(0)
         while i < Lin32:
             stop = min(uint32(i + _LAZY), Lin32)
-            while i < stop:
-                xv = uint32(x[xo])
-                hp = uint64(hi_pack[i])
-                qi = uint32(qin[i])
-                y = C.shoup_mul(xv, uint32(hp), uint32(hp >> uint64(32)), qi)
-                if exact:
-                    acc = C.fadd(acc, C.fmul(float64(y), invq[i]))
-                s += uint64(y) * uint64(qhat_t[j, i])
-                xo = uint32(xo + N32)
-                i = uint32(i + 1)
+            if exact:
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, True)
+            else:
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, False)
+            i = stop
             s = uint64(C.mod_u64(s, pj, pinv1, pinv2))
         r = uint32(s)
         if exact:
@@ -79,41 +103,56 @@ def _mulmod_2k(a, k, t):
     return a
 
 
-@cuda.jit
-def _scale_round_to_t(x, omega16, theta, t, out, M, L, N, CH):
-    # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t)
-    n = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    if n >= N:
+@cuda.jit(cache=C.CACHE)
+def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
+    # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t), row
+    # m = m0 + blockIdx.y (the launcher splits M over launches: no loop holds a remainder).
+    # omega_i < t < 2^64 in four 16-bit chunks (leading zero chunks when t needs fewer: Horner
+    # then starts from zero, the CPU's result): four exact 64-bit sums over the limbs, walked
+    # with a 32-bit offset; the float64 rounding sum in the CPU's order without FMA.
+    n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    N32 = uint32(N)
+    L32 = uint32(L)
+    # the per-limb constants in shared memory: a 32-bit shared address per limb in the loop
+    th_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=float64)
+    om_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint64)
+    i = uint32(cuda.threadIdx.x)
+    while i < L32:
+        th_s[i] = theta[i]
+        om_s[i] = omega[i]
+        i = uint32(i + uint32(cuda.blockDim.x))
+    cuda.syncthreads()
+    if n >= N32:
         return
-    # Four named accumulators, not an indexed array: a per-thread array lives in local memory.
-    for m in range(cuda.blockIdx.y, M, cuda.gridDim.y):
-        s0 = uint64(0)
-        s1 = uint64(0)
-        s2 = uint64(0)
-        s3 = uint64(0)
-        frac = 0.0
-        for i in range(L):
-            xv = uint64(x[m, i, n])
-            frac = C.fadd(frac, C.fmul(float64(xv), theta[i]))
-            s0 += xv * uint64(omega16[0, i])
-            if CH > 1:
-                s1 += xv * uint64(omega16[1, i])
-            if CH > 2:
-                s2 += xv * uint64(omega16[2, i])
-            if CH > 3:
-                s3 += xv * uint64(omega16[3, i])
-        r = s0 % t
-        if CH > 1:
-            r = (_mulmod_2k(r, 16, t) + s1 % t) % t
-        if CH > 2:
-            r = (_mulmod_2k(r, 16, t) + s2 % t) % t
-        if CH > 3:
-            r = (_mulmod_2k(r, 16, t) + s3 % t) % t
-        rnd = int64(math.floor(frac + 0.5)) % int64(t)
-        out[m, n] = (r + uint64(rnd)) % t
+    m = uint32(uint32(m0) + uint32(cuda.blockIdx.y))
+    xo = uint32(m * L32 * N32 + n)
+    s0 = uint64(0)
+    s1 = uint64(0)
+    s2 = uint64(0)
+    s3 = uint64(0)
+    frac = 0.0
+    i = uint32(0)
+    while i < L32:
+        xv = uint32(x[xo])
+        w = uint64(om_s[i])
+        frac = C.fadd(frac, C.fmul(float64(xv), th_s[i]))
+        wh = uint32(w >> uint64(32))
+        wl = uint32(w & uint64(0xFFFFFFFF))
+        s0 = C.madwide(xv, uint32(wh >> uint32(16)), s0)
+        s1 = C.madwide(xv, uint32(wh & uint32(0xFFFF)), s1)
+        s2 = C.madwide(xv, uint32(wl >> uint32(16)), s2)
+        s3 = C.madwide(xv, uint32(wl & uint32(0xFFFF)), s3)
+        xo = uint32(xo + N32)
+        i = uint32(i + uint32(1))
+    r = s0 % t
+    r = (_mulmod_2k(r, 16, t) + s1 % t) % t
+    r = (_mulmod_2k(r, 16, t) + s2 % t) % t
+    r = (_mulmod_2k(r, 16, t) + s3 % t) % t
+    rnd = int64(math.floor(frac + 0.5)) % int64(t)
+    out[m * N32 + n] = (r + uint64(rnd)) % t
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
     # out[m, k, n] = sum_i xq_i int_part[i,k] + xr_k own[k] + round(sum_i xq_i frac_part[i])
     # mod r_k. Grid (N / threads, Lr, min(M, 65535)): r_k per thread; one pass over the input
@@ -152,47 +191,53 @@ def _hps_scale_to_r(xq, xr, rmod, int_t, frac_part, own, out, M, Lq, Lr, N):
         m = uint32(m + uint32(cuda.gridDim.z))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
     # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
     # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
-    # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads, L,
-    # min(M, 65535)): q_l, 1/q_l, t^-1 and its Shoup word are per-thread constants.
+    # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads,
+    # min(M, 65535)): a thread forms c once and walks the L limbs of its coefficient; the
+    # per-limb q_l, 1/q_l, t^-1 and its Shoup word are made once per block in shared memory.
+    q_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint32)
+    ti_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint64)  # t^-1 | its Shoup word << 32
+    qi1_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
+    qi2_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
+    L32 = uint32(L)
+    i = uint32(cuda.threadIdx.x)
+    while i < L32:
+        ql = uint32(q[i])
+        ti = uint32(tinv[i])
+        q_s[i] = ql
+        ti_s[i] = uint64(ti) | (uint64(C.shoup_const(ti, ql)) << uint64(32))
+        qi1_s[i], qi2_s[i] = C.inv_pair(ql)
+        i = uint32(i + uint32(cuda.blockDim.x))
+    cuda.syncthreads()
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     if n >= N32:
         return
-    l = uint32(cuda.blockIdx.y)
-    L32 = uint32(L)
     half = t64 >> uint64(1)
-    ql = uint32(q[l])
-    qinv1, qinv2 = C.inv_pair(ql)
-    ti = uint32(tinv[l])
-    tis = C.shoup_const(ti, ql)
-    mi = uint32(cuda.blockIdx.z)
+    mi = uint32(cuda.blockIdx.y)
     while mi < uint32(M):
         v = uint64(m[mi * N32 + n])
         w = v * r64 - C.mulhi64(v, rs) * t64
         if w >= t64:
             w -= t64
-        c = int64(w) - int64(t64) if w > half else int64(w)
-        neg_c = C.mod_s64(-c, ql, qinv1, qinv2)
-        o = (mi * L32 + l) * N32 + n
-        s = uint32(C.shoup_mul(neg_c, ti, tis, ql) + uint32(acc[o]))
-        if s >= ql:
-            s = uint32(s - ql)
-        acc[o] = s
-        mi = uint32(mi + uint32(cuda.gridDim.z))
+        neg = -(int64(w) - int64(t64)) if w > half else -int64(w)
+        o = uint32(mi * L32 * N32 + n)
+        l = uint32(0)
+        while l < L32:
+            ql = q_s[l]
+            tp = ti_s[l]
+            neg_c = C.mod_s64(neg, ql, qi1_s[l], qi2_s[l])
+            s = uint32(C.shoup_mul(neg_c, uint32(tp), uint32(tp >> uint64(32)), ql) + acc[o])
+            acc[o] = uint32(s - ql) if s >= ql else s
+            o = uint32(o + N32)
+            l = uint32(l + uint32(1))
+        mi = uint32(mi + uint32(cuda.gridDim.y))
 
 
 # ---------------------------------------------------------------- wrappers
-
-
-def _launch(kernel: Any, R: int, N: int, *args: Any) -> None:
-    if R == 0 or N == 0:
-        return
-    grid, threads = C.grid_rows_cols(R, N)
-    C.launch(kernel, grid, threads, *args)
 
 
 def _u32(x: Any, name: str) -> None:
@@ -209,6 +254,8 @@ def base_convert(x, c, exact: bool, out) -> None:
     Lout = out.shape[1]
     if out.shape != (M, Lout, N):
         raise ValueError(f"output shape {out.shape} does not match input {x.shape}")
+    if Lin > _BC_MAX_LIMBS:
+        raise ValueError(f"base_convert supports at most {_BC_MAX_LIMBS} input limbs, got {Lin}")
     qin, invq, qout, qmod = C.consts(c, "qin", "inv_q", "qout", "q_mod")
     hi_pack = C.derived(c, "qhat_inv_shoup", _shoup_pack)
     qhat_t = C.derived(c, "qhat_mod_t", lambda h: np.ascontiguousarray(C.to_host(h.qhat_mod).T))
@@ -241,10 +288,28 @@ def scale_round_to_t(x, c, out) -> None:
     ch = int(omega16.shape[0])
     if not 1 <= ch <= MAX_OMEGA_CHUNKS:
         raise ValueError(f"t needs {ch} 16-bit chunks; at most {MAX_OMEGA_CHUNKS} supported")
+    if L > _SRT_MAX_LIMBS:
+        raise ValueError(f"scale_round_to_t supports at most {_SRT_MAX_LIMBS} limbs, got {L}")
+    omega = C.derived(c, "omega", _omega_join)
+    if M == 0 or N == 0:
+        return
     A = C.arg
-    _launch(
-        _scale_round_to_t, M, N, A(x), A(omega16), A(theta), np.uint64(c.t), A(out), M, L, N, ch
-    )
+    (gx, _), threads = C.grid_rows_cols(1, N)
+    xf, of = A(x.reshape(x.size)), A(out.reshape(out.size))
+    for m0 in range(0, M, C.MAX_GRID_Y):
+        rows = min(M - m0, C.MAX_GRID_Y)
+        C.launch(
+            _scale_round_to_t, (gx, rows), threads, xf, A(omega), A(theta), np.uint64(c.t), of,
+            m0, L, N,
+        )  # fmt: skip
+
+
+def _omega_join(c: Any) -> np.ndarray:
+    # omega_i from its 16-bit chunks (most significant first), one uint64 per input limb
+    w = C.to_host(c.omega16).astype(object)
+    ch = w.shape[0]
+    return np.array([sum(int(w[k, i]) << (16 * (ch - 1 - k)) for k in range(ch))
+                     for i in range(w.shape[1])], dtype=np.uint64)  # fmt: skip
 
 
 def hps_scale_to_r(xq, xr, c, out) -> None:
@@ -280,11 +345,13 @@ def add_scaled_plain(m, t: int, r_t: int, tinv, q, mu, acc) -> None:
         raise ValueError(f"m shape {m.shape} does not match acc {acc.shape}")
     if M == 0 or L == 0 or N == 0:
         return
+    if L > _ASP_MAX_LIMBS:
+        raise ValueError(f"add_scaled_plain supports at most {_ASP_MAX_LIMBS} limbs, got {L}")
     rs = ((int(r_t) << 64) // int(t)) & 0xFFFFFFFFFFFFFFFF
     A = C.arg
     (gx, _), threads = C.grid_rows_cols(1, N)
     C.launch(
-        _add_scaled_plain, (gx, L, min(M, C.MAX_GRID_Y)), threads,
+        _add_scaled_plain, (gx, min(M, C.MAX_GRID_Y)), threads,
         A(C.xp().ascontiguousarray(m).reshape(M * N)), np.uint64(t), np.uint64(r_t),
         np.uint64(rs), A(C.asdev(tinv, np.uint32)), A(C.asdev(q)), A(acc.reshape(acc.size)),
         M, L, N,
