@@ -82,6 +82,16 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
         " division-free mod q_l of the signed c (two float64 estimates), a Shoup by t^-1 and"
         " the accumulate: above target 24 (was 365 whole kernel, then 72)",
     ),
+    "_wide_scale_round": (4, 0, 0, "wide t = 2^k: exact 32-bit word sums per limb, shared tables"),
+    "_wide_add_scaled_plain": (12, 0, 0, "wide t: [Q m]_t word by word, one Shoup per limb"),
+    "_wide_unpack": (23, 0, 0, "wide t: per-thread word offsets, branch-free row loop (was 39)"),
+    "_wide_pack": (
+        126,
+        0,
+        0,
+        "wide t: the whole kernel per thread (no loop the script can mark), one thread per"
+        " coefficient packing all its sub-values (16 per sub-value at pack 8), so above target 24",
+    ),
     "_chacha_kernel": (12.2, 0, 0, "whole kernel per output word (one block = 16 words)"),
     "_uniform_mod_kernel": (
         150,

@@ -22,7 +22,7 @@ __all__ = ["wide_scale_round", "wide_add_scaled_plain", "wide_pack", "wide_unpac
 _M32 = 0xFFFFFFFF
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _wide_scale_round(x, omega, theta, top_mask, out, M, L, N, W):
     # out[m, w, n] = word w of (sum_i x_i omega_i + round(sum_i x_i theta_i)) mod 2^k.
     # Grid (N / threads, min(M, 65535)); see kernels.cpu.widet._wide_scale_round for the
@@ -68,7 +68,7 @@ def _wide_scale_round(x, omega, theta, top_mask, out, M, L, N, W):
         m = uint32(m + uint32(cuda.gridDim.y))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, acc, M, L, N, W):
     # acc[mi, l, n] += round(Q m / 2^k) mod q_l (see kernels.cpu.widet._wide_add_scaled_plain).
     # Grid (N / threads, L, min(M, 65535)): q_l and its constants are per-thread; each thread
@@ -129,7 +129,7 @@ def _wide_add_scaled_plain(m, rt, top_mask, hbit, tmod, pw, tinv, q, acc, M, L, 
         mi = uint32(mi + uint32(cuda.gridDim.z))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _wide_pack(v, pack, width, out, M, count, N, W):
     # out[m, a, i]: bits [32a, 32a + 32) of sum_j v[m, j*N + i] 2^(j*width). Grid (N / threads,
     # W, min(M, 65535)): one thread per output word; the sub-value range [j0, j1] is found by
@@ -164,7 +164,7 @@ def _wide_pack(v, pack, width, out, M, count, N, W):
         m = uint32(m + uint32(cuda.gridDim.z))
 
 
-@cuda.jit
+@cuda.jit(cache=C.CACHE)
 def _wide_unpack(words, width, out, M, pack, N, W):
     # out[m, j*N + i] = bits [j*width, (j+1)*width) of coefficient i. Grid (N / threads, pack,
     # min(M, 65535)): one thread per sub-value; which words it reads (a, a+1, a+2) and the
