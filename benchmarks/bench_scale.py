@@ -40,12 +40,19 @@ from dmhe.topologies import (  # noqa: E402
     BRUCK,
     BRUCK_BATCHED,
     HALVING,
+    HALVING_BATCHED,
     RING,
     collective_program,
     collective_steps,
 )
 
-TOPOS = {"ring": RING, "halving": HALVING, "bruck": BRUCK, "bruck-batched": BRUCK_BATCHED}
+TOPOS = {
+    "ring": RING,
+    "halving": HALVING,
+    "halving-batched": HALVING_BATCHED,
+    "bruck": BRUCK,
+    "bruck-batched": BRUCK_BATCHED,
+}
 N_VALUES = 2**20
 KS = [4, 8, 16, 32, 64, 128, 256, 1000, 1024, 4096, 10_000]
 
@@ -142,20 +149,26 @@ def fit_compute(samples: list[tuple[int, int, int, float]]) -> tuple[float, ...]
     return tuple(float(c) for c in coef)
 
 
-def run_plain(ks, max_threaded, rows, plot):
+def run_plain(ks, max_threaded, cpu_ks, rows, plot):
+    """Threaded runs for K <= ``max_threaded`` on every link and for K in ``cpu_ks`` on the
+    internet profile only (per-peer CPU does not depend on the link); the rest modeled."""
     rng = np.random.default_rng(1)
     values = rng.integers(0, 2**16, size=N_VALUES, dtype=np.uint32)
     samples: list[tuple[int, int, float]] = []
     sims = {}
-    for k in [k for k in ks if k <= max_threaded]:
+    for k in sorted({k for k in ks if k <= max_threaded} | set(cpu_ks)):
+        links = list(PROFILES) if k <= max_threaded else ["internet"]
         for name, topo in TOPOS.items():
-            for link in PROFILES:
+            t0 = time.perf_counter()
+            for link in links:
                 res = simulate(k, lambda t, topo=topo: plain_round(t, values, topo), link)
                 for out in res.results:
                     np.testing.assert_array_equal(out, values * np.uint32(k))
                 res.results = []  # K arrays of 4 MiB per run: keep only the numbers
                 sims[(k, name, link)] = res
-            if name == "halving" and k & (k - 1):
+            if k >= 256:
+                print(f"  threaded K={k} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            if name.startswith("halving") and k & (k - 1):
                 continue  # fold-in: sent and received differ per peer; the rest fit the model
             for r in range(k):
                 by = res.bytes_sent[r] + res.bytes_received[r]
@@ -168,7 +181,7 @@ def run_plain(ks, max_threaded, rows, plot):
         f"from {len(samples)} peer-rounds",
         flush=True,
     )
-    for k in ks:
+    for k in sorted(set(ks) | set(cpu_ks)):
         blocks = [4 * len(c) for c in np.array_split(np.arange(N_VALUES), k)]
         kb = [("rs", blocks), ("ag", blocks)]
         for name in TOPOS:
@@ -200,7 +213,34 @@ def run_plain(ks, max_threaded, rows, plot):
                 if time.perf_counter() - t0 > 5:
                     print(f"  (K={k} {name} {link}: {time.perf_counter() - t0:.0f} s)", flush=True)
         print(f"plain K={k} done", flush=True)
-    return fit
+    return sims
+
+
+def cpu_table(sims) -> list[list[str]]:
+    """Per-peer CPU ms per round (thread CPU time of the whole ``all_reduce_array``), mean and
+    median over the K peers, internet runs, and the mean's ratio to the smallest K."""
+    out = []
+    for name in TOPOS:
+        pts = sorted(
+            (k, np.asarray(r.compute))
+            for (k, n, link), r in sims.items()
+            if n == name and link == "internet"
+        )
+        if not pts:
+            continue
+        base = float(pts[0][1].mean())
+        for k, c in pts:
+            out.append(
+                [
+                    name,
+                    str(k),
+                    str(max(sims[(k, name, "internet")].messages)),
+                    f"{c.mean() * 1e3:.1f}",
+                    f"{np.median(c) * 1e3:.1f}",
+                    f"{c.mean() / base:.2f}",
+                ]
+            )
+    return out
 
 
 def encrypted_sizes(k: int) -> tuple[int, dict[str, float]]:
@@ -261,32 +301,59 @@ def run_encrypted(ks, rows, plot):
         print(f"encrypted K={k} done", flush=True)
 
 
+#: one colour per topology, one line style per link profile (the plot's two legends)
+COLORS = {
+    "ring": "tab:grey",
+    "halving": "tab:blue",
+    "halving-batched": "tab:cyan",
+    "bruck": "tab:red",
+    "bruck-batched": "tab:orange",
+}
+STYLES = {"datacenter": ":", "regional": "--", "internet": "-"}
+
+
 def make_plot(plot, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     panels = ["plain", "encrypted-spread", "encrypted-front"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
-    colors = {"datacenter": "tab:blue", "regional": "tab:orange", "internet": "tab:red"}
-    styles = {"ring": ":", "halving": "--", "bruck": "-", "bruck-batched": "-."}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6), sharey=True)
     for ax, panel in zip(axes, panels):
         for (wl, name, link), pts in sorted(plot.items()):
             if wl != panel:
                 continue
             ks, ts = zip(*pts)
-            ax.plot(ks, ts, styles[name], color=colors[link], marker=".", label=f"{name}, {link}")
-        ax.axhline(5.0, color="grey", lw=0.8)
+            ax.plot(ks, ts, STYLES[link], color=COLORS[name], marker=".", lw=1.4)
+        ax.axhline(5.0, color="black", lw=0.8, alpha=0.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("peers K")
-        ax.set_title(f"{panel}: 2^20 16-bit values per peer")
+        ax.set_title(f"{panel}: 2^20 16-bit values per peer", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("simulated round time (s)")
-    axes[0].legend(fontsize=7, ncol=3, loc="upper left")
-    fig.suptitle("dmhe round time vs K (grey: 5 s)")
-    fig.tight_layout()
+    topo_h = [Line2D([], [], color=c, lw=2.5, label=n) for n, c in COLORS.items() if n in TOPOS]
+    link_h = [Line2D([], [], color="black", ls=ls, label=n) for n, ls in STYLES.items()]
+    fig.legend(
+        handles=topo_h,
+        title="topology (colour)",
+        loc="lower left",
+        ncol=len(topo_h),
+        bbox_to_anchor=(0.06, 0.0),
+        frameon=False,
+    )
+    fig.legend(
+        handles=link_h,
+        title="link (line style)",
+        loc="lower right",
+        ncol=3,
+        bbox_to_anchor=(0.98, 0.0),
+        frameon=False,
+    )
+    fig.suptitle("dmhe round time vs K (black line: 5 s)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
 
@@ -312,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-threaded", type=int, default=64, help="largest K run as threads")
     ap.add_argument("--plot", type=Path, default=Path(__file__).with_name("scale_round_time.png"))
     ap.add_argument("--skip-encrypted", action="store_true")
+    ap.add_argument(
+        "--cpu-ks", type=int, nargs="*", default=[], help="also run these K as threads (internet)"
+    )
     args = ap.parse_args(argv)
     print("\n".join(machine_lines()))
     for k in (4, 1000, 10_000):
@@ -322,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_ring_replay()
     rows: list[list[str]] = []
     plot: dict = {}
-    run_plain(args.ks, args.max_threaded, rows, plot)
+    sims = run_plain(args.ks, args.max_threaded, args.cpu_ks, rows, plot)
     if not args.skip_encrypted:
         run_encrypted(args.ks, rows, plot)
     header = [
@@ -338,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         "source",
     ]
     print(markdown_table(header, rows))
+    print("\nPer-peer CPU per round (plain, 2^20 uint32 values, internet runs):")
+    cpu_header = ["topology", "K", "messages sent/peer", "CPU ms mean", "median", "vs smallest K"]
+    print(markdown_table(cpu_header, cpu_table(sims)))
     check_targets(rows)
     make_plot(plot, args.plot)
     return 0

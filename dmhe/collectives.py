@@ -126,9 +126,13 @@ class ChunkBuffer:
         self.data = data
         self.offsets = offsets
         self.k = len(offsets) - 1
-        self._lengths = np.diff(offsets) * data.itemsize
-        if self.k and int(self._lengths.max()) >= 2**32:
+        lengths = np.diff(offsets) * data.itemsize
+        if self.k and int(lengths.max()) >= 2**32:
             raise ValueError("a chunk of 4 GiB or more does not fit a batched message")
+        # per message: Python ints and ready header bytes, not numpy scalars and conversions
+        self._off: list[int] = offsets.tolist()
+        self._lengths = lengths.astype("<u4")
+        self._item = data.itemsize
 
     @classmethod
     def split(cls, values: np.ndarray, k: int, dtype: Any) -> ChunkBuffer:
@@ -152,44 +156,47 @@ class ChunkBuffer:
 
     def chunk(self, i: int) -> np.ndarray:
         """Chunk ``i`` (a view)."""
-        return self.data[self.offsets[i] : self.offsets[i + 1]]
+        return self.data[self._off[i] : self._off[i + 1]]
 
     def chunks(self) -> list[np.ndarray]:
         """All K chunks, in index order (views)."""
         return np.split(self.data, self.offsets[1:-1])
 
     def _spans(self, runs: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
-        out, off, k = [], self.offsets, self.k
+        out, off, k = [], self._off, self.k
         for s, c in runs:
             if c and s + c <= k:
-                out.append((int(off[s]), int(off[s + c])))
+                out.append((off[s], off[s + c]))
             elif c:
-                out += [(int(off[s]), int(off[k])), (0, int(off[s + c - k]))]
+                out += [(off[s], off[k]), (0, off[s + c - k])]
         return out
 
-    def _header(self, runs: tuple[tuple[int, int], ...]) -> np.ndarray:
-        parts = [np.array([sum(c for _, c in runs)], dtype=np.int64)]
+    def _header(self, runs: tuple[tuple[int, int], ...]) -> list[bytes]:
+        lens, k, count = self._lengths, self.k, 0
+        parts = [b""]
         for s, c in runs:
-            parts.append(self._lengths[s : s + c])
-            if s + c > self.k:
-                parts.append(self._lengths[: s + c - self.k])
-        return np.concatenate(parts).astype("<u4")
+            count += c
+            parts.append(lens[s : s + c].tobytes())
+            if s + c > k:
+                parts.append(lens[: s + c - k].tobytes())
+        parts[0] = count.to_bytes(4, "little")
+        return parts
 
     def message(self, runs: tuple[tuple[int, int], ...]) -> bytes:
         """The chunks of ``runs`` as one batched message."""
         d = self.data
-        return b"".join([self._header(runs).tobytes(), *(d[a:b] for a, b in self._spans(runs))])
+        return b"".join([*self._header(runs), *(d[a:b] for a, b in self._spans(runs))])
 
     def take(self, runs: tuple[tuple[int, int], ...], message: bytes, ufunc: Any) -> None:
         """Fold (``ufunc``) or store (None) a batched message into the chunks of ``runs``."""
-        head = self._header(runs)
-        size = 4 * head.size
-        got = np.frombuffer(message, "<u4", head.size) if len(message) >= size else None
-        if got is None or not np.array_equal(got, head):
-            raise ValueError(f"batched message does not hold the {head[0]} expected chunk(s)")
-        if len(message) != size + int(head[1:].sum()):
+        head = b"".join(self._header(runs))
+        if not message.startswith(head):
+            count = int.from_bytes(head[:4], "little")
+            raise ValueError(f"batched message does not hold the {count} expected chunk(s)")
+        spans = self._spans(runs)
+        if len(message) != len(head) + self._item * sum(b - a for a, b in spans):
             raise ValueError(f"batched message holds {len(message)} bytes, its lengths say more")
-        self._fill(np.frombuffer(message, self.data.dtype, offset=size), runs, ufunc)
+        self._fill(np.frombuffer(message, self.data.dtype, offset=len(head)), spans, ufunc)
 
     def raw(self, i: int) -> bytes:
         """Chunk ``i`` alone, as its codec encodes it."""
@@ -197,13 +204,14 @@ class ChunkBuffer:
 
     def take_raw(self, i: int, message: bytes, ufunc: Any) -> None:
         """Fold or store one chunk's bytes into chunk ``i``."""
-        if len(message) != self._lengths[i]:
-            raise ValueError(f"chunk {i}: {len(message)} bytes, expected {self._lengths[i]}")
-        self._fill(np.frombuffer(message, self.data.dtype), ((i, 1),), ufunc)
+        a, b = self._off[i], self._off[i + 1]
+        if len(message) != self._item * (b - a):
+            raise ValueError(f"chunk {i}: {len(message)} bytes, expected {self._item * (b - a)}")
+        self._fill(np.frombuffer(message, self.data.dtype), [(a, b)], ufunc)
 
-    def _fill(self, body: np.ndarray, runs: tuple[tuple[int, int], ...], ufunc: Any) -> None:
+    def _fill(self, body: np.ndarray, spans: list[tuple[int, int]], ufunc: Any) -> None:
         pos, d = 0, self.data
-        for a, b in self._spans(runs):
+        for a, b in spans:
             piece = body[pos : pos + b - a]
             pos += b - a
             if ufunc is None:
