@@ -36,6 +36,7 @@ from _common import machine_lines, markdown_table  # noqa: E402
 
 from dmhe.collectives import all_reduce_array  # noqa: E402
 from dmhe.netmodel import PROFILES, replay, simulate  # noqa: E402
+from dmhe.peercpu import peer_cpu  # noqa: E402
 from dmhe.topologies import (  # noqa: E402
     BRUCK,
     BRUCK_BATCHED,
@@ -149,9 +150,10 @@ def fit_compute(samples: list[tuple[int, int, int, float]]) -> tuple[float, ...]
     return tuple(float(c) for c in coef)
 
 
-def run_plain(ks, max_threaded, cpu_ks, rows, plot):
-    """Threaded runs for K <= ``max_threaded`` on every link and for K in ``cpu_ks`` on the
-    internet profile only (per-peer CPU does not depend on the link); the rest modeled."""
+def run_plain(ks, max_threaded, cpu_ks, cpu_topos, rows, plot, alone):
+    """Threaded runs for K <= ``max_threaded`` on every link and for K in ``cpu_ks`` (only
+    ``cpu_topos``) on the internet profile (per-peer CPU does not depend on the link); the rest
+    modeled. ``alone[(K, name)]``: CPU ms of peers 0, K/2, K-1 run alone (``peer_cpu``)."""
     rng = np.random.default_rng(1)
     values = rng.integers(0, 2**16, size=N_VALUES, dtype=np.uint32)
     samples: list[tuple[int, int, float]] = []
@@ -159,7 +161,12 @@ def run_plain(ks, max_threaded, cpu_ks, rows, plot):
     for k in sorted({k for k in ks if k <= max_threaded} | set(cpu_ks)):
         links = list(PROFILES) if k <= max_threaded else ["internet"]
         for name, topo in TOPOS.items():
+            if k > max_threaded and name not in cpu_topos:
+                continue
             t0 = time.perf_counter()
+            ranks = sorted({0, k // 2, k - 1})
+            fn = lambda t, topo=topo: plain_round(t, values, topo)  # noqa: E731
+            alone[(k, name)] = [v * 1e3 for v in peer_cpu(k, fn, ranks, reps=3).values()]
             for link in links:
                 res = simulate(k, lambda t, topo=topo: plain_round(t, values, topo), link)
                 for out in res.results:
@@ -216,28 +223,30 @@ def run_plain(ks, max_threaded, cpu_ks, rows, plot):
     return sims
 
 
-def cpu_table(sims) -> list[list[str]]:
-    """Per-peer CPU ms per round (thread CPU time of the whole ``all_reduce_array``), mean and
-    median over the K peers, internet runs, and the mean's ratio to the smallest K."""
+def cpu_table(sims, alone) -> list[list[str]]:
+    """Per-peer CPU ms per round of ``all_reduce_array``: in the K-thread simulation (mean over
+    peers, blocked waits left out) and alone (``peer_cpu``: peers 0, K/2, K-1 each run alone on
+    their recorded messages, median of 3, then the mean of the three), the latter per MiB the
+    peer moved (sent + received), and its ratio to the smallest K."""
     out = []
     for name in TOPOS:
-        pts = sorted(
-            (k, np.asarray(r.compute))
-            for (k, n, link), r in sims.items()
-            if n == name and link == "internet"
-        )
+        pts = sorted((k, r) for (k, n, link), r in sims.items() if n == name and link == "internet")
         if not pts:
             continue
-        base = float(pts[0][1].mean())
-        for k, c in pts:
+        base = float(np.mean(alone[(pts[0][0], name)]))
+        for k, res in pts:
+            solo = float(np.mean(alone[(k, name)]))
+            moved = (res.bytes_sent[0] + res.bytes_received[0]) / 2**20
             out.append(
                 [
                     name,
                     str(k),
-                    str(max(sims[(k, name, "internet")].messages)),
-                    f"{c.mean() * 1e3:.1f}",
-                    f"{np.median(c) * 1e3:.1f}",
-                    f"{c.mean() / base:.2f}",
+                    str(max(res.messages)),
+                    f"{moved:.2f}",
+                    f"{np.mean(res.compute) * 1e3:.1f}",
+                    f"{solo:.2f}",
+                    f"{solo / moved:.2f}",
+                    f"{solo / base:.2f}",
                 ]
             )
     return out
@@ -382,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cpu-ks", type=int, nargs="*", default=[], help="also run these K as threads (internet)"
     )
+    ap.add_argument(
+        "--cpu-topologies",
+        nargs="*",
+        default=["halving-batched", "bruck-batched"],
+        help="the topologies run as threads at --cpu-ks",
+    )
     args = ap.parse_args(argv)
     print("\n".join(machine_lines()))
     for k in (4, 1000, 10_000):
@@ -392,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     _check_ring_replay()
     rows: list[list[str]] = []
     plot: dict = {}
-    sims = run_plain(args.ks, args.max_threaded, args.cpu_ks, rows, plot)
+    alone: dict = {}
+    sims = run_plain(
+        args.ks, args.max_threaded, args.cpu_ks, args.cpu_topologies, rows, plot, alone
+    )
     if not args.skip_encrypted:
         run_encrypted(args.ks, rows, plot)
     header = [
@@ -408,9 +426,18 @@ def main(argv: list[str] | None = None) -> int:
         "source",
     ]
     print(markdown_table(header, rows))
-    print("\nPer-peer CPU per round (plain, 2^20 uint32 values, internet runs):")
-    cpu_header = ["topology", "K", "messages sent/peer", "CPU ms mean", "median", "vs smallest K"]
-    print(markdown_table(cpu_header, cpu_table(sims)))
+    print("\nPer-peer CPU per round (plain, 2^20 uint32 values = 4 MiB):")
+    cpu_header = [
+        "topology",
+        "K",
+        "messages sent/peer",
+        "MiB moved by peer 0",
+        "CPU ms in simulation",
+        "CPU ms alone",
+        "alone ms/MiB moved",
+        "alone vs smallest K",
+    ]
+    print(markdown_table(cpu_header, cpu_table(sims, alone)))
     check_targets(rows)
     make_plot(plot, args.plot)
     return 0
