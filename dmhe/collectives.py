@@ -185,7 +185,9 @@ class ChunkBuffer:
     def message(self, runs: tuple[tuple[int, int], ...]) -> bytes:
         """The chunks of ``runs`` as one batched message."""
         d = self.data
-        return b"".join([*self._header(runs), *(d[a:b] for a, b in self._spans(runs))])
+        parts: list[Any] = self._header(runs)
+        parts += [d[a:b] for a, b in self._spans(runs)]  # contiguous views: join copies once
+        return b"".join(parts)
 
     def take(self, runs: tuple[tuple[int, int], ...], message: bytes, ufunc: Any) -> None:
         """Fold (``ufunc``) or store (None) a batched message into the chunks of ``runs``."""

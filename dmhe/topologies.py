@@ -14,9 +14,14 @@ move the ring's bytes in about ``log2 K`` steps:
 * :class:`Bruck`: Bruck's all-gather and its transpose as the reduce-scatter: ``ceil(log2 K)``
   steps for every K, and exactly the ring's K-1 chunks per peer per collective.
 
-Every chunk travels as its own message, as on the ring. A reduce-scatter leaves peer r with
-chunk ``(r + 1) % K``, the ring's choice, so ``all_gather_bytes`` and the ownership checks
-written for the ring hold unchanged; ``all_gather`` accepts any index of the form
+Both are :class:`~dmhe.collectives.Scheduled`: each peer's steps (send, fold or put a run of
+chunk indices) are listed once and run by the collectives' executor, per chunk or, for codecs
+that declare :class:`~dmhe.collectives.FlatArrays`, on one buffer with a few numpy calls per
+message. Every chunk travels as its own message, as on the ring; the ``*-batched`` variants
+send the chunks of one step as one message (uint32 count and lengths in front).
+
+A reduce-scatter leaves peer r with chunk ``(r + 1) % K``, the ring's choice, so
+``all_gather_bytes`` and the ownership checks written for the ring hold unchanged; ``all_gather`` accepts any index of the form
 ``(r + c) % K`` with the same ``c`` on every peer (as the ring does). Every chunk is reduced
 along one path, so every peer ends with the same bits even for floats; for exact combines
 (integers, residues, ciphertexts, decryption shares) the result equals the ring's.
