@@ -21,10 +21,11 @@ message. Every chunk travels as its own message, as on the ring; the ``*-batched
 send the chunks of one step as one message (uint32 count and lengths in front).
 
 A reduce-scatter leaves peer r with chunk ``(r + 1) % K``, the ring's choice, so
-``all_gather_bytes`` and the ownership checks written for the ring hold unchanged; ``all_gather`` accepts any index of the form
-``(r + c) % K`` with the same ``c`` on every peer (as the ring does). Every chunk is reduced
-along one path, so every peer ends with the same bits even for floats; for exact combines
-(integers, residues, ciphertexts, decryption shares) the result equals the ring's.
+``all_gather_bytes`` and the ownership checks written for the ring hold unchanged;
+``all_gather`` accepts any index of the form ``(r + c) % K`` with the same ``c`` on every peer
+(as the ring does). Every chunk is reduced along one path, so every peer ends with the same
+bits even for floats; for exact combines (integers, residues, ciphertexts, decryption shares)
+the result equals the ring's.
 ``collective_program`` gives the same schedules as per-peer steps for
 :func:`dmhe.netmodel.replay`, which predicts round times for K up to 10,000.
 """
