@@ -11,10 +11,14 @@ Aggregation only (no training), on the link profiles of ``dmhe.netmodel`` (datac
   (``dmhe.netmodel.replay``; the ring in closed form): source ``modeled``.
 * ``encrypted``: the encrypted round's four collectives (ciphertext reduce-scatter, c1
   all-gather, decryption-share reduce-scatter, plaintext all-gather) with the wire sizes of
-  the real parameter plan for K (``choose_parameters(K, 16)``), network time only, always
-  modeled. Two chunk layouts: ``front`` (``np.array_split`` of the ciphertexts, what the
-  aggregator does today: with more peers than ciphertexts the non-empty chunks sit together)
-  and ``spread`` (the same counts spread evenly over the K chunk indices).
+  the real parameter plan for K (``choose_parameters_for_updates(K, 16, values_per_round=2^20,
+  rounds=1000)``, statistical smudging, lambda = 40; full c0 and shares, no compression), network
+  time only, always modeled, with the ciphertexts spread evenly over the K chunk indices (the
+  aggregator's ``_chunk_sizes``).
+
+The per-peer CPU table runs chosen peers alone on the messages they received
+(``dmhe.peercpu.peer_cpu``) beside their thread CPU in the K-thread simulation. ``--save`` and
+``--load`` let the plain and encrypted parts run as two processes and be merged.
 
 Writes a PNG of round time vs K next to this file (``--plot``).
 """
@@ -22,6 +26,7 @@ Writes a PNG of round time vs K next to this file (``--plot``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -255,9 +260,11 @@ def cpu_table(sims, alone) -> list[list[str]]:
 def encrypted_sizes(k: int) -> tuple[int, dict[str, float]]:
     """Ciphertexts per round and wire bytes per ciphertext of each collective, from the plan."""
     from gpubfv import Parameters
-    from gpubfv.mhe import choose_parameters
+    from gpubfv.mhe import choose_parameters_for_updates
 
-    plan = choose_parameters(k, 16, lam=40)
+    plan = choose_parameters_for_updates(
+        k, 16, values_per_round=N_VALUES, rounds=1000, notion="statistical", lam=40
+    )
     params = Parameters(plan.literal)
     n = params.n
     q_bits = sum(q.bit_length() for q in params.q[: plan.level])
@@ -281,7 +288,7 @@ def layout(count: int, k: int, spread: bool) -> list[int]:
 def run_encrypted(ks, rows, plot):
     for k in ks:
         count, per_ct = encrypted_sizes(k)
-        for lay in ("front", "spread"):
+        for lay in ("spread",):  # the aggregator's _chunk_sizes layout
             units = layout(count, k, lay == "spread")
             kb = [
                 ("rs", _blocks(per_ct["ct"], units)),
@@ -328,8 +335,8 @@ def make_plot(plot, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    panels = ["plain", "encrypted-spread", "encrypted-front"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 6), sharey=True)
+    panels = ["plain", "encrypted-spread"]
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
     for ax, panel in zip(axes, panels):
         for (wl, name, link), pts in sorted(plot.items()):
             if wl != panel:
@@ -388,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-threaded", type=int, default=64, help="largest K run as threads")
     ap.add_argument("--plot", type=Path, default=Path(__file__).with_name("scale_round_time.png"))
     ap.add_argument("--skip-encrypted", action="store_true")
+    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--save", type=Path, help="write the rows and plot points here (JSON)")
+    ap.add_argument("--load", type=Path, nargs="*", default=[], help="start from saved parts")
     ap.add_argument(
         "--cpu-ks", type=int, nargs="*", default=[], help="also run these K as threads (internet)"
     )
@@ -407,12 +417,6 @@ def main(argv: list[str] | None = None) -> int:
     _check_ring_replay()
     rows: list[list[str]] = []
     plot: dict = {}
-    alone: dict = {}
-    sims = run_plain(
-        args.ks, args.max_threaded, args.cpu_ks, args.cpu_topologies, rows, plot, alone
-    )
-    if not args.skip_encrypted:
-        run_encrypted(args.ks, rows, plot)
     header = [
         "workload",
         "layout",
@@ -425,20 +429,37 @@ def main(argv: list[str] | None = None) -> int:
         "round s",
         "source",
     ]
-    print(markdown_table(header, rows))
-    print("\nPer-peer CPU per round (plain, 2^20 uint32 values = 4 MiB):")
-    cpu_header = [
-        "topology",
-        "K",
-        "messages sent/peer",
-        "MiB moved by peer 0",
-        "CPU ms in simulation",
-        "CPU ms alone",
-        "alone ms/MiB moved",
-        "alone vs smallest K",
-    ]
-    print(markdown_table(cpu_header, cpu_table(sims, alone)))
+    for path in args.load:  # earlier parts (--save), e.g. plain and encrypted run side by side
+        part = json.loads(Path(path).read_text())
+        rows += part["rows"]
+        for key, pts in part["plot"]:
+            plot.setdefault(tuple(key), []).extend(tuple(p) for p in pts)
+    if not args.skip_plain:
+        alone: dict = {}
+        sims = run_plain(
+            args.ks, args.max_threaded, args.cpu_ks, args.cpu_topologies, rows, plot, alone
+        )
+        print(markdown_table(header, [r for r in rows if r[0] == "plain"]), flush=True)
+        print("\nPer-peer CPU per round (plain, 2^20 uint32 values = 4 MiB):")
+        cpu_header = [
+            "topology",
+            "K",
+            "messages sent/peer",
+            "MiB moved by peer 0",
+            "CPU ms in simulation",
+            "CPU ms alone",
+            "alone ms/MiB moved",
+            "alone vs smallest K",
+        ]
+        print(markdown_table(cpu_header, cpu_table(sims, alone)), flush=True)
+    if not args.skip_encrypted:
+        run_encrypted(args.ks, rows, plot)
+        print(markdown_table(header, [r for r in rows if r[0] != "plain"]), flush=True)
+    if args.save:
+        Path(args.save).write_text(json.dumps({"rows": rows, "plot": list(plot.items())}))
     check_targets(rows)
+    for pts in plot.values():
+        pts.sort()
     make_plot(plot, args.plot)
     return 0
 
