@@ -125,20 +125,20 @@ def test_blocked_waits_are_not_compute_and_a_peer_alone_costs_its_own_work():
 
     def fn(t):
         if t.rank == 0:
-            burn(0.06)
+            burn(0.04)
             t.send(1, b"x" * 1000)
         else:
-            t.recv(0)  # waits about 60 ms for peer 0
-            burn(0.02)
+            t.recv(0)  # waits about 40 ms for peer 0
+            burn(0.01)
         t.barrier()
 
     res = simulate(2, fn, LINK)
-    assert res.compute[0] == pytest.approx(0.06, abs=0.015)
-    assert res.compute[1] == pytest.approx(0.02, abs=0.015)  # the wait is not in it
+    assert res.compute[0] == pytest.approx(0.04, abs=0.01)
+    assert res.compute[1] == pytest.approx(0.01, abs=0.01)  # the wait is not in it
     assert res.bytes_sent == [1000, 0] and res.bytes_received == [0, 1000]
-    alone = peer_cpu(2, fn, ranks=(0, 1), reps=2)
-    assert alone[0] == pytest.approx(0.06, abs=0.015)
-    assert alone[1] == pytest.approx(0.02, abs=0.015)
+    alone = peer_cpu(2, fn, ranks=(0, 1), reps=1)
+    assert alone[0] == pytest.approx(0.04, abs=0.01)
+    assert alone[1] == pytest.approx(0.01, abs=0.01)
     calls = []
 
     def drifting(t):  # receives once more on every later run: the replay must refuse it
