@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmhe.peercpu import WaitsUncounted
 from dmhe.topologies import Op, collective_program
 from dmhe.transport import InProcessNetwork, Transport
 
@@ -167,6 +168,16 @@ class SimulatedLinks:
         self._charge(rank)
         self._marks[rank] = None
 
+    def pause(self, rank: int) -> None:
+        """This peer's thread blocks now (a receive, a barrier): count its compute so far and
+        none while it waits."""
+        self._charge(rank)
+        self._marks[rank] = None
+
+    def resume(self, rank: int) -> None:
+        """This peer's thread runs again: count compute from here."""
+        self._marks[rank] = time.thread_time()
+
     def _charge(self, rank: int) -> None:
         mark = self._marks[rank]
         if self.measure_compute and mark is not None:
@@ -236,14 +247,16 @@ def simulate(
     k: int, fn: Callable[[Transport], Any], link: LinkProfile | str | None = None, **kwargs: Any
 ) -> SimResult:
     """Run ``fn(transport)`` on K in-process peers over simulated links (``kwargs`` go to
-    :class:`SimulatedLinks`); the simulated round time covers all of ``fn``."""
+    :class:`SimulatedLinks`); the simulated round time covers all of ``fn``. Each peer's
+    compute leaves out the time its thread is blocked in ``recv`` or ``barrier`` (see
+    :class:`dmhe.peercpu.WaitsUncounted`)."""
     sim = SimulatedLinks(k, link, **kwargs)
     net = InProcessNetwork(k, observer=sim)
 
     def body(t: Transport) -> Any:
         sim.begin(t.rank)
         try:
-            return fn(t)
+            return fn(WaitsUncounted(t, sim))
         finally:
             sim.end(t.rank)
 

@@ -14,12 +14,18 @@ move the ring's bytes in about ``log2 K`` steps:
 * :class:`Bruck`: Bruck's all-gather and its transpose as the reduce-scatter: ``ceil(log2 K)``
   steps for every K, and exactly the ring's K-1 chunks per peer per collective.
 
-Every chunk travels as its own message, as on the ring. A reduce-scatter leaves peer r with
-chunk ``(r + 1) % K``, the ring's choice, so ``all_gather_bytes`` and the ownership checks
-written for the ring hold unchanged; ``all_gather`` accepts any index of the form
-``(r + c) % K`` with the same ``c`` on every peer (as the ring does). Every chunk is reduced
-along one path, so every peer ends with the same bits even for floats; for exact combines
-(integers, residues, ciphertexts, decryption shares) the result equals the ring's.
+Both are :class:`~dmhe.collectives.Scheduled`: each peer's steps (send, fold or put a run of
+chunk indices) are listed once and run by the collectives' executor, per chunk or, for codecs
+that declare :class:`~dmhe.collectives.FlatArrays`, on one buffer with a few numpy calls per
+message. Every chunk travels as its own message, as on the ring; the ``*-batched`` variants
+send the chunks of one step as one message (uint32 count and lengths in front).
+
+A reduce-scatter leaves peer r with chunk ``(r + 1) % K``, the ring's choice, so
+``all_gather_bytes`` and the ownership checks written for the ring hold unchanged;
+``all_gather`` accepts any index of the form ``(r + c) % K`` with the same ``c`` on every peer
+(as the ring does). Every chunk is reduced along one path, so every peer ends with the same
+bits even for floats; for exact combines (integers, residues, ciphertexts, decryption shares)
+the result equals the ring's.
 ``collective_program`` gives the same schedules as per-peer steps for
 :func:`dmhe.netmodel.replay`, which predicts round times for K up to 10,000.
 """
@@ -27,12 +33,10 @@ along one path, so every peer ends with the same bits even for floats; for exact
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from dmhe.collectives import RING, Codec, Topology, reduction_inputs
-from dmhe.transport import Transport
+from dmhe.collectives import RING, Scheduled, Step, Topology
+from dmhe.framing import pack_blobs, unpack_blobs
 
 __all__ = [
     "BRUCK",
@@ -50,8 +54,6 @@ __all__ = [
     "unpack_blobs",
 ]
 
-T = TypeVar("T")
-
 #: the names :func:`make_topology` accepts
 TOPOLOGY_NAMES = ("ring", "halving", "bruck", "halving-batched", "bruck-batched", "auto")
 
@@ -62,145 +64,64 @@ def _layout(k: int) -> tuple[int, int]:
     return p, k - p
 
 
-class _Steps:
-    """What both log-depth topologies share: the chunks of one step go to one peer, either
-    one message each (as on the ring) or, with ``batch``, as one message per step."""
-
-    base_name = ""
-
-    def __init__(self, *, batch: bool = False) -> None:
-        self.batch = batch
-        self.name = self.base_name + ("-batched" if batch else "")
-
-    def _send(self, transport: Transport, dst: int, blobs: list[bytes]) -> None:
-        if self.batch:
-            transport.send(dst, pack_blobs(blobs))
-        else:
-            for blob in blobs:
-                transport.send(dst, blob)
-
-    def _recv(self, transport: Transport, src: int, count: int) -> list[bytes]:
-        if not self.batch:
-            return [transport.recv(src) for _ in range(count)]
-        blobs = unpack_blobs(transport.recv(src))
-        if len(blobs) != count:
-            raise ValueError(
-                f"peer {transport.rank}: expected {count} chunks from peer {src}, got {len(blobs)}"
-            )
-        return blobs
+Runs = tuple[tuple[int, int], ...]
 
 
-def pack_blobs(blobs: list[bytes]) -> bytes:
-    """One message from several: a uint32 count, the uint32 lengths, then the bytes."""
-    head = struct.pack(f"<{len(blobs) + 1}I", len(blobs), *(len(b) for b in blobs))
-    return head + b"".join(blobs)
-
-
-def unpack_blobs(buf: bytes) -> list[bytes]:
-    """The inverse of :func:`pack_blobs`; a malformed message raises ``ValueError``."""
-    if len(buf) < 4:
-        raise ValueError("batched message shorter than its header")
-    (n,) = struct.unpack_from("<I", buf)
-    if len(buf) < 4 * (n + 1):
-        raise ValueError(f"batched message too short for {n} lengths")
-    lengths = struct.unpack_from(f"<{n}I", buf, 4)
-    pos, out = 4 * (n + 1), []
-    for ln in lengths:
-        out.append(bytes(buf[pos : pos + ln]))
-        pos += ln
-    if pos != len(buf):
-        raise ValueError(f"batched message holds {len(buf)} bytes, its lengths say {pos}")
-    return out
-
-
-class RecursiveHalving(_Steps):
+class RecursiveHalving(Scheduled):
     """Recursive-halving reduce-scatter and recursive-doubling all-gather (see the module)."""
 
     base_name = "halving"
 
     @staticmethod
-    def _members(v: int, p: int, extra: int) -> list[int]:
-        """Ranks whose chunks virtual peer ``v`` carries: itself and its extra, if any."""
-        return [v, p + v] if v < extra else [v]
+    def _window(base: int, size: int, p: int, extra: int, shift: int, k: int) -> Runs:
+        """The chunks carried by virtual peers ``base .. base + size - 1``: those of their own
+        ranks, then those of their extras (rank ``P + v`` for ``v < extra``), each run of ranks
+        shifted by ``shift``, so that sender and receiver derive the same order."""
+        runs = [((base + shift) % k, size)]
+        folded = min(base + size, extra) - base
+        if folded > 0:
+            runs.append(((p + base + shift) % k, folded))
+        return tuple(runs)
 
-    def _window(self, base: int, size: int, p: int, extra: int) -> list[int]:
-        """Ranks carried by virtual peers ``base .. base + size - 1``, in a fixed order that
-        sender and receiver both derive."""
-        out: list[int] = []
-        for w in range(base, base + size):
-            out.extend(self._members(w, p, extra))
-        return out
-
-    def reduce_scatter(
-        self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
-    ) -> tuple[int, T]:
-        """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
-        k, r, combine = reduction_inputs(transport, chunks, codec)
+    def reduce_scatter_steps(self, k: int, r: int) -> tuple[list[Step], int]:
+        """Fold-in, ``log2 P`` halvings, hand-back; peer r ends with chunk ``(r + 1) % K``."""
         p, extra = _layout(k)
-
-        def block(q: int) -> int:
-            return (q + 1) % k
-
+        own = (r + 1) % k
         if r >= p:  # an extra peer: fold everything into the partner, wait for the result
-            self._send(transport, r - p, [codec.encode(c) for c in chunks])
-            (own,) = self._recv(transport, r - p, 1)
-            return block(r), codec.decode(own, block(r))
-        acc = list(chunks)
+            return [("send", r - p, ((0, k),)), ("put", r - p, ((own, 1),))], own
+        steps: list[Step] = []
         if r < extra:
-            for b, blob in enumerate(self._recv(transport, p + r, k)):
-                acc[b] = combine(acc[b], codec.decode(blob, b))
+            steps.append(("fold", p + r, ((0, k),)))
         m = p // 2
         while m >= 1:
             base = r & ~(2 * m - 1)
             mine, theirs = (base, base + m) if not r & m else (base + m, base)
-            peer = r ^ m
-            out = [codec.encode(acc[block(q)]) for q in self._window(theirs, m, p, extra)]
-            self._send(transport, peer, out)
-            keep = [block(q) for q in self._window(mine, m, p, extra)]
-            for b, blob in zip(keep, self._recv(transport, peer, len(keep))):
-                acc[b] = combine(acc[b], codec.decode(blob, b))
+            steps.append(("send", r ^ m, self._window(theirs, m, p, extra, 1, k)))
+            steps.append(("fold", r ^ m, self._window(mine, m, p, extra, 1, k)))
             m //= 2
         if r < extra:
-            self._send(transport, p + r, [codec.encode(acc[block(p + r)])])
-        return block(r), acc[block(r)]
+            steps.append(("send", p + r, (((p + r + 1) % k, 1),)))
+        return steps, own
 
-    def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
-        """Peer r's chunk ``index`` in (``index - r`` the same mod K on every peer); all K
-        chunks, in index order, out."""
-        k, r = transport.world_size, transport.rank
-        if not 0 <= index < k:
-            raise ValueError(f"chunk index {index} outside [0, {k})")
+    def all_gather_steps(self, k: int, r: int, index: int) -> list[Step]:
+        """Fold-in of the extra's chunk, ``log2 P`` doublings, everything to the extra."""
         shift = (index - r) % k
         p, extra = _layout(k)
-
-        def block(q: int) -> int:
-            return (q + shift) % k
-
-        out: list[Any] = [None] * k
-        out[index] = chunk
         if r >= p:  # an extra peer: hand the chunk to the partner, receive everything else
-            self._send(transport, r - p, [codec.encode(chunk)])
-            rest = [b for b in range(k) if b != index]
-            for b, blob in zip(rest, self._recv(transport, r - p, k - 1)):
-                out[b] = codec.decode(blob, b)
-            return out
+            return [("send", r - p, ((index, 1),)), ("put", r - p, (((index + 1) % k, k - 1),))]
+        steps: list[Step] = []
+        mate = (p + r + shift) % k
         if r < extra:
-            b = block(p + r)
-            out[b] = codec.decode(self._recv(transport, p + r, 1)[0], b)
+            steps.append(("put", p + r, ((mate, 1),)))
         m = 1
         while m < p:
             base = r & ~(m - 1)
-            peer = r ^ m
-            mine = [codec.encode(out[block(q)]) for q in self._window(base, m, p, extra)]
-            self._send(transport, peer, mine)
-            theirs = [block(q) for q in self._window(base ^ m, m, p, extra)]
-            for b, blob in zip(theirs, self._recv(transport, peer, len(theirs))):
-                out[b] = codec.decode(blob, b)
+            steps.append(("send", r ^ m, self._window(base, m, p, extra, shift, k)))
+            steps.append(("put", r ^ m, self._window(base ^ m, m, p, extra, shift, k)))
             m *= 2
         if r < extra:
-            skip = block(p + r)
-            self._send(transport, p + r, [codec.encode(out[b]) for b in range(k) if b != skip])
-        return out
+            steps.append(("send", p + r, (((mate + 1) % k, k - 1),)))
+        return steps
 
 
 #: the log-depth topologies (stateless, shared); ``*_BATCHED`` send one message per step
@@ -217,50 +138,39 @@ def _distances(k: int) -> list[int]:
     return out
 
 
-class Bruck(_Steps):
+class Bruck(Scheduled):
     """Bruck's all-gather and its transpose, a reduce-scatter: ``ceil(log2 K)`` steps for every
     K, no fold-in, and exactly the ring's K-1 chunks per peer per collective.
 
-    A peer sees the chunks rotated: position ``i`` on peer r is chunk ``(r + shift + i) % K``.
-    All-gather: at hop ``d = 1, 2, 4, ...`` peer r sends its first ``min(d, K - d)`` positions
-    to ``r - d`` and appends as many from ``r + d``. Reduce-scatter runs the same edges backwards
-    (hops ``d`` descending): peer r sends the partial sums of positions ``d .. d + cnt - 1`` to
-    ``r + d`` (where they are positions ``0 .. cnt - 1``) and adds those from ``r - d``. Each
-    position is sent only after every addition into it, so peer r ends with position 0 summed
-    over all peers, once each: chunk ``(r + 1) % K``, the ring's.
+    Peer r sees the chunks rotated: position ``i`` is chunk ``(r + 1 + i) % K`` in the
+    reduce-scatter and ``(index + i) % K`` in the all-gather. All-gather: at hop
+    ``d = 1, 2, 4, ...`` peer r sends its first ``min(d, K - d)`` positions to ``r - d`` and
+    appends as many from ``r + d``. Reduce-scatter runs the same edges backwards (hops ``d``
+    descending): peer r sends the partial sums of positions ``d .. d + cnt - 1`` to ``r + d``
+    (where they are positions ``0 .. cnt - 1``) and adds those from ``r - d``. Each position is
+    sent only after every addition into it, so peer r ends with position 0 summed over all
+    peers, once each: chunk ``(r + 1) % K``, the ring's.
     """
 
     base_name = "bruck"
 
-    def reduce_scatter(
-        self, transport: Transport, chunks: Sequence[T], codec: Codec[T]
-    ) -> tuple[int, T]:
-        """K chunks in; ``((rank + 1) % K, that chunk combined over all peers)`` out."""
-        k, r, combine = reduction_inputs(transport, chunks, codec)
-        acc = [chunks[(r + 1 + i) % k] for i in range(k)]
+    def reduce_scatter_steps(self, k: int, r: int) -> tuple[list[Step], int]:
+        """One send and one fold per hop, hops descending."""
+        steps: list[Step] = []
         for d in reversed(_distances(k)):
             cnt = min(d, k - d)
-            self._send(transport, (r + d) % k, [codec.encode(acc[i]) for i in range(d, d + cnt)])
-            for i, blob in enumerate(self._recv(transport, (r - d) % k, cnt)):
-                acc[i] = combine(acc[i], codec.decode(blob, (r + 1 + i) % k))
-        return (r + 1) % k, acc[0]
+            steps.append(("send", (r + d) % k, (((r + 1 + d) % k, cnt),)))
+            steps.append(("fold", (r - d) % k, (((r + 1) % k, cnt),)))
+        return steps, (r + 1) % k
 
-    def all_gather(self, transport: Transport, index: int, chunk: T, codec: Codec[T]) -> list[T]:
-        """Peer r's chunk ``index`` in (``index - r`` the same mod K on every peer); all K
-        chunks, in index order, out."""
-        k, r = transport.world_size, transport.rank
-        if not 0 <= index < k:
-            raise ValueError(f"chunk index {index} outside [0, {k})")
-        buf: list[Any] = [chunk]
+    def all_gather_steps(self, k: int, r: int, index: int) -> list[Step]:
+        """One send and one put per hop, hops ascending."""
+        steps: list[Step] = []
         for d in _distances(k):
             cnt = min(d, k - d)
-            self._send(transport, (r - d) % k, [codec.encode(buf[i]) for i in range(cnt)])
-            for i, blob in enumerate(self._recv(transport, (r + d) % k, cnt)):
-                buf.append(codec.decode(blob, (index + d + i) % k))
-        out: list[Any] = [None] * k
-        for i, c in enumerate(buf):
-            out[(index + i) % k] = c
-        return out
+            steps.append(("send", (r - d) % k, ((index, cnt),)))
+            steps.append(("put", (r + d) % k, (((index + d) % k, cnt),)))
+        return steps
 
 
 BRUCK = Bruck()

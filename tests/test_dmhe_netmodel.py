@@ -21,6 +21,7 @@ from dmhe.netmodel import (
     replay,
     simulate,
 )
+from dmhe.peercpu import peer_cpu
 from dmhe.topologies import (
     BRUCK,
     BRUCK_BATCHED,
@@ -114,6 +115,44 @@ def test_compute_time_is_measured_and_added():
     assert res.compute[0] == pytest.approx(0.05, abs=0.01)
     assert res.clocks[1] == pytest.approx(0.05 + 0.010 + 0.02, abs=0.015)
     assert simulate(2, fn, LINK, compute_scale=0.0).round_time == pytest.approx(0.010)
+
+
+def test_blocked_waits_are_not_compute_and_a_peer_alone_costs_its_own_work():
+    def burn(seconds):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    def fn(t):
+        if t.rank == 0:
+            burn(0.04)
+            t.send(1, b"x" * 1000)
+        else:
+            t.recv(0)  # waits about 40 ms for peer 0
+            burn(0.01)
+        t.barrier()
+
+    res = simulate(2, fn, LINK)
+    assert res.compute[0] == pytest.approx(0.04, abs=0.01)
+    assert res.compute[1] == pytest.approx(0.01, abs=0.01)  # the wait is not in it
+    assert res.bytes_sent == [1000, 0] and res.bytes_received == [0, 1000]
+    alone = peer_cpu(2, fn, ranks=(0, 1), reps=1)
+    assert alone[0] == pytest.approx(0.04, abs=0.01)
+    assert alone[1] == pytest.approx(0.01, abs=0.01)
+    calls = []
+
+    def drifting(t):  # receives once more on every later run: the replay must refuse it
+        calls.append(t.rank)
+        for _ in range(len(calls) if t.rank == 1 and len(calls) > 2 else 1):
+            if t.rank == 0:
+                t.send(1, b"y")
+            else:
+                t.recv(0)
+
+    with pytest.raises(RuntimeError, match="receives more"):
+        peer_cpu(2, drifting, ranks=(1,))
+    with pytest.raises(ValueError, match="ranks"):
+        peer_cpu(2, fn, ranks=(2,))
 
 
 def test_jitter_and_loss_are_seeded_and_keep_order():

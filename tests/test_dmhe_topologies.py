@@ -6,7 +6,9 @@ ring and against numpy.
 - the chunk index a peer ends with is the ring's, and all_gather takes any common shift;
 - sequential message steps per collective <= ceil(log2 K) + 2 (ring: K - 1);
 - bytes: exactly the ring's per peer (halving: for K a power of two; Bruck: every K);
-- ciphertexts and decryption shares: the encrypted round's reduce-scatters give the ring's bits.
+- ciphertexts and decryption shares: the encrypted round's reduce-scatters give the ring's bits;
+- the flat path (one ChunkBuffer per peer, FlatArrays codecs) sends the per-chunk codec's bytes
+  and gives its results, and refuses a message that does not fit the chunks it must fill.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from dmhe.collectives import (
     RING,
+    ChunkBuffer,
     Codec,
     all_gather,
     all_gather_bytes,
@@ -267,3 +270,73 @@ def test_encrypted_reduce_scatters_give_the_rings_bits(k):
         agg = EncryptedAggregator(k, value_bits=8)
         got = sums[0].reshape(-1)[:n].astype(np.int64) - k * agg.offset
         np.testing.assert_array_equal(got, want)
+
+
+def _per_chunk(codec):
+    """The same wire form and combine without the FlatArrays declaration."""
+    return Codec(codec.encode, codec.decode, codec.combine)
+
+
+@pytest.mark.parametrize("k", KS, ids=_ids)
+@pytest.mark.parametrize("topo", [RING, *LOG], ids=lambda t: t.name)
+def test_flat_path_sends_the_per_chunk_bytes_and_gives_its_results(k, topo):
+    rng = np.random.default_rng(50 + k)
+    xs = [rng.integers(-(2**40), 2**40, size=2 * k + 3, dtype=np.int64) for _ in range(k)]
+    sizes = [(i * 7) % 4 for i in range(k)]  # uneven, some empty
+    cuts = np.cumsum(sizes)[:-1]
+    flat = array_codec(np.int64)
+    assert flat.flat is not None and flat.flat.ufunc is np.add
+
+    def fn(codec, how, topology=topo):
+        def body(t):
+            if how == "array":
+                return all_reduce_array(t, xs[t.rank], topology).tolist()
+            chunks = np.split(xs[t.rank][: sum(sizes)], cuts)
+            if how == "rs":
+                i, c = reduce_scatter(t, chunks, codec, topology)
+                return [i, *c.tolist()]
+            return [c.tolist() for c in all_reduce(t, chunks, codec, topology)]
+
+        return body
+
+    for how in ("rs", "ar", "array"):
+        a = simulate(k, fn(flat, how), UNIT, measure_compute=False)
+        b = simulate(k, fn(_per_chunk(flat), how, _Generic(topo)), UNIT, measure_compute=False)
+        assert a.results == b.results, how
+        assert a.bytes_sent == b.bytes_sent and a.messages == b.messages, how
+        assert a.steps == b.steps, how
+
+
+class _Generic:
+    """A topology that is not Scheduled: all_reduce_array takes the per-chunk path."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def reduce_scatter(self, transport, chunks, codec):
+        return self.inner.reduce_scatter(transport, chunks, _per_chunk(codec))
+
+    def all_gather(self, transport, index, chunk, codec):
+        return self.inner.all_gather(transport, index, chunk, codec)
+
+
+def test_chunk_buffer_messages_are_pack_blobs_and_bad_ones_are_refused():
+    data = np.arange(10, dtype=np.int32)
+    buf = ChunkBuffer(data.copy(), np.array([0, 3, 3, 7, 10]))
+    runs = ((3, 2),)  # chunk 3, then chunk 0: wraps around
+    msg = buf.message(runs)
+    assert msg == pack_blobs([data[7:10].tobytes(), data[0:3].tobytes()])
+    other = ChunkBuffer(np.zeros(10, dtype=np.int32), buf.offsets)
+    other.take(runs, msg, None)
+    np.testing.assert_array_equal(other.data, [0, 1, 2, 0, 0, 0, 0, 7, 8, 9])
+    other.take(runs, msg, np.add)
+    np.testing.assert_array_equal(other.data, [0, 2, 4, 0, 0, 0, 0, 14, 16, 18])
+    wrong_lengths = pack_blobs([data[7:9].tobytes(), data[0:4].tobytes()])
+    for bad in (b"", msg[:-4], msg + b"\0" * 4, pack_blobs([b"x" * 12]), wrong_lengths):
+        with pytest.raises(ValueError, match="batched message"):
+            other.take(runs, bad, np.add)
+    with pytest.raises(ValueError, match="expected 16"):
+        other.take_raw(2, b"\0" * 12, None)
+    for offsets in ([0, 5], [1, 10], [0, 6, 4, 10]):
+        with pytest.raises(ValueError, match="offsets"):
+            ChunkBuffer(data, np.array(offsets))
