@@ -2,12 +2,11 @@
 
 Every wait (a receive, a pending send, a barrier, a commit) is bounded by :class:`WaitPolicy`:
 the set-up bound until a round has been measured, then ``--peer-timeout`` if given, else
-``max(floor, factor x the slowest round so far)``. While it waits, the transport probes the
-awaited peer's connection (a dead process's socket is closed: gloo refuses any new operation on
-that pair at once), so a killed peer is named within a fraction of a second, and a peer that
-merely stops answering within the bound. Either way :class:`~dmhe.transport.PeerDropped` names
-it by rank, and the detector posts the loss on the rendezvous store, so that every other peer
-stops waiting too and raises the same error.
+``max(floor, factor x the slowest round so far)``. A killed process's sockets close, and gloo
+wakes the operations pending on them with an error, so a killed peer is named at once; a peer
+that merely stops answering is named when the bound expires. Either way
+:class:`~dmhe.transport.PeerDropped` names it by rank, and the detector posts the loss on the
+rendezvous store, so that every other peer stops waiting too and raises the same error.
 
 Survivors then agree on the live set (:meth:`TorchDistributedTransport.recover`): each survivor
 registers on the store under the failed epoch; the first survivor that sees every member either
@@ -29,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +37,7 @@ from dmhe.transport import PeerDropped, Transport
 
 __all__ = ["TorchDistributedTransport", "WaitPolicy"]
 
-_PROBE_TAG = 1 << 20  # never received: a probe only asks gloo whether the pair still exists
-_POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.5 ms)
+_POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.2 ms)
 _STORE_EVERY = 0.05  # seconds between looks at the store for a loss reported by another peer
 
 
@@ -124,8 +123,6 @@ class TorchDistributedTransport(Transport):
         self.epoch = 0
         self._members = list(range(self.world_size))
         self._pending: list[tuple[Any, Any, int]] = []
-        self._probes: list[Any] = []  # kept alive: gloo owns their buffers until the end
-        self._probe_buf = torch.zeros(1, dtype=torch.uint8, device=self.device)
         self._barriers = 0
         self._next_store_look = 0.0
 
@@ -180,32 +177,34 @@ class TorchDistributedTransport(Transport):
         if self._store.check([key]):
             raise self._reported(self._store.get(key))
 
-    def _probe(self, peer: int) -> None:
-        try:
-            work = self._pg.send([self._probe_buf], self._group_rank(peer), _PROBE_TAG)
-        except RuntimeError as exc:
-            raise self._report(peer, f"connection closed ({_short(exc)})") from None
-        self._probes.append(work)
-
     def _wait(self, work: Any, peer: int, what: str) -> None:
-        """Wait for ``work`` (an operation with ``peer``) within the bound."""
+        """Wait for ``work`` (an operation with ``peer``) within the bound.
+
+        gloo completes a point-to-point operation only inside ``wait()``, and a ``wait`` with
+        a timeout closes the pair when it expires; so a helper thread waits without one (it
+        releases the GIL; gloo wakes it with an error when the peer's connection closes) while
+        this one watches the bound and the store."""
+        done, failed = threading.Event(), []
+
+        def waiter() -> None:
+            try:
+                work.wait()
+            except BaseException as exc:  # noqa: BLE001 (handed to the watching thread)
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=waiter, name="dmhe-wait", daemon=True).start()
         bound = self.wait_bound()
         start = time.monotonic()
-        next_probe, pause = start + 0.2, 0.0005
-        while not work.is_completed():
-            now = time.monotonic()
+        pause = 0.0002
+        while not done.wait(pause):
             self._look()
-            if now >= next_probe:
-                self._probe(peer)
-                next_probe = now + 0.5
-            if now - start > bound:
+            if time.monotonic() - start > bound:
                 raise self._report(peer, f"no answer to a {what} within {bound:.1f} s")
-            time.sleep(pause)
             pause = min(2 * pause, _POLL_MAX)
-        try:
-            work.wait()
-        except RuntimeError as exc:
-            raise self._report(peer, f"{what} failed ({_short(exc)})") from None
+        if failed:
+            raise self._report(peer, f"{what} failed ({_short(failed[0])})") from None
 
     # -- messages ---------------------------------------------------------------------------------
     def send(self, dst: int, payload: bytes) -> None:
@@ -294,6 +293,16 @@ class TorchDistributedTransport(Transport):
         self.flush()
         self._await_all(self._key("commit", tag), f"commit of {tag}")
 
+    def close(self) -> None:
+        """Complete the pending sends and meet the other members at a last barrier."""
+        self.barrier()
+
+    @property
+    def lost_any(self) -> bool:
+        """Whether a loss was survived (the original group then holds closed pairs, which
+        gloo cannot tear down cleanly: the process should leave with ``os._exit``)."""
+        return self.epoch > 0
+
     def recover(self, failure: PeerDropped) -> list[int]:
         """Agree with the other survivors on the live set and continue over it; returns it.
 
@@ -322,7 +331,7 @@ class TorchDistributedTransport(Transport):
         live = json.loads(won.decode() if isinstance(won, bytes) else won)
         if self.rank not in live:
             raise PeerDropped(self.rank, f"peer {self.rank}: the survivors went on without it")
-        self._pending, self._probes = [], []
+        self._pending = []
         self.epoch += 1
         self._members = [int(m) for m in live]
         group_store = dist.PrefixStore(f"dmhe-group/e{self.epoch}", self._base_store)
@@ -331,5 +340,4 @@ class TorchDistributedTransport(Transport):
             group_store, self._members.index(self.rank), len(self._members), timeout
         )
         self.device = torch.device("cpu")
-        self._probe_buf = torch.zeros(1, dtype=torch.uint8)
         return list(self._members)

@@ -24,9 +24,11 @@ __all__ = [
     "InProcessNetwork",
     "InProcessTransport",
     "PeerDropped",
+    "SubRing",
     "TorchDistributedTransport",
     "Transport",
     "WaitPolicy",
+    "original_rank",
     "run_peers",
 ]
 
@@ -145,6 +147,52 @@ class Transport(ABC):
             raise ValueError(
                 f"peer {self.rank}: invalid peer {peer} (world_size {self.world_size})"
             )
+
+
+class SubRing(Transport):
+    """A transport over a subset of peers (``members``, original ranks, sorted), relabelled
+    0..len(members)-1, on top of another: the live peers of a round, the active set of a
+    threshold decryption. Errors keep naming the original ranks."""
+
+    def __init__(self, base: Transport, members: list[int]) -> None:
+        super().__init__(members.index(base.rank), len(members))
+        self.base, self.members = base, list(members)
+
+    def original(self, index: int) -> int:
+        """The base transport's rank of member ``index``."""
+        return self.members[index]
+
+    def send(self, dst: int, payload: bytes) -> None:
+        """Send to member ``dst``."""
+        self.base.send(self.members[dst], payload)
+
+    def recv(self, src: int) -> bytes:
+        """Receive from member ``src``."""
+        return self.base.recv(self.members[src])
+
+    def send_control(self, dst: int, payload: bytes) -> None:
+        """A control message to member ``dst``."""
+        self.base.send_control(self.members[dst], payload)
+
+    def leave(self) -> None:
+        """This peer leaves (on the base transport)."""
+        self.base.leave()
+
+    def live_peers(self, among: list[int] | None = None) -> list[int]:
+        """The base's liveness exchange over the members (indices into ``members``)."""
+        group = self.members if among is None else [self.members[i] for i in among]
+        return [self.members.index(p) for p in self.base.live_peers(among=group)]
+
+    def barrier(self) -> None:
+        """The base transport's barrier."""
+        self.base.barrier()
+
+
+def original_rank(transport: Transport) -> int:
+    """This peer's rank on the outermost transport (through any :class:`SubRing`)."""
+    while isinstance(transport, SubRing):
+        transport = transport.base
+    return transport.rank
 
 
 # --------------------------------------------------------------------------- in-process
