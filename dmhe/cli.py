@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,37 @@ def _shape(s: str) -> tuple[int, ...]:
         return tuple(int(x) for x in s.lower().replace("x", ",").split(",") if x)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad shape {s!r} (e.g. 1x28x28)") from None
+
+
+def _add_fault_flags(t: argparse.ArgumentParser, d: Any) -> None:
+    """Bounded waits across processes and the set-up part of the dropout simulation."""
+    t.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=d.peer_timeout,
+        metavar="SECONDS",
+        help="wait this long for a peer before naming it lost (default: max(60 s, 4x the "
+        "slowest round))",
+    )
+    t.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=d.setup_timeout,
+        metavar="SECONDS",
+        help="the same bound for the key set-up and the first round",
+    )
+    t.add_argument(
+        "--setup-drop-prob",
+        type=float,
+        default=d.setup_drop_prob,
+        help="simulated loss of a peer per set-up attempt (the set-up is retried)",
+    )
+
+
+def _run_failed(exc: BaseException) -> int:
+    """A lost peer or a failed collective: one line on stderr, exit 1 (no gloo traceback)."""
+    print(f"dmhe: error: {exc}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="inprocess",
         help="torch: one process per peer under torchrun (gloo on CPU, NCCL on CUDA)",
     )
+    _add_fault_flags(t, d)
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     t.add_argument("--no-progress", action="store_true")
 
@@ -135,12 +168,17 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         synthetic_shape=tuple(args.synthetic_shape),
         synthetic_size=tuple(args.synthetic_size),
         aggregator_options=options,
+        peer_timeout=args.peer_timeout,
+        setup_timeout=args.setup_timeout,
+        setup_drop_prob=args.setup_drop_prob,
     )
 
 
 def _train(args: argparse.Namespace) -> int:
     from dmhe.config import ConfigError, UpdateRefused
+    from dmhe.dropouts import PeersLost
     from dmhe.trainer import Trainer
+    from dmhe.transport import PeerDropped
 
     transport = None
     try:
@@ -148,25 +186,38 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume and not cfg.out_dir:
             raise ConfigError("--resume needs --out-dir")
         if args.transport == "torch":
+            import datetime
+
             import torch.distributed as dist
 
-            from dmhe.transport import TorchDistributedTransport
+            from dmhe.transport import TorchDistributedTransport, WaitPolicy
             from gpubfv.backend import Backend
 
+            policy = WaitPolicy(fixed=cfg.peer_timeout, setup=cfg.setup_timeout)
             if not dist.is_initialized():
                 on_gpu = Backend.device_kind(cfg.device) != "cpu"
-                dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-            transport = TorchDistributedTransport()
+                dist.init_process_group(
+                    backend="nccl" if on_gpu else "gloo",
+                    timeout=datetime.timedelta(seconds=cfg.setup_timeout),
+                )
+            transport = TorchDistributedTransport(policy=policy)
         trainer = Trainer(cfg, transport=transport)
         metrics = trainer.train(resume=args.resume, progress=not args.no_progress)
         if transport is not None:
             # complete the last pending sends before any process leaves the group
-            transport.barrier()
-            dist.destroy_process_group()
+            transport.close()
+            if not transport.lost_any:
+                dist.destroy_process_group()
     except (ConfigError, UpdateRefused) as exc:
         # a refused round is not checkpointed: the run folder holds the last good round
         print(f"dmhe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (PeerDropped, PeersLost) as exc:
+        return _leave(transport, _run_failed(exc))
+    except RuntimeError as exc:
+        if transport is None:
+            raise
+        return _leave(transport, _run_failed(exc))
     if metrics and trainer.is_writer:
         m = metrics[-1]
         print(
@@ -174,7 +225,17 @@ def _train(args: argparse.Namespace) -> int:
             f"{m['bytes_sent_per_peer'] / 1e6:.3f} MB sent per peer, "
             f"{m['time']['round']:.2f} s/round"
         )
-    return 0
+    return _leave(transport, 0)
+
+
+def _leave(transport: Any, code: int) -> int:
+    """``code``, or, after a lost peer across processes, leave the process at once: gloo's
+    teardown of a group with closed pairs aborts (terminate) instead of returning."""
+    if transport is not None and (code or transport.lost_any):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
