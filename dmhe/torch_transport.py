@@ -294,8 +294,17 @@ class TorchDistributedTransport(Transport):
         self._await_all(self._key("commit", tag), f"commit of {tag}")
 
     def close(self) -> None:
-        """Complete the pending sends and meet the other members at a last barrier."""
+        """Complete the pending sends, meet the other members at a last barrier, and let
+        rank 0 (which hosts the store in a plain ``env://`` launch) leave last: a store that
+        vanished under a peer still polling it would fail that peer's exit."""
         self.barrier()
+        self._store.set(self._key("left", self.rank), "1")
+        if self.rank != 0:
+            return
+        keys = [self._key("left", m) for m in self._members]
+        deadline = time.monotonic() + self.wait_bound()
+        while not self._store.check(keys) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @property
     def lost_any(self) -> bool:
