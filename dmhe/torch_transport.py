@@ -38,6 +38,7 @@ from dmhe.transport import PeerDropped, Transport
 __all__ = ["TorchDistributedTransport", "WaitPolicy"]
 
 _POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.2 ms)
+_MARK_AFTER = 0.5  # seconds of waiting after which a peer posts whom it waits for
 _STORE_EVERY = 0.05  # seconds between looks at the store for a loss reported by another peer
 
 
@@ -197,14 +198,40 @@ class TorchDistributedTransport(Transport):
         threading.Thread(target=waiter, name="dmhe-wait", daemon=True).start()
         bound = self.wait_bound()
         start = time.monotonic()
-        pause = 0.0002
-        while not done.wait(pause):
-            self._look()
-            if time.monotonic() - start > bound:
-                raise self._report(peer, f"no answer to a {what} within {bound:.1f} s")
-            pause = min(2 * pause, _POLL_MAX)
+        pause, marked = 0.0002, False
+        try:
+            while not done.wait(pause):
+                self._look()
+                waited = time.monotonic() - start
+                if not marked and waited > _MARK_AFTER:
+                    self._store.set(self._key("waiting", self.rank), str(peer))
+                    marked = True
+                if waited > bound:
+                    silent = self._blame(peer)
+                    via = "" if silent == peer else f" (peer {peer} waits for it)"
+                    raise self._report(silent, f"no answer within {bound:.1f} s{via}")
+                pause = min(2 * pause, _POLL_MAX)
+        finally:
+            if marked:
+                self._store.delete_key(self._key("waiting", self.rank))
         if failed:
             raise self._report(peer, f"{what} failed ({_short(failed[0])})") from None
+
+    def _blame(self, peer: int) -> int:
+        """The peer at the end of the chain of waits starting at ``peer``: a peer that waits
+        for another is not the silent one (with all bounds alike, the peers downstream of a
+        silent one time out together and would otherwise name their live neighbours)."""
+        seen = {self.rank}
+        while peer not in seen:
+            key = self._key("waiting", peer)
+            if not self._store.check([key]):
+                return peer
+            seen.add(peer)
+            nxt = int(self._store.get(key))
+            if nxt in seen:  # a cycle of waits: no silent end, name the one awaited
+                return peer
+            peer = nxt
+        return peer
 
     # -- messages ---------------------------------------------------------------------------------
     def send(self, dst: int, payload: bytes) -> None:
