@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: torch under torchrun, else inprocess; torch: one process per peer under "
         "torchrun (gloo on CPU, NCCL on CUDA); inprocess: all peers simulated in this process",
     )
+    from dmhe import launch
+
+    launch.add_fault_flags(t, d)
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument(
@@ -256,8 +259,10 @@ def _train(args: argparse.Namespace) -> int:
     from dmhe import launch
     from dmhe.cli_settings import config_from_args
     from dmhe.config import ConfigError, UpdateRefused, to_flags
+    from dmhe.dropouts import PeersLost
     from dmhe.log import MetricsLog, get_logger
     from dmhe.trainer import Trainer
+    from dmhe.transport import PeerDropped
 
     log = get_logger()
     transport = None
@@ -269,7 +274,12 @@ def _train(args: argparse.Namespace) -> int:
             from gpubfv.backend import Backend
 
             on_gpu = Backend.device_kind(args.device) != "cpu"
-            transport = launch.init_torch_transport(env, on_gpu=on_gpu)
+            from dmhe.transport import WaitPolicy
+
+            policy = WaitPolicy(fixed=args.peer_timeout, setup=args.setup_timeout)
+            transport = launch.init_torch_transport(
+                env, on_gpu=on_gpu, policy=policy, setup_timeout=args.setup_timeout
+            )
         try:
             kind = launch.choose_transport(args.transport, env, argv=args.argv, peers=args.peers)
             if env is not None:
@@ -313,7 +323,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
         if transport is not None:
             launch.close_torch_transport(transport, clean=False)
-        return EXIT_USAGE
+        return launch.leave(transport, EXIT_USAGE)
+    except (PeerDropped, PeersLost) as exc:
+        return launch.leave(transport, launch.run_failed(exc))
+    except RuntimeError as exc:
+        if transport is None:
+            raise
+        return launch.leave(transport, launch.run_failed(exc))
     finally:
         if round_log is not None:
             round_log.close()
@@ -323,7 +339,7 @@ def _train(args: argparse.Namespace) -> int:
         log.info("%s", log_metrics_line(metrics[-1]))
     if trainer.is_writer:
         log.info("output in %s (dmhe eval %s; dmhe report %s --out ...)", *[cfg.out_dir] * 3)
-    return 0
+    return launch.leave(transport, 0)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -50,7 +50,9 @@ SECURE_MODES = ("secagg", "encrypted", "encrypted-dp")
 DEFAULT_DP_EPSILON = 8.0
 
 # Config fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"rounds", "out_dir", "device"})
+RESUMABLE_CHANGES = frozenset(
+    {"rounds", "out_dir", "device", "peer_timeout", "setup_timeout", "setup_drop_prob"}
+)
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,10 @@ class TrainConfig:
     synthetic_shape: tuple[int, ...] = (1, 28, 28)
     synthetic_size: tuple[int, int] = (600, 200)
     aggregator_options: dict[str, Any] = field(default_factory=dict)
+    # -- peers as processes, dropouts (dmhe.dropouts, dmhe.torch_transport) --
+    peer_timeout: float | None = None  # seconds a peer waits for another; None: derived
+    setup_timeout: float = 300.0  # the same bound for the set-up and the first round
+    setup_drop_prob: float = 0.0  # simulated loss of a peer per set-up attempt
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready plain data (tuples as lists)."""
@@ -157,6 +163,7 @@ class TrainConfig:
             )
         need(0.0 <= self.drop_prob < 1.0, f"drop_prob must be in [0, 1), got {self.drop_prob}")
         need(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        self._validate_peer_faults(need)
         if self.alpha is not None:
             need(self.alpha > 0, f"alpha (Dirichlet) must be positive, got {self.alpha}")
         from gpubfv.backend import Backend  # the one place that knows device names
@@ -189,6 +196,18 @@ class TrainConfig:
             # int64 headroom now, before any peer is built; the aggregator's own modulus (and
             # the DP noise) when the pipeline is built.
             no_wrap_bound(self.peers, self.clip, self.scale_bits, 1 << 64)
+
+    def _validate_peer_faults(self, need: Any) -> None:
+        """The bounded waits and the dropout simulation."""
+        if self.peer_timeout is not None:
+            ok = self.peer_timeout > 0 and math.isfinite(self.peer_timeout)
+            need(ok, f"peer_timeout must be positive seconds, got {self.peer_timeout}")
+        ok = self.setup_timeout > 0 and math.isfinite(self.setup_timeout)
+        need(ok, f"setup_timeout must be positive seconds, got {self.setup_timeout}")
+        need(
+            0.0 <= self.setup_drop_prob < 1.0,
+            f"setup_drop_prob must be in [0, 1), got {self.setup_drop_prob}",
+        )
 
 
 class UpdateRefused(ValueError):

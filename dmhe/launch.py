@@ -19,6 +19,7 @@ Outside torchrun ``--transport torch`` is refused with the torchrun command to u
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -34,6 +35,9 @@ from dmhe.config import ConfigError, TrainConfig
 
 __all__ = [
     "TRANSPORTS",
+    "add_fault_flags",
+    "leave",
+    "run_failed",
     "RoundProgress",
     "TorchrunEnv",
     "choose_transport",
@@ -116,9 +120,14 @@ def peers_under_torchrun(env: TorchrunEnv, explicit: int | None) -> int:
     return env.world_size
 
 
-def init_torch_transport(env: TorchrunEnv, *, on_gpu: bool) -> Any:
+def init_torch_transport(
+    env: TorchrunEnv, *, on_gpu: bool, policy: Any = None, setup_timeout: float = 300.0
+) -> Any:
     """Join torchrun's process group (NCCL when ``on_gpu``, else gloo) and return this process's
-    :class:`~dmhe.transport.TorchDistributedTransport`."""
+    :class:`~dmhe.transport.TorchDistributedTransport` with the bounded waits of ``policy``
+    (a :class:`~dmhe.transport.WaitPolicy`); joining itself waits at most ``setup_timeout``."""
+    import datetime
+
     import torch
     import torch.distributed as dist
 
@@ -127,18 +136,23 @@ def init_torch_transport(env: TorchrunEnv, *, on_gpu: bool) -> Any:
     if not dist.is_initialized():
         if on_gpu:
             torch.cuda.set_device(env.local_rank)  # one GPU per local process
-        dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-    return TorchDistributedTransport()
+        dist.init_process_group(
+            backend="nccl" if on_gpu else "gloo",
+            timeout=datetime.timedelta(seconds=setup_timeout),
+        )
+    return TorchDistributedTransport(policy=policy)
 
 
 def close_torch_transport(transport: Any, *, clean: bool) -> None:
-    """Leave the process group; ``clean``: complete pending sends and meet every peer first
-    (after a successful run) instead of leaving at once (after an error)."""
+    """Leave the process group; ``clean``: complete pending sends and meet every live peer
+    first (after a successful run) instead of leaving at once (after an error). After a
+    survived loss the group holds closed pairs that gloo cannot tear down: it is left as is
+    (the caller exits the process with ``os._exit``)."""
     import torch.distributed as dist
 
     if clean:
-        transport.barrier()
-    if dist.is_initialized():
+        transport.close()
+    if dist.is_initialized() and not getattr(transport, "lost_any", False):
         dist.destroy_process_group()
 
 
@@ -226,6 +240,7 @@ class RoundProgress:
 
     def __init__(self, config: TrainConfig, initial: int, *, enabled: bool) -> None:
         self._bar: Any = None
+        self._peers = config.peers
         if enabled:
             from tqdm import tqdm
 
@@ -236,15 +251,53 @@ class RoundProgress:
         """One round done."""
         if self._bar is None:
             return
+        from dmhe.dropouts import progress_postfix
+
         self._bar.update(1)
-        self._bar.set_postfix(
-            acc=f"{metrics['accuracy']:.3f}",
-            peers=metrics.get("contributors"),
-            retries=metrics.get("retries"),
-            kB=f"{metrics['bytes_sent_per_peer'] / 1e3:.0f}",
-        )
+        self._bar.set_postfix(progress_postfix(metrics, self._peers))
 
     def close(self) -> None:
         """End the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+def add_fault_flags(t: argparse.ArgumentParser, d: Any) -> None:
+    """Bounded waits across processes and the set-up part of the dropout simulation."""
+    t.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=d.peer_timeout,
+        metavar="SECONDS",
+        help="wait this long for a peer before naming it lost (default: max(60 s, 4x the "
+        "slowest round))",
+    )
+    t.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=d.setup_timeout,
+        metavar="SECONDS",
+        help="the same bound for the key set-up and the first round",
+    )
+    t.add_argument(
+        "--setup-drop-prob",
+        type=float,
+        default=d.setup_drop_prob,
+        help="simulated loss of a peer per set-up attempt (the set-up is retried)",
+    )
+
+
+def run_failed(exc: BaseException) -> int:
+    """A lost peer or a failed collective: one line on stderr, exit 1 (no gloo traceback)."""
+    print(f"dmhe: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def leave(transport: Any, code: int) -> int:
+    """``code``, or, after a lost peer across processes, leave the process at once: gloo's
+    teardown of a group with closed pairs aborts (terminate) instead of returning."""
+    if transport is not None and (code or transport.lost_any):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -22,6 +22,7 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,9 +32,17 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from dmhe import dp as dp_mod
 from dmhe.aggregators.base import Aggregator, make_aggregator
-from dmhe.collectives import all_gather_bytes
 from dmhe.config import MODES, SECURE_MODES, ConfigError, TrainConfig, UpdateRefused
 from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
+from dmhe.dropouts import (
+    after_loss,
+    agree_digest,
+    live_round,
+    lost_in_attempt,
+    merge_results,
+    retrying,
+    threshold_below,
+)
 from dmhe.handshake import agree, run_settings
 from dmhe.launch import RoundProgress
 from dmhe.log import get_logger, run_estimate
@@ -41,7 +50,7 @@ from dmhe.models import ModelError, build_model, evaluate_model
 from dmhe.pipeline import UpdatePipeline
 from dmhe.rundir import CHECKPOINT, METRICS, RUN_INFO, RunDir
 from dmhe.state import flatten_state, float_keys, load_flat_state, state_digest
-from dmhe.transport import InProcessNetwork, PeerDropped, Transport
+from dmhe.transport import InProcessNetwork, Transport
 
 __all__ = [
     "CHECKPOINT",
@@ -137,8 +146,9 @@ class Trainer:
     def _build_peers(self, transport: Transport | None) -> None:
         cfg = self.config
         if transport is None:
+            # drop_prob is per peer per round (dmhe.dropouts), not per message
             self.network: InProcessNetwork | None = InProcessNetwork(
-                cfg.peers, drop_prob=cfg.drop_prob, seed=_stream_seed(cfg.seed, -1, -1, 7)
+                cfg.peers, seed=_stream_seed(cfg.seed, -1, -1, 7)
             )
             self.transports: list[Transport] = list(self.network.transports)
             self.local_peers = list(range(cfg.peers))
@@ -147,6 +157,8 @@ class Trainer:
             raise ConfigError(
                 f"peers={cfg.peers} but the transport has world_size {transport.world_size}"
             )
+        if cfg.drop_prob or cfg.setup_drop_prob:
+            raise ConfigError("drop_prob simulates losses in-process; across processes kill one")
         self.network = None
         self.transports = [transport]
         self.local_peers = [transport.rank]
@@ -189,25 +201,18 @@ class Trainer:
         return [t.total_bytes_sent for t in self.transports]
 
     def _retrying(
-        self, fn: Callable[[Transport], Any], what: str, *, everyone: bool
+        self,
+        fn: Callable[[Transport], Any],
+        what: str,
+        *,
+        everyone: bool,
+        lost: Callable[[int], frozenset[int]] | None = None,
     ) -> tuple[list[Any], int]:
-        """Run a collective step, restarting it (up to ``max_retries``) when a needed peer
-        drops; ``everyone``: a local peer that dropped out also restarts it."""
-        retries = 0
-        while True:
-            try:
-                results = self._collective(fn)
-                lost = [r for r in results if isinstance(r, PeerDropped)]
-                if not (everyone and lost):
-                    return results, retries
-                failure: PeerDropped = lost[0]
-            except PeerDropped as exc:
-                failure = exc
-            retries += 1
-            if retries > self.config.max_retries:
-                raise RuntimeError(f"{what} failed {retries} times ({failure})") from failure
-            if self.network is not None:
-                self.network.revive_all()
+        """A collective step, restarted when it loses a needed peer (dropouts.retrying)."""
+        cfg = self.config
+        recover = partial(after_loss, self.network, self.transports[0], cfg.peers, cfg.threshold)
+        return retrying(self._collective, fn, what, everyone=everyone, lost=lost,
+                        max_retries=cfg.max_retries, recover=recover)  # fmt: skip
 
     def setup(self) -> None:
         """Collective set-up: the settings handshake (:mod:`dmhe.handshake`) before any other
@@ -217,8 +222,14 @@ class Trainer:
         self._collective(lambda t: agree(t, settings, error=self._start_error))
         before = self._bytes_sent()
         t0 = time.perf_counter()
+        cfg = self.config
         _, retries = self._retrying(
-            lambda t: self.aggregators[t.rank].setup(t), "set-up", everyone=True
+            lambda t: self.aggregators[t.rank].setup(t),
+            "set-up",
+            everyone=True,
+            lost=partial(
+                lost_in_attempt, cfg.seed, 0, peers=cfg.peers, prob=cfg.setup_drop_prob, setup=True
+            ),
         )
         sent = [a - b for a, b in zip(self._bytes_sent(), before, strict=True)]
         self.setup_info.update(
@@ -268,38 +279,34 @@ class Trainer:
         )
 
     def _aggregate(self, prepared: dict[int, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        def body(t: Transport) -> tuple[np.ndarray, dict[str, float], int]:
+        """The round's sum over its live peers (the contributors), retried when an attempt
+        loses a peer it needs (see :mod:`dmhe.dropouts`)."""
+        cfg = self.config
+        rnd = self.round + 1
+        threshold = threshold_below(cfg.threshold, cfg.peers)
+        before = state_digest(self.model)
+
+        def body(t: Transport) -> tuple[list[int], np.ndarray, dict[str, float]]:
             agg = self.aggregators[t.rank]
-            out = self.pipeline.aggregate(agg, t, prepared[t.rank])
-            return out, dict(agg.timings), agg.contributors
+            live, out = live_round(
+                t,
+                peers=cfg.peers,
+                threshold=threshold,
+                aggregate=lambda sub: self.pipeline.aggregate(agg, sub, prepared[t.rank]),
+                tag=f"round{rnd}",  # unique: an attempt after a loss runs in a new epoch
+                # across processes: same model before, same sum after
+                check=None if self.network is not None else partial(agree_digest, before=before),
+            )
+            return live, out, dict(agg.timings)
 
         if self.network is not None and self.network.dropped:
             self.network.revive_all()  # peers lost in the last round rejoin this one
-        results, retries = self._retrying(body, f"round {self.round}: aggregation", everyone=False)
-        live = [(p, r) for p, r in zip(self.local_peers, results, strict=True)]
-        live = [(p, r) for p, r in live if not isinstance(r, PeerDropped)]
-        if not live:
-            raise RuntimeError(f"round {self.round + 1}: every local peer dropped out")
-        results = [r for _, r in live]
-        first = results[0][0]
-        for p, r in live:
-            if not np.array_equal(r[0], first):
-                raise AssertionError(f"peer {p} obtained a different aggregate")
-        timings = {
-            key: float(np.mean([r[1].get(key, 0.0) for r in results]))
-            for key in ("encrypt", "communicate", "decrypt")
-        }
-        contributors = results[0][2] or self.config.peers
+        lost = partial(lost_in_attempt, cfg.seed, rnd, peers=cfg.peers, prob=cfg.drop_prob)
+        results, retries = self._retrying(
+            body, f"round {rnd}: aggregation", everyone=False, lost=lost
+        )
+        first, contributors, timings = merge_results(results, rnd)
         return first, {"timings": timings, "retries": retries, "contributors": contributors}
-
-    def _check_identical(self) -> None:
-        """Every peer holds the same parameters (in-process there is one copy by construction;
-        across processes the digests are all-gathered and compared)."""
-        if self.network is not None:
-            return
-        digests = all_gather_bytes(self.transports[0], state_digest(self.model).encode())
-        if len(set(digests)) != 1:
-            raise AssertionError(f"peers disagree on the model after round {self.round}")
 
     def _apply(self, avg: torch.Tensor) -> None:
         new = flatten_state(self.model, self.keys).double() + avg.to(self.device)
@@ -329,9 +336,8 @@ class Trainer:
         total, info = self._aggregate(prepared)
         t_agg = time.perf_counter() - t0
         sent = [a - b for a, b in zip(self._bytes_sent(), before, strict=True)]
-        self._apply(self.pipeline.finish(total, info["contributors"]))
-        self.round = rnd
-        self._check_identical()
+        self._apply(self.pipeline.finish(total, len(info["contributors"])))
+        self.round = rnd  # (across processes the attempt compared the peers' digests)
 
         t0 = time.perf_counter()
         acc, loss = self.evaluate()
@@ -360,6 +366,8 @@ class Trainer:
             "retries": info["retries"],
             "contributors": info["contributors"],
         }
+        for t in self.transports:
+            t.round_time(metrics["time"]["round"])
         if self.dp and self.sigma is not None:
             metrics["dp_epsilon"] = dp_mod.epsilon(sigma=self.sigma, rounds=rnd, delta=cfg.dp_delta)
         return metrics

@@ -24,8 +24,11 @@ __all__ = [
     "InProcessNetwork",
     "InProcessTransport",
     "PeerDropped",
+    "SubRing",
     "TorchDistributedTransport",
     "Transport",
+    "WaitPolicy",
+    "original_rank",
     "run_peers",
 ]
 
@@ -97,16 +100,18 @@ class Transport(ABC):
         """This peer leaves the computation now (simulated dropout); never returns."""
         raise PeerDropped(self.rank)
 
-    def live_peers(self) -> list[int]:
-        """Peers (self included) that answer a liveness exchange: each peer sends a control
-        message to every other and waits for theirs; a peer that left is noticed by every
-        receiver alike, so all live peers agree. O(K) tiny messages; used only by threshold
-        rounds. Transports without failure detection see every peer as live."""
-        for p in range(self.world_size):
+    def live_peers(self, among: list[int] | None = None) -> list[int]:
+        """Peers (self included) of ``among`` (default: all) that answer a liveness exchange:
+        each peer sends a control message to every other and waits for theirs; a peer that
+        left is noticed by every receiver alike, so all live peers agree. O(K) tiny messages;
+        used only by threshold rounds. Transports without failure detection see every peer as
+        live."""
+        group = list(range(self.world_size)) if among is None else sorted(among)
+        for p in group:
             if p != self.rank:
                 self.send_control(p, b"\x01")
         live = [self.rank]
-        for p in range(self.world_size):
+        for p in group:
             if p == self.rank:
                 continue
             try:
@@ -117,11 +122,77 @@ class Transport(ABC):
                     raise
         return sorted(live)
 
+    def reachable_peers(self) -> list[int]:
+        """The peers this transport still reaches (all of them unless a loss was agreed)."""
+        return list(range(self.world_size))
+
+    def round_time(self, seconds: float) -> None:
+        """Told the wall time of every finished round (transports with bounded waits derive
+        their bound from it)."""
+        return None
+
+    def commit(self, tag: str) -> None:
+        """Every member holds this step's result before anyone keeps it. In-process the peers
+        share one result by construction; across processes see
+        :meth:`dmhe.torch_transport.TorchDistributedTransport.commit`."""
+        return None
+
+    def recover(self, failure: PeerDropped) -> list[int]:
+        """After ``failure``: the live peers agreed by every survivor (then :meth:`members`).
+        Transports that cannot continue without a peer raise ``failure`` again."""
+        raise failure
+
     def _check_peer(self, peer: int) -> None:
         if not 0 <= peer < self.world_size or peer == self.rank:
             raise ValueError(
                 f"peer {self.rank}: invalid peer {peer} (world_size {self.world_size})"
             )
+
+
+class SubRing(Transport):
+    """A transport over a subset of peers (``members``, original ranks, sorted), relabelled
+    0..len(members)-1, on top of another: the live peers of a round, the active set of a
+    threshold decryption. Errors keep naming the original ranks."""
+
+    def __init__(self, base: Transport, members: list[int]) -> None:
+        super().__init__(members.index(base.rank), len(members))
+        self.base, self.members = base, list(members)
+
+    def original(self, index: int) -> int:
+        """The base transport's rank of member ``index``."""
+        return self.members[index]
+
+    def send(self, dst: int, payload: bytes) -> None:
+        """Send to member ``dst``."""
+        self.base.send(self.members[dst], payload)
+
+    def recv(self, src: int) -> bytes:
+        """Receive from member ``src``."""
+        return self.base.recv(self.members[src])
+
+    def send_control(self, dst: int, payload: bytes) -> None:
+        """A control message to member ``dst``."""
+        self.base.send_control(self.members[dst], payload)
+
+    def leave(self) -> None:
+        """This peer leaves (on the base transport)."""
+        self.base.leave()
+
+    def live_peers(self, among: list[int] | None = None) -> list[int]:
+        """The base's liveness exchange over the members (indices into ``members``)."""
+        group = self.members if among is None else [self.members[i] for i in among]
+        return [self.members.index(p) for p in self.base.live_peers(among=group)]
+
+    def barrier(self) -> None:
+        """The base transport's barrier."""
+        self.base.barrier()
+
+
+def original_rank(transport: Transport) -> int:
+    """This peer's rank on the outermost transport (through any :class:`SubRing`)."""
+    while isinstance(transport, SubRing):
+        transport = transport.base
+    return transport.rank
 
 
 # --------------------------------------------------------------------------- in-process
@@ -161,6 +232,7 @@ class InProcessNetwork:
         self._queues: dict[tuple[int, int], queue.SimpleQueue[bytes]] = {}
         self._lock = threading.Lock()
         self._dropped: set[int] = set()
+        self._gone: set[int] = set()  # permanent losses: revive_all keeps them out
         self._aborted = threading.Event()
         self._barrier = threading.Barrier(world_size)
         self.transports = [InProcessTransport(self, r) for r in range(world_size)]
@@ -179,10 +251,13 @@ class InProcessNetwork:
         with self._lock:
             return frozenset(self._dropped)
 
-    def drop(self, rank: int) -> None:
-        """Mark ``rank`` as dropped out now (and break the barrier)."""
+    def drop(self, rank: int, *, permanent: bool = False) -> None:
+        """Mark ``rank`` as dropped out now (and break the barrier). ``permanent``: the peer
+        never comes back (a killed process); ``revive_all`` keeps it dropped."""
         with self._lock:
             self._dropped.add(rank)
+            if permanent:
+                self._gone.add(rank)
         # Peers waiting in a barrier would wait forever for the dropped one.
         self._barrier.abort()
 
@@ -196,12 +271,19 @@ class InProcessNetwork:
             raise PeerDropped(rank)
 
     def revive_all(self) -> None:
-        """Forget dropouts (a new round with a fresh set of live peers)."""
+        """Forget dropouts (a new round with a fresh set of live peers); peers dropped
+        ``permanent`` stay out."""
         with self._lock:
-            self._dropped.clear()
+            self._dropped = set(self._gone)
             self._queues.clear()
         self._barrier = threading.Barrier(self.world_size)
         self._aborted.clear()
+
+    @property
+    def gone(self) -> frozenset[int]:
+        """The ranks dropped ``permanent``."""
+        with self._lock:
+            return frozenset(self._gone)
 
     def run(self, fn: Callable[[InProcessTransport], Any]) -> list[Any]:
         """Run ``fn(transport)`` for every peer on its own thread; return results by rank.
@@ -288,6 +370,11 @@ class InProcessTransport(Transport):
         self.network.drop(self.rank)
         raise PeerDropped(self.rank)
 
+    def reachable_peers(self) -> list[int]:
+        """Every peer not dropped ``permanent``."""
+        gone = self.network.gone
+        return [r for r in range(self.world_size) if r not in gone]
+
     def recv(self, src: int) -> bytes:
         """The next payload from peer ``src`` (blocks)."""
         self._check_peer(src)
@@ -325,77 +412,5 @@ def run_peers(k: int, fn: Callable[[Transport], Any], **network_kwargs: Any) -> 
 
 # --------------------------------------------------------------------------- torch.distributed
 
-
-class TorchDistributedTransport(Transport):
-    """One peer per process over ``torch.distributed`` (gloo on CPU, NCCL on GPU).
-
-    Every message is an 8-byte little-endian length header (an int64 tensor) followed by the
-    payload as a uint8 tensor; both are counted. Sends are asynchronous (``isend``) so that a
-    ring step, where every peer sends before it receives, cannot deadlock; pending sends are
-    completed at the next ``barrier`` or ``flush``.
-    """
-
-    HEADER_BYTES = 8
-
-    def __init__(self, *, device: str | None = None, group: Any = None) -> None:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_available() or not dist.is_initialized():
-            raise RuntimeError(
-                "torch.distributed is not initialised: launch with torchrun, or call "
-                "torch.distributed.init_process_group first"
-            )
-        self._torch = torch
-        self._dist = dist
-        self._group = group
-        super().__init__(dist.get_rank(group), dist.get_world_size(group))
-        if device is None:
-            # NCCL moves only GPU tensors: use this process's current GPU
-            on_gpu = dist.get_backend(group) == "nccl"
-            self.device = torch.device(torch.cuda.current_device() if on_gpu else "cpu")
-        else:
-            self.device = torch.device(device)
-        self._pending: list[tuple[Any, Any]] = []
-
-    def send(self, dst: int, payload: bytes) -> None:
-        """Queue ``payload`` for peer ``dst`` (ordered per pair)."""
-        self._check_peer(dst)
-        torch = self._torch
-        data = bytes(payload)
-        header = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
-        body = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None
-        self._pending.append((self._dist.isend(header, dst, group=self._group), header))
-        if body is not None:
-            body = body.to(self.device)
-            self._pending.append((self._dist.isend(body, dst, group=self._group), body))
-        self.bytes_sent[dst] += self.HEADER_BYTES + len(data)
-        self._reap()
-
-    def recv(self, src: int) -> bytes:
-        """The next payload from peer ``src`` (blocks)."""
-        self._check_peer(src)
-        torch = self._torch
-        header = torch.empty(1, dtype=torch.int64, device=self.device)
-        self._dist.recv(header, src, group=self._group)
-        n = int(header.item())
-        self.bytes_received[src] += self.HEADER_BYTES + n
-        if n == 0:
-            return b""
-        body = torch.empty(n, dtype=torch.uint8, device=self.device)
-        self._dist.recv(body, src, group=self._group)
-        return body.cpu().numpy().tobytes()
-
-    def _reap(self) -> None:
-        self._pending = [(w, t) for (w, t) in self._pending if not w.is_completed()]
-
-    def flush(self) -> None:
-        """Wait for every pending send to complete."""
-        for work, _ in self._pending:
-            work.wait()
-        self._pending.clear()
-
-    def barrier(self) -> None:
-        """Wait until every peer reaches the barrier."""
-        self.flush()
-        self._dist.barrier(group=self._group)
+# defined in its own module (bounded waits, loss agreement), imported here for existing callers
+from dmhe.torch_transport import TorchDistributedTransport, WaitPolicy  # noqa: E402

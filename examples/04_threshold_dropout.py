@@ -8,6 +8,10 @@ the combined shares give the exact sum. With only two live peers the round is re
 active set is too small, and a decryptor given two shares refuses them. Each peer's journal is
 bound to its long-term threshold share, so a second active set cannot re-share the same c1.
 
+The second part is the same in training (dmhe): with ``drop_prob`` every peer is lost in a
+round with that probability (drawn from the run seed); a round with at least t live peers
+finishes with them, and the metrics say who contributed and how many retries it took.
+
 Run: ``python examples/04_threshold_dropout.py``
 """
 
@@ -102,5 +106,19 @@ def main(peers: int = 5, threshold: int = 3, lost: tuple[int, ...] = (2, 4)) -> 
         j.close()
 
 
+def training_with_dropouts(rounds: int = 2) -> None:
+    """5 peers, 3-of-5 keys, each peer lost in a round with probability 0.2 (seed 3 loses
+    peers 0 and 2 in the first two rounds): the rounds finish with the live peers."""
+    from dmhe.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(dataset="synthetic", synthetic_shape=(1, 6, 6), synthetic_size=(160, 40),
+                      peers=5, rounds=rounds, mode="encrypted", threshold=3, drop_prob=0.2,
+                      seed=3)  # fmt: skip
+    for m in Trainer(cfg).train():
+        print(f"round {m['round']}: contributors {m['contributors']}, retries {m['retries']}")
+        assert len(m["contributors"]) >= 3
+
+
 if __name__ == "__main__":
     main()
+    training_with_dropouts()

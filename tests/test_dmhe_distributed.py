@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import numpy as np
@@ -54,3 +55,55 @@ def test_gloo_three_processes_equal_in_process(tmp_path):
         sent = int(np.load(tmp_path / f"bytes{r}.npy")[0])
         assert sent == in_process_bytes + 8 * 2 * (K - 1)
     np.testing.assert_array_equal(local[0][0], np.sum(xs, axis=0))
+
+
+def _silent_peer_worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank 1 stops answering (alive, socket open); rank 0 and 2 must name it within the
+    bound, and agree on the live set without it."""
+    import json
+    import time
+
+    import torch.distributed as dist
+
+    from dmhe.transport import PeerDropped, TorchDistributedTransport, WaitPolicy
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=K)
+    t = TorchDistributedTransport(policy=WaitPolicy(fixed=1.5, setup=60.0))
+    t.round_time(0.01)  # one measured round: the fixed 1.5 s bound applies
+    if rank == 1:
+        time.sleep(30)  # silent (the others decide without it long before)
+        os._exit(0)
+    t0 = time.monotonic()
+    try:
+        t.recv((rank - 1) % K)  # rank 2 waits on rank 1, rank 0 on rank 2
+        result = {"error": None}
+    except PeerDropped as exc:
+        result = {"rank": exc.rank, "seconds": time.monotonic() - t0, "message": str(exc)}
+        result["live"] = t.recover(exc)
+        peer = [p for p in result["live"] if p != rank][0]
+        t.send(peer, bytes([rank]))
+        result["echo"] = t.recv(peer)[0]
+        t.close()
+    with open(f"{out_dir}/silent{rank}.json", "w") as f:
+        json.dump(result, f)
+    os._exit(0)  # the original group holds a pair to a silent peer: no teardown
+
+
+def test_a_silent_peer_is_named_within_the_bound_and_left_out(tmp_path):
+    import json
+
+    ctx = mp.start_processes(
+        _silent_peer_worker, args=(_free_port(), str(tmp_path)), nprocs=K, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    ctx.join(timeout=240)
+    got = {r: json.loads((tmp_path / f"silent{r}.json").read_text()) for r in (0, 2)}
+    # rank 2 waits on rank 1 (silent): named by its timeout; rank 0 waits on rank 2 (alive,
+    # itself waiting) and learns of the loss from rank 2's report on the store
+    for r in (0, 2):
+        assert got[r]["rank"] == 1, got[r]
+        assert got[r]["seconds"] < 1.5 + 10  # the bound, plus this machine's load
+        assert got[r]["live"] == [0, 2]
+    assert "no answer within 1.5 s" in got[2]["message"]
+    assert "reported by peer 2" in got[0]["message"]
+    assert got[0]["echo"] == 2 and got[2]["echo"] == 0

@@ -296,8 +296,7 @@ def test_encrypted_round_retried_after_dropout_is_exact():
 
 def test_encrypted_training_with_drop_prob_completes():
     """Dropouts during the collective set-up restart it (was a bug: PeerDropped escaped)."""
-    # peers=2, seed 0: the network's first dropout draw (0.17) hits during set-up
-    tr, metrics = _train(mode="encrypted", peers=2, drop_prob=0.2, max_retries=200)
+    tr, metrics = _train(mode="encrypted", peers=2, setup_drop_prob=0.5, max_retries=200)
     assert len(metrics) == 2
     assert tr.setup_info["setup_retries"] >= 1
     ref, _ = _train(mode="plaintext-quantized", peers=2)

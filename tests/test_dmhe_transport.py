@@ -134,3 +134,26 @@ def test_registry_names():
     assert get_aggregator_class("secagg") is PairwiseMaskAggregator
     with pytest.raises(ValueError):
         get_aggregator_class("nope")
+
+
+def test_permanent_drop_survives_revive_all_and_sub_rings_keep_original_ranks():
+    from dmhe.transport import SubRing, original_rank
+
+    net = InProcessNetwork(4)
+    net.drop(2, permanent=True)
+    net.drop(1)
+    net.revive_all()
+    assert net.dropped == frozenset({2}) and net.gone == frozenset({2})
+
+    def body(t):
+        members = t.reachable_peers()
+        if t.rank not in members:
+            t.leave()
+        sub = SubRing(t, t.live_peers(among=members))
+        total = PlaintextAggregator(3).allreduce_sum(sub, np.array([t.rank], dtype=np.int64))
+        return sub.members, original_rank(sub), sub.live_peers(), int(total[0])
+
+    results = net.run(body)
+    assert isinstance(results[2], PeerDropped) and results[2].rank == 2
+    for r in (0, 1, 3):
+        assert results[r] == ([0, 1, 3], r, [0, 1, 2], 0 + 1 + 3)

@@ -271,11 +271,11 @@ class EncryptedAggregator(AggregatorBase):
         return np.concatenate(all_reduce(transport, chunks, codec, self.topology), axis=-1)
 
     # -- codecs -----------------------------------------------------------------------------------
-    def _chunk_sizes(self, n_values: int) -> list[int]:
+    def _chunk_sizes(self, n_values: int, k: int | None = None) -> list[int]:
         """Ciphertexts per chunk: as even as possible, and the non-empty chunks spread over the
         indices when K > count (log-depth schedules move chunks in blocks of neighbouring
         indices; front-loading them would put every ciphertext in one block)."""
-        count, k = max(1, math.ceil(n_values / self.encoder.slots)), self.k
+        count, k = max(1, math.ceil(n_values / self.encoder.slots)), k or self.k
         return [(i + 1) * count // k - i * count // k for i in range(k)]
 
     def ct_codec(self, sizes: list[int], c1_only: bool) -> Codec[Ciphertext]:
@@ -352,8 +352,29 @@ class EncryptedAggregator(AggregatorBase):
             raise RuntimeError("setup() must run before allreduce_sum()")
         values = self._validated(values)
         self.timings = {"encrypt": 0.0, "communicate": 0.0, "decrypt": 0.0}
-        self.contributors = self.k
-        sizes = self._chunk_sizes(values.size)
+        # fewer than K: the live peers of a threshold round (a SubRing), each contributing once
+        m = transport.world_size
+        if m != self.k and not self.uses_threshold:
+            raise ValueError(f"{m} of {self.k} peers: only t-of-K keys decrypt without all")
+        self.contributors = m
+        sizes = self._chunk_sizes(values.size, m)
+        full_topology = self.topology
+        if m != self.k:
+            self.topology = self.topology_for(m, int(self.values * self.bytes_per_value), 4)
+        try:
+            total = self._round(transport, values, sizes)
+        finally:
+            self.topology = full_topology
+        total -= np.int64(m * self.offset)
+        # the round is done: keep only what the shares were for
+        assert self._journal is not None
+        self._journal.release()
+        if self._threshold is not None:
+            self._threshold.journal.release()
+        return total
+
+    def _round(self, transport: Transport, values: Any, sizes: list[int]) -> np.ndarray:
+        """Steps 1-5 of the module docstring: the packed sum, offsets not yet removed."""
         with self._phase("encrypt"):
             chunks = self.encrypt(values, sizes)
         with self._phase("communicate"):
@@ -370,14 +391,7 @@ class EncryptedAggregator(AggregatorBase):
                 mine = self.open_chunk(own_ct, agg)
             with self._phase("communicate"):
                 sums = self.gather_plaintext(transport, own_idx, mine, sizes)
-        total = np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
-        total -= np.int64(self.k * self.offset)
-        # the round is done: keep only what the shares were for
-        assert self._journal is not None
-        self._journal.release()
-        if self._threshold is not None:
-            self._threshold.journal.release()
-        return total
+        return np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
 
     def encrypt(self, values: Any, sizes: list[int]) -> list[Ciphertext]:
         """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk."""
@@ -390,7 +404,7 @@ class EncryptedAggregator(AggregatorBase):
         enc = Encryptor(self.ctx, self._pk, prng=self._prng)
         ct = self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        return [Ciphertext(self.params, ct.data[starts[i] : starts[i + 1]]) for i in range(self.k)]
+        return [Ciphertext(self.params, ct.data[s:e]) for s, e in zip(starts, starts[1:])]
 
     def reduce_scatter_ciphertexts(
         self, transport: Transport, chunks: list[Ciphertext], sizes: list[int]

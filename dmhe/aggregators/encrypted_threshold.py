@@ -18,7 +18,7 @@ import numpy as np
 
 from dmhe.collectives import Codec, all_gather, reduce_scatter
 from dmhe.framing import frame, unframe
-from dmhe.transport import PeerDropped, Transport
+from dmhe.transport import PeerDropped, SubRing, Transport, original_rank
 from gpubfv.mhe import Party, ShamirShare, Thresholdizer
 from gpubfv.serialization import from_bytes, to_bytes
 
@@ -27,26 +27,6 @@ if TYPE_CHECKING:
     from gpubfv import Ciphertext
 
 __all__ = ["SubRing", "ThresholdDecryption"]
-
-
-class SubRing(Transport):
-    """A transport over a subset of peers, relabelled 0..len(members)-1, on top of another."""
-
-    def __init__(self, base: Transport, members: list[int]) -> None:
-        super().__init__(members.index(base.rank), len(members))
-        self.base, self.members = base, members
-
-    def send(self, dst: int, payload: bytes) -> None:
-        """Send to member ``dst``."""
-        self.base.send(self.members[dst], payload)
-
-    def recv(self, src: int) -> bytes:
-        """Receive from member ``src``."""
-        return self.base.recv(self.members[src])
-
-    def barrier(self) -> None:
-        """The base transport's barrier."""
-        self.base.barrier()
 
 
 def _list_codec(item: Codec[Any], members: list[list[int]]) -> Codec[list[Any]]:
@@ -97,7 +77,7 @@ class ThresholdDecryption:
     def active_set(self, transport: Transport) -> tuple[list[int], list[int]]:
         """``(live peers, active set A)``, agreed by every live peer alike."""
         agg = self.agg
-        if transport.rank in agg.drop_before_decrypt:
+        if original_rank(transport) in agg.drop_before_decrypt:
             transport.leave()  # simulated loss of this peer before decryption
         with agg._phase("communicate"):
             live = transport.live_peers()
@@ -105,7 +85,7 @@ class ThresholdDecryption:
         assert t is not None
         if len(live) < t:
             raise PeerDropped(
-                min(set(range(agg.k)) - set(live)),
+                min(set(range(transport.world_size)) - set(live)),
                 f"only {len(live)} live peers, threshold {t}: round discarded",
             )
         return live, live[:t]
@@ -117,16 +97,19 @@ class ThresholdDecryption:
         agg, rank = self.agg, transport.rank
         live, active = self.active_set(transport)
         t = len(active)
-        groups = [[int(i) for i in g] for g in np.array_split(np.arange(agg.k), t)]
+        n_chunks = len(aggs)  # one per contributing peer (fewer than K after a loss)
+        groups = [[int(i) for i in g] for g in np.array_split(np.arange(n_chunks), t)]
         sums_codec = _list_codec(agg.sums_codec(sizes), groups)
         outside = [p for p in live if p not in active]
         if rank not in active:
             server = active[outside.index(rank) % t]
             with agg._phase("communicate"):
                 buf = transport.recv(server)
-            everything = _list_codec(agg.sums_codec(sizes), [list(range(agg.k))])
+            everything = _list_codec(agg.sums_codec(sizes), [list(range(n_chunks))])
             return everything.decode(buf, 0)
-        points = [p + 1 for p in active]
+        # Shamir points are the original ranks + 1, also when ``transport`` is a sub-ring
+        ranks = transport.members if isinstance(transport, SubRing) else list(range(agg.k))
+        points = [ranks[p] + 1 for p in active]
         with agg._phase("decrypt"):
             party = Party.threshold(
                 agg.ctx, self.key, self.thresholdizer, points, journal=self.journal, prng=agg._prng
@@ -143,7 +126,7 @@ class ThresholdDecryption:
             opened = [agg.open_chunk(aggs[i], a) for i, a in zip(groups[g_idx], g_agg, strict=True)]
         with agg._phase("communicate"):
             gathered = all_gather(sub, g_idx, opened, sums_codec, sub_topology)
-            sums: list[Any] = [None] * agg.k
+            sums: list[Any] = [None] * n_chunks
             for g, items in zip(groups, gathered, strict=True):
                 for i, arr in zip(g, items, strict=True):
                     sums[i] = arr
