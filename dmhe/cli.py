@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dp-epsilon", type=float, default=None)
     t.add_argument("--dp-delta", type=float, default=d.dp_delta)
     t.add_argument("--dp-sigma", type=float, default=None, help="noise multiplier instead of ε")
+    t.add_argument("--dp-accountant", choices=["rdp", "prv"], default=d.dp_accountant)
+    t.add_argument("--dp-max-grad-norm", type=float, default=d.dp_max_grad_norm, help="dp-sgd")
+    t.add_argument("--dp-bits", type=int, default=None, help="ddg: clip norm = 2^bits units")
     t.add_argument("--drop-prob", type=float, default=d.drop_prob, help="simulated dropouts")
     t.add_argument("--max-retries", type=int, default=d.max_retries)
     t.add_argument("--synthetic-shape", type=_shape, default=d.synthetic_shape)
@@ -87,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("experiment", help="the paper's comparison as one command")
+    e.add_argument("name", choices=["paper"], help="which experiment")
+    e.add_argument("--data-dir", default=None, help="torchvision MNIST/CIFAR-10 folder")
+    e.add_argument("--quick", action="store_true", help="small CI settings (under 2 minutes)")
+    e.add_argument("--out", default="runs/paper", help="output folder (default: runs/paper)")
 
     r = sub.add_parser("report", help="tables and plots from run folders")
     r.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl and run.json)")
@@ -128,6 +137,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_sigma=args.dp_sigma,
+        dp_accountant=args.dp_accountant,
+        dp_max_grad_norm=args.dp_max_grad_norm,
+        dp_bits=args.dp_bits,
         data_dir=args.data_dir,
         download=args.download,
         drop_prob=args.drop_prob,
@@ -186,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command == "train":
         return _train(args)
+    if args.command == "experiment":
+        from dmhe.experiment import run_paper
+
+        print(f"wrote {run_paper(Path(args.out), data_dir=args.data_dir, quick=args.quick)}")
+        return 0
     from dmhe.report import ReportError, write_report
 
     try:
