@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dp-accountant", choices=["rdp", "prv"], default=d.dp_accountant)
     t.add_argument("--dp-max-grad-norm", type=float, default=d.dp_max_grad_norm, help="dp-sgd")
     t.add_argument("--dp-bits", type=int, default=None, help="ddg: clip norm = 2^bits units")
+    t.add_argument(
+        "--dp-reproducible",
+        action="store_true",
+        help="noise from the run seed (tests: not private)",
+    )
     t.add_argument("--drop-prob", type=float, default=d.drop_prob, help="simulated dropouts")
     t.add_argument("--max-retries", type=int, default=d.max_retries)
     t.add_argument("--synthetic-shape", type=_shape, default=d.synthetic_shape)
@@ -140,6 +145,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         dp_accountant=args.dp_accountant,
         dp_max_grad_norm=args.dp_max_grad_norm,
         dp_bits=args.dp_bits,
+        dp_reproducible=args.dp_reproducible,
         data_dir=args.data_dir,
         download=args.download,
         drop_prob=args.drop_prob,
