@@ -1,21 +1,24 @@
-"""Uniform random integers for DP noise, from ChaCha20 keyed by gpubfv's CSPRNG.
+"""Uniform random integers for DP noise, from ChaCha20 keyed by ``os.urandom``.
 
-:class:`RandomBits` takes one fresh 32-byte key from a :class:`gpubfv.PRNG` (``os.urandom`` by
-default) and expands it with the backend's ChaCha20 kernel on the tensor's device, one nonce per
-draw, so no keystream is reused. Every derived sampler is *exact* given uniform bits: a uniform
-integer below ``m`` is rejection-sampled from 62-bit words (no modulo bias), and a Bernoulli of a
-rational ``num/den`` compares such an integer with ``num``. Nothing here uses torch's or numpy's
+:class:`RandomBits` is the construction of gpubfv's CSPRNG (``gpubfv.ring.sampling.PRNG``): a
+32-byte key from ``os.urandom`` (or an explicit seed, for tests and public randomness) expanded
+by the backend's ChaCha20 kernel on the tensor's device, one nonce per draw, so no keystream is
+reused. It reaches the kernel through :class:`gpubfv.backend.Backend`, the one gpubfv module
+that dmhe outside the encrypted aggregator may import. Every derived sampler is *exact* given
+uniform bits: a uniform integer below ``m`` is rejection-sampled from 62-bit words (no modulo
+bias), and a Bernoulli of a rational ``num/den`` compares such an integer with ``num``. Nothing here uses torch's or numpy's
 non-cryptographic generators.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import torch
 
-from gpubfv import PRNG, Backend, get_backend
+from gpubfv.backend import Backend, get_backend
 
 __all__ = ["RandomBits", "derive_seed"]
 
@@ -46,7 +49,9 @@ class RandomBits:
     def __init__(self, seed: bytes | None = None, *, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self._backend: Backend = get_backend(Backend.device_kind(self.device))
-        key = PRNG(seed=seed, backend=self._backend).seed()
+        key = os.urandom(32) if seed is None else bytes(seed)
+        if len(key) != 32:
+            raise ValueError("a seed is exactly 32 bytes")
         self._key = np.frombuffer(key, dtype="<u4").astype(np.uint32)
         self._draws = 0
 
