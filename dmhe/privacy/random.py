@@ -6,8 +6,8 @@ by the backend's ChaCha20 kernel on the tensor's device, one nonce per draw, so 
 reused. It reaches the kernel through :class:`gpubfv.backend.Backend`, the one gpubfv module
 that dmhe outside the encrypted aggregator may import. Every derived sampler is *exact* given
 uniform bits: a uniform integer below ``m`` is rejection-sampled from 62-bit words (no modulo
-bias), and a Bernoulli of a rational ``num/den`` compares such an integer with ``num``. Nothing here uses torch's or numpy's
-non-cryptographic generators.
+bias), and a Bernoulli of a rational ``num/den`` compares such an integer with ``num``. Nothing
+here uses torch's or numpy's non-cryptographic generators.
 """
 
 from __future__ import annotations
