@@ -8,7 +8,6 @@ Without PyTorch installed, ``dmhe`` prints how to install it instead of a traceb
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--dp-delta", type=float, default=d.dp_delta, help="DP modes: target δ")
     t.add_argument("--dp-sigma", type=float, default=None, help="DP noise multiplier instead of ε")
+    t.add_argument(
+        "--dp-accountant",
+        choices=["rdp", "prv"],
+        default=d.dp_accountant,
+        help="Gaussian DP modes: Opacus accountant",
+    )
+    t.add_argument(
+        "--dp-max-grad-norm",
+        type=float,
+        default=d.dp_max_grad_norm,
+        help="dp-sgd: per-sample gradient clip",
+    )
+    t.add_argument("--dp-bits", type=int, default=None, help="ddg: clip norm = 2^bits units")
+    t.add_argument(
+        "--dp-reproducible",
+        action="store_true",
+        help="noise from the run seed (tests: not private)",
+    )
     t.add_argument("--drop-prob", type=float, default=d.drop_prob, help="simulated dropouts")
     t.add_argument(
         "--max-retries",
@@ -215,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder (with run.json and checkpoint.pt)")
     e.add_argument("--data-dir", default=None, help="torchvision data folder (mnist, cifar10)")
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    x = sub.add_parser(
+        "experiment", help="the paper's comparison as one command", formatter_class=_Help
+    )
+    _common(x)
+    x.add_argument("name", choices=["paper"], help="which experiment")
+    x.add_argument("--data-dir", default=None, help="torchvision MNIST/CIFAR-10 folder")
+    x.add_argument("--quick", action="store_true", help="small CI settings (under 2 minutes)")
+    x.add_argument("--out", default="runs/paper", help="output folder (default: runs/paper)")
 
     r = sub.add_parser("report", help="tables and plots from run folders", formatter_class=_Help)
     _common(r)
@@ -342,48 +368,6 @@ def _train(args: argparse.Namespace) -> int:
     return launch.leave(transport, 0)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from dmhe.config import ConfigError, TrainConfig, to_flags
-    from dmhe.data import DatasetError, load_dataset
-    from dmhe.models import ModelError, build_model, evaluate_model
-    from dmhe.rundir import RUN_INFO, RunDir
-
-    run = Path(args.run)
-    try:
-        if not (run / RUN_INFO).is_file():
-            raise ConfigError(f"{run}: not a dmhe run folder (no {RUN_INFO})")
-        try:
-            info = json.loads((run / RUN_INFO).read_text())
-            cfg = TrainConfig.from_dict(info["config"])
-            ckpt = RunDir(run).load_checkpoint("cpu")
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ConfigError(f"{run}: unreadable run: {exc}") from None
-        if ckpt is None:
-            raise ConfigError(f"{run}: no checkpoint (the run has not finished a round)")
-        import torch
-
-        bundle = load_dataset(
-            cfg.dataset,
-            data_dir=args.data_dir or cfg.data_dir,
-            synthetic_shape=cfg.synthetic_shape,
-            synthetic_size=cfg.synthetic_size,
-            seed=cfg.seed,
-        )
-        model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
-        model.load_state_dict(ckpt["model"])
-        device = torch.device(args.device)
-        acc, loss = evaluate_model(model.to(device), bundle.test, device)
-    except (ConfigError, DatasetError, ModelError) as exc:
-        print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    n = len(bundle.test)  # type: ignore[arg-type]
-    print(
-        f"{run}: round {ckpt['round']}, {cfg.dataset} test split ({n} samples): "
-        f"accuracy {acc:.4f}, loss {loss:.4f}"
-    )
-    return 0
-
-
 def _report(args: argparse.Namespace) -> int:
     from dmhe.log import get_logger
     from dmhe.report import ReportError, write_report
@@ -435,7 +419,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv
         return _train(args)
     if args.command == "eval":
-        return _eval(args)
+        from dmhe.evaluate import eval_command
+
+        return eval_command(args)
+    if args.command == "experiment":
+        from dmhe.experiment import run_paper
+        from dmhe.log import get_logger
+
+        get_logger().info(
+            "wrote %s", run_paper(Path(args.out), data_dir=args.data_dir, quick=args.quick)
+        )
+        return 0
     return _report(args)
 
 

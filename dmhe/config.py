@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_DP_EPSILON",
+    "DP_ACCOUNTANTS",
+    "DP_MECHANISMS",
     "MODES",
     "SECURE_MODES",
     "ConfigError",
@@ -39,15 +41,31 @@ MODES: dict[str, Mode] = {
     "plaintext": Mode("plaintext", False, False),
     "plaintext-quantized": Mode("plaintext", True, False),
     "dp": Mode("dp", True, True),
+    "dp-trusted-sum": Mode("dp", True, True),
+    "dp-sgd": Mode("plaintext", True, True),
+    "ddp-plaintext": Mode("dp", True, True),
     "secagg": Mode("secagg", True, False),
     "encrypted": Mode("encrypted", True, False),
     "encrypted-dp": Mode("encrypted", True, True),
 }
 SECURE_MODES = ("secagg", "encrypted", "encrypted-dp")
 
-#: the privacy target of a DP mode when neither dp_epsilon nor dp_sigma is given (with
-#: dp_delta's default 1e-5): a common "moderate privacy" setting in the DP-SGD literature
+#: DP mode -> its mechanism (dmhe.privacy): ``gaussian-local`` makes every message DP on its
+#: own; ``gaussian-trusted-sum`` gives each peer 1/K of the noise, private only as a sum that no
+#: one sees in parts; ``dp-sgd`` is record-level DP-SGD at each peer (Opacus); ``ddg`` is the
+#: distributed discrete Gaussian in integers (``ddp-plaintext``: its sum in the clear, the
+#: bit-exact reference of ``encrypted-dp``)
+DP_MECHANISMS: dict[str, str] = {
+    "dp": "gaussian-local",
+    "dp-trusted-sum": "gaussian-trusted-sum",
+    "dp-sgd": "dp-sgd",
+    "ddp-plaintext": "ddg",
+    "encrypted-dp": "ddg",
+}
+#: the target epsilon of a DP mode given neither dp_epsilon nor dp_sigma (at dp_delta, over the
+#: whole run)
 DEFAULT_DP_EPSILON = 8.0
+DP_ACCOUNTANTS = ("rdp", "prv")
 
 # Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset(
@@ -87,6 +105,10 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_sigma: float | None = None  # noise multiplier, instead of a target epsilon
+    dp_accountant: str = "rdp"  # Opacus accountant for the Gaussian modes: rdp or prv
+    dp_max_grad_norm: float = 1.0  # dp-sgd: per-sample gradient clip
+    dp_bits: int | None = None  # ddg modes: clip norm in integer units is 2^dp_bits (None: auto)
+    dp_reproducible: bool = False  # derive DP noise from the run seed (tests only: not private)
     data_dir: str | None = None
     download: bool = False
     drop_prob: float = 0.0
@@ -177,9 +199,21 @@ class TrainConfig:
         is_dp = MODES[self.mode].dp
         if is_dp:
             need(
-                (self.dp_epsilon is None) != (self.dp_sigma is None),
-                f"mode {self.mode!r} needs exactly one of dp_epsilon or dp_sigma",
+                self.dp_epsilon is None or self.dp_sigma is None,
+                f"mode {self.mode!r} takes one of dp_epsilon or dp_sigma, not both",
             )
+            need(
+                self.dp_accountant in DP_ACCOUNTANTS,
+                f"dp_accountant must be one of {DP_ACCOUNTANTS}, got {self.dp_accountant!r}",
+            )
+            if DP_MECHANISMS[self.mode] == "ddg":
+                need(self.clip_kind == "l2", f"mode {self.mode!r} needs clip_kind 'l2'")
+                need(
+                    self.dp_bits is None or 1 <= self.dp_bits <= 40,
+                    f"dp_bits must be in [1, 40], got {self.dp_bits}",
+                )
+            if self.mode == "dp-sgd":
+                need(self.dp_max_grad_norm > 0, "dp_max_grad_norm must be positive")
             if self.dp_epsilon is not None:
                 need(self.dp_epsilon > 0, f"dp_epsilon must be positive: {self.dp_epsilon}")
             if self.dp_sigma is not None:

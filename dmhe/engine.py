@@ -34,7 +34,6 @@ The returned optimizer is a real ``torch.optim.Optimizer`` sharing the wrapped o
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from collections.abc import Iterable
@@ -46,15 +45,16 @@ from torch import nn
 
 from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.collectives import all_gather_bytes
-from dmhe.config import MODES, ConfigError
+from dmhe.config import DP_MECHANISMS, MODES, ConfigError
 from dmhe.engine_peers import default_transport, gloo_group, is_torch, ring_broadcast_state
 from dmhe.pipeline import UpdatePipeline, no_wrap_bound
+from dmhe.privacy import GaussianNoise
 from dmhe.transport import PeerDropped, Transport
 
 __all__ = ["ENGINE_MODES", "SecureAggregationEngine", "SecureOptimizer", "StepMismatchError"]
 
 #: the modes of :data:`dmhe.config.MODES` the engine serves (DP ones need ``noise_multiplier``)
-ENGINE_MODES = tuple(MODES)
+ENGINE_MODES = tuple(m for m in MODES if DP_MECHANISMS.get(m, "gaussian").startswith("gaussian"))
 
 _STEP = struct.Struct("<qB")  # (optimizer steps so far, 1 if this peer's loop has ended)
 
@@ -114,8 +114,6 @@ class SecureOptimizer(torch.optim.Optimizer):
         self.broken = False  # a failed collective: the peers are out of step for good
         self.last_timings: dict[str, float] = {}
         self._anchor = self._flat_params() if local_steps > 1 else None
-        # DP noise shares: a fresh, unpredictable seed per peer (never the simulation's seed)
-        self._noise = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
     def _share(self) -> None:
         opt = self.original_optimizer
@@ -204,7 +202,6 @@ class SecureOptimizer(torch.optim.Optimizer):
             self.transport,
             update,
             round_index=self.aggregations,
-            generator=self._noise if self.pipeline.mode.dp else None,
         )
         return avg
 
@@ -285,7 +282,11 @@ class SecureAggregationEngine:
         aggregator_options: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ENGINE_MODES:
-            raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(ENGINE_MODES)}")
+            hint = " (its calibration needs the run: use `dmhe train`)" if mode in MODES else ""
+            raise ConfigError(
+                f"mode {mode!r} is not served by the engine{hint}; choose from "
+                f"{', '.join(ENGINE_MODES)}"
+            )
         if peers is not None and (not isinstance(peers, int) or peers < 2):
             raise ConfigError(f"secure averaging needs at least 2 peers, got {peers}")
         if threshold is not None and MODES[mode].aggregator != "encrypted":
@@ -320,7 +321,9 @@ class SecureAggregationEngine:
             sigma=self.noise_multiplier,
         )
         if self.pipeline.quantized:  # int64 headroom now; the aggregator's modulus in make_secure
-            no_wrap_bound(peers, self.clip, self.scale_bits, 1 << 64, self.noise_multiplier)
+            mech = self.pipeline.mechanism
+            noise = mech.sum_tail() if isinstance(mech, GaussianNoise) else 0.0
+            no_wrap_bound(peers, self.clip, self.scale_bits, 1 << 64, noise)
         return self.pipeline
 
     def make_secure(

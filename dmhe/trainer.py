@@ -30,7 +30,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from dmhe import dp as dp_mod
 from dmhe.aggregators.base import Aggregator, make_aggregator
 from dmhe.config import MODES, SECURE_MODES, ConfigError, TrainConfig, UpdateRefused
 from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
@@ -101,35 +100,18 @@ class Trainer:
         self.out_dir = self.run_dir.path if self.run_dir else None
         self._build_data_and_model()
 
-        self.sigma: float | None = None
-        if self.dp:
-            if cfg.dp_sigma:
-                self.sigma = cfg.dp_sigma
-            else:
-                assert cfg.dp_epsilon is not None  # TrainConfig.validate requires one of the two
-                self.sigma = dp_mod.sigma_for_epsilon(
-                    cfg.dp_epsilon, rounds=cfg.rounds, delta=cfg.dp_delta
-                )
-            get_logger().warning(
-                "DP noise comes from torch's seeded, non-cryptographic generator: for "
-                "experiments only"
-            )
-        self.pipeline = UpdatePipeline(
-            mode=cfg.mode,
-            peers=cfg.peers,
-            clip=cfg.clip,
-            clip_kind=cfg.clip_kind,
-            scale_bits=cfg.scale_bits,
-            sigma=self.sigma,
-        )
-        options = dict(cfg.aggregator_options)
+        self._dp_engines: dict[int, Any] = {}  # dp-sgd: one Opacus PrivacyEngine per peer
+        shards = [len(s) for s in self.shards]
+        self.pipeline = UpdatePipeline.for_config(cfg, self.num_values, shard_sizes=shards)
+        self.sigma = self.pipeline.sigma
+        options = {**self.pipeline.aggregator_options(), **cfg.aggregator_options}
         if self.agg_name == "encrypted":
             options.setdefault("threshold", cfg.threshold)
             options.setdefault("device", cfg.device)
             # the smudging's decryption budget D = rounds x ciphertexts for this model, every
             # retry of a round included (a retried round decrypts fresh ciphertexts)
             options.setdefault("rounds", cfg.rounds * (1 + cfg.max_retries))
-            options.setdefault("values", self.num_values)
+            options.setdefault("values", self.pipeline.wire_values(self.num_values))
             if self.run_dir is not None:
                 options.setdefault("journal_dir", str(self.run_dir.path / "journals"))
         try:
@@ -254,6 +236,8 @@ class Trainer:
     def local_update(self, peer: int, rnd: int) -> torch.Tensor:
         """Peer ``peer``'s update (float32, flat) after local SGD from the common model."""
         cfg = self.config
+        if cfg.mode == "dp-sgd":
+            return self._dp_sgd_update(peer, rnd)
         model = self.work_model
         model.load_state_dict(self.model.state_dict())
         model.train()
@@ -269,13 +253,31 @@ class Trainer:
             opt.step()
         return flatten_state(model, self.keys) - flatten_state(self.model, self.keys)
 
+    def _dp_sgd_update(self, peer: int, rnd: int) -> torch.Tensor:
+        """Peer ``peer``'s update after DP-SGD local steps (its own Opacus engine)."""
+        from dmhe.privacy import private_local_update
+
+        cfg = self.config
+        g = torch.Generator().manual_seed(_stream_seed(cfg.seed, rnd, peer, 2))
+        trained = private_local_update(
+            self._dp_engines,
+            peer,
+            copy.deepcopy(self.model),
+            Subset(self.data.train, self.shards[peer].tolist()),
+            settings=self.pipeline.mechanism,  # type: ignore[arg-type]
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            generator=g,
+            device=self.device,
+        )
+        return flatten_state(trained, self.keys) - flatten_state(self.model, self.keys)
+
     def prepare(self, peer: int, rnd: int, update: torch.Tensor) -> Any:
-        """The pipeline's first stages for one peer: what it hands the aggregator."""
-        g = None
-        if self.dp:
-            g = torch.Generator().manual_seed(_stream_seed(self.config.seed, rnd, peer, 4))
+        """The pipeline's first stages for one peer: what it hands the aggregator. DP noise is
+        keyed from os.urandom, or from the run seed when ``dp_reproducible`` (tests)."""
+        seed = self.pipeline.noise_seed(self.config, rnd, peer)
         return self.pipeline.prepare(
-            update, peer=peer, round_index=rnd, aggregator=self.aggregators[peer], generator=g
+            update, peer=peer, round_index=rnd, aggregator=self.aggregators[peer], noise_seed=seed
         )
 
     def _aggregate(self, prepared: dict[int, Any]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -336,7 +338,7 @@ class Trainer:
         total, info = self._aggregate(prepared)
         t_agg = time.perf_counter() - t0
         sent = [a - b for a, b in zip(self._bytes_sent(), before, strict=True)]
-        self._apply(self.pipeline.finish(total, len(info["contributors"])))
+        self._apply(self.pipeline.finish(total, len(info["contributors"]), round_index=rnd))
         self.round = rnd  # (across processes the attempt compared the peers' digests)
 
         t0 = time.perf_counter()
@@ -368,8 +370,9 @@ class Trainer:
         }
         for t in self.transports:
             t.round_time(metrics["time"]["round"])
-        if self.dp and self.sigma is not None:
-            metrics["dp_epsilon"] = dp_mod.epsilon(sigma=self.sigma, rounds=rnd, delta=cfg.dp_delta)
+        eps = self.pipeline.epsilon(cfg.dp_delta, rnd)
+        if eps is not None:
+            metrics["dp_epsilon"] = eps
         return metrics
 
     def evaluate(self) -> tuple[float, float]:
@@ -390,6 +393,9 @@ class Trainer:
                 "sum_bound": self.sum_bound,
                 "dp_sigma": self.sigma,
                 "security": agg0.security(),
+                "privacy": self.pipeline.privacy_report(
+                    self.config.dp_delta, self.config.rounds, self.config.threshold
+                ),
                 "torch": torch.__version__,
                 **self.setup_info,
             }
