@@ -46,7 +46,7 @@ TARGETS[("renyi", 16)] = 13.5
 def _values(n: int, rank: int) -> np.ndarray:
     rng = np.random.default_rng(1000 + rank)  # test data, not secrets
     half = 1 << (VALUE_BITS - 1)
-    return rng.integers(-half, half, size=n, dtype=np.int64)
+    return rng.integers(-half + 1, half, size=n, dtype=np.int64)  # |v| <= the offset
 
 
 def encrypted(k: int, n: int, notion: str) -> dict:

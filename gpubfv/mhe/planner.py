@@ -283,6 +283,59 @@ def _build(
     return None
 
 
+def _candidates(
+    peers: int,
+    width: int,
+    smudging: Smudging,
+    log_n_choices: tuple[int, ...],
+    max_pack: int | None,
+    t_max: int,
+    values: int | None,
+) -> list[RoundEstimate]:
+    """Every analytic candidate, cheapest round first."""
+    cands: list[RoundEstimate] = []
+    for log_n in log_n_choices:
+        if (1 << log_n) not in HE_STANDARD_128:
+            raise ValueError(f"log_n={log_n} has no 128-bit HE-standard entry")
+        pack = 1
+        while pack * width + 1 <= t_max and (max_pack is None or pack <= max_pack):
+            cands += estimate_round(log_n, peers, width, pack, smudging)
+            pack += 1
+    # ties keep the smaller ring (cheaper per ciphertext), then the fewer wire bits
+    cands.sort(key=lambda c: (round(c.round_bytes_per_value(values), 9), c.log_n, c.wire_q_bits))
+    return cands
+
+
+def project_round(
+    peers: int,
+    value_bits: int,
+    *,
+    values_per_round: int,
+    rounds: int,
+    max_t_bits: int,
+    notion: str = "statistical",
+    lam: int = 40,
+) -> RoundEstimate:
+    """The analytic best round for a plaintext modulus of up to `max_t_bits` bits, without
+    building parameters (so it also projects t wider than this build accepts); the budget D is
+    rounds x its own ciphertexts, iterated as `choose_parameters_for_updates` does."""
+    width = value_bits + max(1, math.ceil(math.log2(peers)))
+    budget = rounds * -(-values_per_round // (1 << min(LOG_N_CHOICES)))
+    best: RoundEstimate | None = None
+    for _ in range(8):
+        spec = Smudging(budget, notion, lam)
+        cands = _candidates(peers, width, spec, LOG_N_CHOICES, None, max_t_bits, values_per_round)
+        if not cands:
+            raise NoiseBudgetError(f"no analytic candidate for K={peers}, b={value_bits}")
+        best = cands[0]
+        need = rounds * -(-values_per_round // ((1 << best.log_n) * best.pack))
+        if need >= budget:
+            break
+        budget = need
+    assert best is not None
+    return best
+
+
 def choose_parameters(
     peers: int,
     value_bits: int,
@@ -315,18 +368,7 @@ def choose_parameters(
             f"value_bits + ceil(log2 K) = {width} leaves no room in a {t_max}-bit t: "
             f"reduce value_bits to at most {t_max - 1 - (width - value_bits)}"
         )
-    cands: list[RoundEstimate] = []
-    for log_n in log_n_choices:
-        if (1 << log_n) not in HE_STANDARD_128:
-            raise ValueError(f"log_n={log_n} has no 128-bit HE-standard entry")
-        pack = 1
-        while pack * width + 1 <= t_max and (max_pack is None or pack <= max_pack):
-            cands += estimate_round(log_n, peers, width, pack, smudging)
-            pack += 1
-    # ties keep the smaller ring (cheaper per ciphertext), then the fewer wire bits
-    cands.sort(
-        key=lambda c: (round(c.round_bytes_per_value(values_per_round), 9), c.log_n, c.wire_q_bits)
-    )
+    cands = _candidates(peers, width, smudging, log_n_choices, max_pack, t_max, values_per_round)
     best: AggregationPlan | None = None
     tried = 0
     for est in cands:
