@@ -52,7 +52,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gpubfv.mhe.compressed import MAX_COMPRESSED_BITS, ROUND_SLACK
+from gpubfv.mhe.rounding import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.smudging import Smudging
 from gpubfv.params import ERROR_SIGMA, Parameters
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import gpubfv.params as _params
-from gpubfv.mhe.compressed import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.noise import (
     ERROR_VAR,
     TERNARY_VAR,
@@ -38,6 +37,7 @@ from gpubfv.mhe.noise import (
     required_log_q,
     rounding_bound,
 )
+from gpubfv.mhe.rounding import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.smudging import Smudging
 from gpubfv.params import (
     HE_STANDARD_128,
