@@ -359,8 +359,9 @@ class EncryptedAggregator(AggregatorBase):
             self._threshold.journal.release()
         return total
 
-    def encrypt(self, values: Any, sizes: list[int]) -> list[Ciphertext]:
-        """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk."""
+    def encrypt(self, values: Any, sizes: list[int]) -> list[CompressedCiphertext]:
+        """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk, c0
+        rounded to the plan's ``compressed_bits``."""
         n_ct = sum(sizes)
         slots = self.encoder.slots
         padded = self.backend.xp.zeros(n_ct * slots, dtype=np.int64)
