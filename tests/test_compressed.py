@@ -187,3 +187,24 @@ def test_compressed_round_decrypts_exactly_and_too_few_bits_do_not():
     # not vacuous: 6 bits fewer than the derived width breaks the sum
     got, want = _compressed_round(plan, plan.compressed_bits - 6)
     assert got != want
+
+
+@pytest.mark.parametrize("bits", [13, 32, 59, 67, 130])
+def test_kernel_and_array_paths_agree(bits):
+    """The numba kernels (CPU) and the array expressions (the path CuPy arrays take) give the
+    same words and the same lifts."""
+    moduli = PRIMES
+    rng = np.random.default_rng(bits)  # test data only
+    x = np.stack([rng.integers(0, q, size=(3, 64)) for q in moduli], -2).astype(np.uint32)
+    y = compress_residues(x, moduli, bits)
+    y_arr = compress_residues(x, moduli, bits, array_path=True)
+    # the float fraction sum may round a tie differently: at most one step apart
+    assert np.count_nonzero(np.any(y != y_arr, axis=-2)) <= 1
+    words = np.stack(
+        [rng.integers(0, 1 << w, size=(3, 64)) for w in (32,) * (word_count(bits) - 1)]
+        + [rng.integers(0, 1 << (bits - 32 * (word_count(bits) - 1)), size=(3, 64))],
+        -2,
+    ).astype(np.uint32)
+    assert np.array_equal(
+        lift_words(words, moduli, bits), lift_words(words, moduli, bits, array_path=True)
+    )

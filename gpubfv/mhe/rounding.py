@@ -200,8 +200,12 @@ def _carry(xp: Any, acc: Any, bits: int) -> Any:
     return acc.astype(xp.uint32)
 
 
-def compress_residues(x: Any, moduli: tuple[int, ...], bits: int) -> Any:
+def compress_residues(
+    x: Any, moduli: tuple[int, ...], bits: int, *, array_path: bool = False
+) -> Any:
     """round(x * 2^bits / Q') mod 2^bits of residues x (..., L, N): words (..., W, N).
+
+    `array_path`: take the array-expression path (the one CuPy arrays take) for numpy too.
 
     With a_i = x_i (Q'/q_i)^-1 mod q_i, x + v Q' = sum a_i Q'/q_i for an integer v, so
     x 2^bits / Q' = sum a_i 2^bits / q_i (mod 2^bits). Each term splits exactly into
@@ -214,7 +218,7 @@ def compress_residues(x: Any, moduli: tuple[int, ...], bits: int) -> Any:
     if x.shape[-2] != len(moduli):
         raise ValueError(f"residues of {x.shape[-2]} limbs over {len(moduli)} moduli")
     w = word_count(bits)
-    if xp is np:
+    if xp is np and not array_path:
         flat = np.ascontiguousarray(x).reshape(-1, len(moduli), x.shape[-1])
         out = np.empty((flat.shape[0], w, x.shape[-1]), dtype=np.uint32)
         if flat.size:
@@ -240,8 +244,10 @@ def compress_residues(x: Any, moduli: tuple[int, ...], bits: int) -> Any:
     return _carry(xp, acc[..., :w, :], bits)
 
 
-def lift_words(y: Any, moduli: tuple[int, ...], bits: int) -> Any:
+def lift_words(y: Any, moduli: tuple[int, ...], bits: int, *, array_path: bool = False) -> Any:
     """round(y * Q' / 2^bits) mod Q' of words y (..., W, N), as residues (..., L, N).
+
+    `array_path`: as in `compress_residues`.
 
     z = y Q' + 2^(bits-1) is 2^(bits-1) mod every q_i, so the lift floor(z / 2^bits) is
     (2^(bits-1) - (z mod 2^bits)) 2^-bits mod q_i; z mod 2^bits needs only Q' mod 2^bits.
@@ -252,7 +258,7 @@ def lift_words(y: Any, moduli: tuple[int, ...], bits: int) -> Any:
     w = word_count(bits)
     if y.shape[-2] != w:
         raise ValueError(f"{y.shape[-2]} words for {bits}-bit values (need {w})")
-    if xp is np:
+    if xp is np and not array_path:
         flat = np.ascontiguousarray(y).reshape(-1, w, y.shape[-1])
         res = np.empty((flat.shape[0], len(moduli), y.shape[-1]), dtype=np.uint32)
         if flat.size:
