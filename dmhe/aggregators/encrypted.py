@@ -58,7 +58,6 @@ from dmhe.transport import Transport
 from gpubfv import (
     PRNG,
     Backend,
-    Ciphertext,
     CoefficientEncoder,
     Context,
     Encryptor,
@@ -278,11 +277,14 @@ class EncryptedAggregator(AggregatorBase):
         count, k = max(1, math.ceil(n_values / self.encoder.slots)), self.k
         return [(i + 1) * count // k - i * count // k for i in range(k)]
 
-    def ct_codec(self, sizes: list[int]) -> Codec[CompressedCiphertext]:
-        """Compressed ciphertext chunks (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
+    def ct_codec(self, sizes: list[int], c1_only: bool = False) -> Codec[Any]:
+        """Compressed ciphertext chunks, or with ``c1_only`` the c1 codec (see
+        :mod:`dmhe.aggregators.encrypted_codecs`)."""
+        if c1_only:
+            return encrypted_codecs.c1_codec(self, sizes)
         return encrypted_codecs.ct_codec(self, sizes)
 
-    def c1_codec(self, sizes: list[int]) -> Codec[Ciphertext]:
+    def c1_codec(self, sizes: list[int]) -> Codec[Any]:
         """Aggregated c1 only, headerless (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
         return encrypted_codecs.c1_codec(self, sizes)
 

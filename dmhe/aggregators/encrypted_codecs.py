@@ -8,7 +8,7 @@ Compressed parts combine by addition in Z_2^bits: no rounding is added on the wa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,13 +43,18 @@ def ct_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[CompressedCiph
     return Codec(encode=to_bytes, decode=decode, combine=CompressedCiphertext.add)
 
 
-def c1_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[Ciphertext]:
-    """Aggregated c1 only, in gpubfv's headerless chunk form (c0 comes back as zero)."""
+def c1_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[Any]:
+    """Aggregated c1 only, in gpubfv's headerless chunk form (c0 comes back as zero); takes a
+    Ciphertext or a CompressedCiphertext."""
+
+    def encode(c: Any) -> bytes:
+        ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
+        return ciphertext_body(ct, c1_only=True)
 
     def decode(b: bytes, i: int) -> Ciphertext:
         return ciphertext_from_body(agg.ctx, b, (sizes[i],), agg.level, c1_only=True)
 
-    return Codec(encode=lambda c: ciphertext_body(c, c1_only=True), decode=decode)
+    return Codec(encode=encode, decode=decode)
 
 
 def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
