@@ -17,8 +17,10 @@ Writes the `bench_round` section of benchmarks/RESULTS.md ("Round traffic (issue
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from dmhe.aggregators.encrypted import EncryptedAggregator  # noqa: E402
 from dmhe.aggregators.secagg import PairwiseMaskAggregator  # noqa: E402
 from dmhe.collectives import Codec, all_reduce, all_reduce_array, split_chunks  # noqa: E402
 from dmhe.transport import run_peers  # noqa: E402
+from gpubfv.mhe.planner import project_round  # noqa: E402
 from gpubfv.serialization import pack_bits, unpack_bits  # noqa: E402
 
 SECTION = "bench_round"
@@ -41,6 +44,9 @@ ROUNDS = 1000
 SECAGG_MEASURE_MAX_K = 64
 TARGETS = {("statistical", 4): 13.0, ("statistical", 16): 15.0, ("statistical", 256): 20.0}
 TARGETS[("renyi", 16)] = 13.5
+# K peers are threads of one process: at most this many encrypt or make shares at once, so
+# that K = 256 fits in memory (the bytes do not depend on it)
+HEAVY = threading.BoundedSemaphore(4)
 
 
 def _values(n: int, rank: int) -> np.ndarray:
@@ -62,12 +68,16 @@ def encrypted(k: int, n: int, notion: str) -> dict:
         values = _values(n, t.rank)
         marks = [t.total_bytes_sent]
         sizes = agg._chunk_sizes(n)
-        chunks = agg.encrypt(agg._validated(values), sizes)
+        with HEAVY:
+            chunks = agg.encrypt(agg._validated(values), sizes)
         own_idx, own = agg.reduce_scatter_ciphertexts(t, chunks, sizes)
+        del chunks
         marks.append(t.total_bytes_sent)
         aggs_ = agg.gather_c1(t, own_idx, own, sizes)
         marks.append(t.total_bytes_sent)
-        shares = agg.decryption_shares(aggs_)
+        with HEAVY:
+            shares = agg.decryption_shares(aggs_)
+        del aggs_
         share = agg.reduce_scatter_shares(t, shares, own_idx)
         marks.append(t.total_bytes_sent)
         sums = agg.gather_plaintext(t, own_idx, agg.open_chunk(own, share), sizes)
@@ -183,13 +193,20 @@ def secagg(k: int, n: int) -> dict:
 def main() -> None:
     """Run the grid, print it, write the RESULTS.md section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--peers", type=int, nargs="+", default=[4, 16, 64, 256])
+    ap.add_argument("--peers", type=int, nargs="*", default=[4, 16, 64, 256])
     ap.add_argument("--values", type=int, default=1 << 20)
     ap.add_argument("--notions", nargs="+", default=["statistical", "renyi"])
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--baselines", nargs="+", default=["float32", "packed", "int64", "secagg"])
+    ap.add_argument(
+        "--rows-json", type=Path, default=None,
+        help="keep the measured rows here: earlier rows are kept, this run's appended",
+    )  # fmt: skip
     args = ap.parse_args()
     n = args.values
     rows: list[dict] = []
+    if args.rows_json is not None and args.rows_json.exists():
+        rows = json.loads(args.rows_json.read_text())
     for k in args.peers:
         for notion in args.notions:
             row = encrypted(k, n, notion)
@@ -200,9 +217,14 @@ def main() -> None:
                 f"{row['wall_s']:.0f} s; {row['plan']}",
                 flush=True,
             )
-        for fn in (float32_ring, packed_ring, int64_ring, secagg):
-            rows.append(fn(k, n))
+        fns = {"float32": float32_ring, "packed": packed_ring, "int64": int64_ring}
+        fns["secagg"] = secagg
+        for name in args.baselines:
+            rows.append(fns[name](k, n))
             print(f"K={k} {rows[-1]['what']}: {rows[-1]['bpv']:.2f} B/value", flush=True)
+    if args.rows_json is not None:
+        args.rows_json.write_text(json.dumps(rows, indent=1))
+    rows.sort(key=lambda r: (r["k"], not r["what"].startswith("encrypted"), r["what"]))
     header = ["K", "what", "B/value/peer", "ct", "c1", "share", "plain", "planner", "target"]
     table = []
     for r in rows:
@@ -218,13 +240,27 @@ def main() -> None:
             ]
         )
     plans = [f"- K={r['k']} {r['what']}: {r['plan']}" for r in rows if "plan" in r]
+    wide = []
+    for k in sorted({r["k"] for r in rows}):
+        cells = []
+        for notion in ("statistical", "renyi"):
+            est = project_round(
+                k, VALUE_BITS, values_per_round=n, rounds=ROUNDS, max_t_bits=256, notion=notion
+            )
+            cells.append(
+                f"{notion} {est.round_bytes_per_value(n):.2f} (N=2^{est.log_n}, "
+                f"{est.pack}x{est.width} bits, log2 Q'={sum(est.wire_q_bits)}, "
+                f"c0/shares {est.compressed_bits} bits)"
+            )
+        wide.append(f"- K={k}: " + "; ".join(cells))
     body = "\n".join(
         ["## Round traffic (issue 10)", ""]
         + machine_lines()
         + [
             "",
-            f"Command: `python benchmarks/bench_round.py --peers {' '.join(map(str, args.peers))}"
-            f" --values {n}`. Bytes sent per peer in one aggregation round of {n:,} signed "
+            "Command: `python benchmarks/bench_round.py` (K = 4 16 64 256, both notions; "
+            "`--rows-json` lets one K run apart). Bytes sent per peer in one aggregation round "
+            f"of {n:,} signed "
             f"{VALUE_BITS}-bit values, MEASURED with the in-process transport's counters (mean "
             f"over peers, set-up excluded); keys planned for {ROUNDS} rounds (D = {ROUNDS} x "
             "ciphertexts per round), lambda = 40, ring topology. ct/c1/share/plain: the measured "
@@ -235,6 +271,10 @@ def main() -> None:
             "",
             "Plans:",
             *plans,
+            "",
+            "Planner projection (analytic, NOT measured) once plaintext moduli up to 2^256 are "
+            "merged (`gpubfv.mhe.planner.project_round(..., max_t_bits=256)`), B/value/peer:",
+            *wide,
         ]
     )
     print(body)
