@@ -174,6 +174,16 @@ def test_exact_sums_edge_sizes(k, n):
         np.testing.assert_array_equal(out, np.sum(xs, axis=0).astype(np.int64))
 
 
+def test_empty_chunks_of_many_peers_travel_without_their_sender_sets():
+    """K = 44 peers, one ciphertext: 43 empty chunks whose partial share sums name up to 43
+    senders, more than the share frame's ids-per-byte bound allows on an empty payload."""
+    k = 44
+    opts = dict(value_bits=8, rounds=1, values=1)
+    xs = _random_inputs(k, 1, 100, seed=4)
+    for out, _, _ in _aggregate(k, xs, **opts):
+        np.testing.assert_array_equal(out, np.sum(xs, axis=0))
+
+
 def test_exact_sums_across_plaintext_boundary_and_at_offset():
     k = 3
     agg = EncryptedAggregator(k)

@@ -422,7 +422,9 @@ class EncryptedAggregator(AggregatorBase):
     def open_chunk(self, ct: CompressedCiphertext, agg: CompressedDecryptionShare) -> np.ndarray:
         """Decrypt one aggregated chunk with the sum of every expected peer's share (all K, or
         the active set carried by threshold shares), both lifted back to Q' (the rounding the
-        plan's decryption margin holds): packed sub-slots."""
+        plan's decryption margin holds): packed sub-slots. An empty chunk opens to nothing."""
+        if ct.c1.shape[0] == 0:
+            return np.zeros((1, 0), dtype=np.uint64)
         pt = self.decryptor.decrypt(ct.lift(), agg.lift())
         return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
 

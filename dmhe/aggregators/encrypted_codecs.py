@@ -14,7 +14,8 @@ import numpy as np
 
 from dmhe.collectives import Codec
 from gpubfv import Ciphertext
-from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare
+from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare, word_count
+from gpubfv.mhe.shares import batch_digest
 from gpubfv.serialization import (
     ciphertext_body,
     ciphertext_from_body,
@@ -58,15 +59,40 @@ def c1_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[Any]:
 
 
 def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
-    """Compressed decryption shares (wire type 43); combining sums them in Z_2^bits."""
+    """Compressed decryption shares (wire type 43); combining sums them in Z_2^bits.
+
+    A share of an empty chunk (no ciphertext rows, K > ciphertexts) carries nothing to sum:
+    it travels as zero bytes (its sender set alone would outgrow the ids-per-byte bound of the
+    share frame) and comes back as an empty share; a non-empty share cannot be replaced by one
+    (combining differs in shape).
+    """
+
+    def empty() -> CompressedDecryptionShare:
+        data = np.zeros((0, word_count(agg.bits), agg.params.n), dtype=np.uint32)
+        return CompressedDecryptionShare(
+            params=agg.params, digest=batch_digest([], (0,)), senders=frozenset(),
+            level=agg.level, bits=agg.bits, data=agg.backend.asarray(data),
+        )  # fmt: skip
+
+    def encode(share: CompressedDecryptionShare) -> bytes:
+        return b"" if share.data.size == 0 else to_bytes(share)
 
     def decode(b: bytes, _i: int) -> CompressedDecryptionShare:
+        if not b:
+            return empty()
         share = from_bytes(agg.ctx, b, CompressedDecryptionShare)
         if (share.level, share.bits) != (agg.level, agg.bits):
             raise ValueError(f"share at level {share.level}/{share.bits} bits")
         return share
 
-    return Codec(encode=to_bytes, decode=decode, combine=CompressedDecryptionShare.combine)
+    def combine(
+        a: CompressedDecryptionShare, b: CompressedDecryptionShare
+    ) -> CompressedDecryptionShare:
+        if a.data.size == 0 and b.data.size == 0:
+            return a if a.senders else b
+        return a.combine(b)
+
+    return Codec(encode=encode, decode=decode, combine=combine)
 
 
 def sums_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[np.ndarray]:
