@@ -63,7 +63,8 @@ def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
 
     A share of an empty chunk (no ciphertext rows, K > ciphertexts) carries nothing to sum:
     it travels as zero bytes (its sender set alone would outgrow the ids-per-byte bound of the
-    share frame) and comes back as an empty share; a non-empty share cannot be replaced by one
+    share frame), and empty shares combine to the one canonical empty share (no senders), so
+    every topology ends with the same bytes; a non-empty share cannot be replaced by one
     (combining differs in shape).
     """
 
@@ -89,7 +90,7 @@ def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
         a: CompressedDecryptionShare, b: CompressedDecryptionShare
     ) -> CompressedDecryptionShare:
         if a.data.size == 0 and b.data.size == 0:
-            return a if a.senders else b
+            return empty()  # canonical: the same on every topology
         return a.combine(b)
 
     return Codec(encode=encode, decode=decode, combine=combine)
