@@ -59,6 +59,7 @@ from gpubfv.mhe import (  # noqa: E402
     ShareJournal,
     choose_parameters_for_updates,
 )
+from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare  # noqa: E402
 from gpubfv.mhe.smudging import NOTIONS
 from gpubfv.serialization import nbytes  # noqa: E402
 
@@ -135,12 +136,22 @@ class Round:
         )
         padded = [self.padded(i) for i in range(k)]
         out["encrypt"] = median_time(lambda: self.encrypt(0, padded[0]), reps)
+        bits = self.plan.compressed_bits
+        out["encrypt+compress"] = median_time(
+            lambda: CompressedCiphertext.compress(self.encrypt(0, padded[0]), bits), reps
+        )
         cts = [self.encrypt(i, padded[i]) for i in range(k)]
         out["aggregate"] = median_time(lambda: self.ev.sum(cts), reps)
         total = self.ev.sum(cts)
         cd = self.cd
         out["decryption share"] = median_time(
             lambda: self.party(0).decryption_share(cd, total), reps
+        )
+        out["share+compress"] = median_time(
+            lambda: CompressedDecryptionShare.compress(
+                self.party(0).decryption_share(cd, total), bits
+            ),
+            reps,
         )
         shares = [self.party(i).decryption_share(cd, total) for i in range(k)]
 
@@ -243,9 +254,11 @@ def main() -> None:
             row(f"CKG aggregate {k} + finalize", res["ckg aggregate+finalize"], per_values=False)
             row("encrypt per peer (encode+enc+switch)", res["encrypt"], True, "encrypt_vps",
                 OPENFHE_ENCRYPT_VPS)  # fmt: skip
+            row("encrypt + round c0 (the aggregator's wire form)", res["encrypt+compress"])
             row(f"aggregate (sum of {k} ciphertexts)", res["aggregate"])
             row("decryption share per peer", res["decryption share"], True, "decrypt_vps",
                 OPENFHE_SHARE_VPS)  # fmt: skip
+            row("decryption share + rounding (wire form)", res["share+compress"])
             row(f"combine ({k} shares + decrypt + decode)", res["combine"], True, "decrypt_vps")
             ct_bpv, sh_bpv = res["ct bytes/value"], res["share bytes/value"]
             wire_rows.append(

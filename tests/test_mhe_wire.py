@@ -430,3 +430,57 @@ def test_tampered_digest_or_replayed_share_fails_to_combine():
     claim = lie(to_bytes(good[0]), HEADER_BYTES + PEERS, struct.pack("<IIII", K, 1, 0, K))
     with pytest.raises(ShareMismatch, match="counted twice"):
         cd.aggregate([from_bytes(s.p, claim), good[1]])
+
+
+# ---- compressed wire forms (types 42, 43) -----------------------------------------------------
+@pytest.mark.parametrize("bits", [9, 32, 45, 70])
+def test_compressed_forms_round_trip_and_still_decrypt(bits):
+    from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare
+
+    s = shares("TOY8")
+    small = CompressedCiphertext.compress(s.ct, bits)
+    buf = to_bytes(small)
+    assert buf[5] == 42  # the type id byte
+    back = from_bytes(s.p, buf, CompressedCiphertext)
+    assert (back.level, back.bits, back.batch_shape) == (small.level, bits, (2,))
+    assert np.array_equal(back.c0, small.c0) and np.array_equal(back.c1, small.c1)
+    assert to_bytes(back) == buf and len(buf) == nbytes(small)
+    assert len(buf) < len(to_bytes(s.ct))  # c0 at `bits`, not at the modulus width
+    cs = [CompressedDecryptionShare.compress(c, bits) for c in s.cks_shares]
+    wire = [from_bytes(s.p, to_bytes(c), CompressedDecryptionShare) for c in cs]
+    for a, b in zip(cs, wire, strict=True):
+        assert (a.digest, a.senders, a.active_set, a.level, a.bits) == (
+            b.digest, b.senders, b.active_set, b.level, b.bits,
+        )  # fmt: skip
+        assert np.array_equal(a.data, b.data)
+    agg = wire[0].combine(wire[1]).combine(wire[2])
+    if bits >= 32:  # TOY8: t of 17 bits; 2K roundings need a few bits more than t
+        pt = s.cd.decrypt(back.lift(), agg.lift())
+        assert np.array_equal(s.enc.decode(pt), s.x.sum(0))
+
+
+def test_compressed_frames_refuse_bad_fields():
+    from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare
+
+    s = shares("TOY8")
+    buf = to_bytes(CompressedCiphertext.compress(s.ct, 40))
+    body = HEADER_BYTES
+    for bits in (0, 513, 0xFFFF):
+        with pytest.raises(SerializationError, match="compressed width"):
+            from_bytes(s.p, lie(buf, body + 1, struct.pack("<H", bits)))
+    with pytest.raises(SerializationError, match="level"):
+        from_bytes(s.p, lie(buf, body, bytes([9])))
+    # the words are one bit stream per row (every pattern is a value): the width is in the size
+    with pytest.raises(SerializationError, match="needs|holds"):
+        from_bytes(s.p, lie(buf, body + 1, struct.pack("<H", 41)))  # another width, same bytes
+    share = CompressedDecryptionShare.compress(s.cks_shares[0], 40)
+    sbuf = to_bytes(share)
+    with pytest.raises(SerializationError, match="compressed width"):
+        from_bytes(s.p, lie(sbuf, body + 1, struct.pack("<H", 0)))
+    with pytest.raises(SerializationError):
+        from_bytes(s.p, lie(sbuf, body + 3 + 32, struct.pack("<I", 0xFFFFFFFF)))
+    other = shares("TOY6")
+    with pytest.raises(SerializationError, match="other parameters"):
+        from_bytes(other.p, sbuf)
+    with pytest.raises(ShareMismatch, match="twice"):
+        share.combine(share)

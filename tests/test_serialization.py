@@ -581,3 +581,28 @@ def test_private_field_aliases_are_gone():
     for name in ("any_host", "batch_field", "check_array", "seed_field", "text_field"):
         assert name in ser.__all__ and callable(getattr(ser, name))
         assert not hasattr(ser, "_" + name), name
+
+
+def test_fixed_width_words_pack_exactly_and_canonically():
+    from gpubfv.serialization import bits_size, pack_bits, unpack_bits
+
+    rng = np.random.default_rng(11)  # test data only
+    widths = (32, 32, 5)
+    a = np.stack([rng.integers(0, 1 << w, size=(2, 3), dtype=np.uint64) for w in widths], -2)
+    a = a.astype(np.uint32)  # (2, 3 words, 3 values)
+    buf = pack_bits(a, widths)
+    assert len(buf) == bits_size(widths, 3, (2,)) == 2 * (12 + 12 + 2)
+    assert np.array_equal(unpack_bits(buf, widths, 3, (2,)), a)
+    bad = a.copy()
+    bad[0, 2, 0] = 32  # beyond 5 bits
+    with pytest.raises(ser.SerializationError, match="width"):
+        pack_bits(bad, widths)
+    last = bytearray(buf)
+    last[-1] |= 0x80  # 3 x 5 bits leave one padding bit in the row's last byte
+    with pytest.raises(ser.SerializationError, match="padding"):
+        unpack_bits(bytes(last), widths, 3, (2,))
+    with pytest.raises(ser.SerializationError, match="need"):
+        unpack_bits(buf[:-1], widths, 3, (2,))
+    for w in ((0,), (33,), ()):
+        with pytest.raises(ser.SerializationError, match="widths"):
+            pack_bits(a[..., :1, :], w)

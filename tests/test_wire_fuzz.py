@@ -194,6 +194,7 @@ def mhe_share(kind: str, name: str):
     for protocol output; the sets cover one id, several runs and a nonempty active set.
     """
     from gpubfv import mhe
+    from gpubfv.mhe import compressed
 
     p = mhe_params(name)
     rng = np.random.default_rng(len(kind))  # test data only
@@ -204,6 +205,11 @@ def mhe_share(kind: str, name: str):
         m = np.array(moduli, dtype=np.uint64).reshape(-1, 1)
         raw = rng.integers(0, 1 << 62, size=shape + (len(moduli), p.n), dtype=np.uint64)
         return (raw % m).astype(np.uint32)
+
+    def words(shape: tuple[int, ...], bits: int) -> np.ndarray:
+        widths = compressed.word_widths(bits)
+        out = [rng.integers(0, 1 << w, size=shape + (p.n,), dtype=np.uint64) for w in widths]
+        return np.stack(out, axis=-2).astype(np.uint32)
 
     def share(cls, shape, moduli, senders, active=(), **extra):
         return cls(
@@ -231,6 +237,26 @@ def mhe_share(kind: str, name: str):
         "PublicKeySwitchShare": lambda: share(
             mhe.PublicKeySwitchShare, (2,), p.q[:1], {0, 2}, level=1
         ),
+        "CompressedCiphertext": lambda: compressed.CompressedCiphertext(
+            p, level - 1, 40, words((2,), 40), residues((2,), p.q[: level - 1])
+        ),
+        "CompressedDecryptionShare": lambda: compressed.CompressedDecryptionShare(
+            params=p,
+            digest=hashlib.sha256(kind.encode()).digest(),
+            senders=frozenset({0, 2, 3}),
+            active_set=frozenset({0, 2, 3, 5}),
+            level=level,
+            bits=17,
+            data=words((), 17),
+        ),
+        "CompressedDecryptionShare-batched": lambda: compressed.CompressedDecryptionShare(
+            params=p,
+            digest=hashlib.sha256(kind.encode()).digest(),
+            senders=frozenset({1}),
+            level=1,
+            bits=70,
+            data=words((3,), 70),
+        ),
         "ShamirShare": lambda: mhe.ShamirShare(p, 2, 3, residues((), qp)),
         "ThresholdSecretShare": lambda: mhe.ThresholdSecretShare(
             p, 1, frozenset({0, 1, 2, 7}), residues((), qp)
@@ -254,6 +280,9 @@ MHE_CASES = [
     ("GaloisKeyShare", "TOY4", True),
     ("RelinKeyShareRound1", "TOY4", True),
     ("DecryptionShare-batched", "TOY4", True),
+    ("CompressedCiphertext", "TOY4", True),
+    ("CompressedDecryptionShare", "TOY4", False),
+    ("CompressedDecryptionShare-batched", "TOY4", True),
 ]
 
 

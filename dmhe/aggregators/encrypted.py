@@ -4,22 +4,28 @@ One round, per peer (DESIGN §5), as the named steps of :meth:`EncryptedAggregat
 
 1. ``encrypt``: offset the quantized update to non-negative sub-values, pack ``pack`` of them
    per coefficient (each with room for the K-fold sum), batch-encrypt under the collective
-   public key and modulus-switch to the wire level Q' derived from the noise bound;
-2. ``reduce_scatter_ciphertexts``: homomorphic addition along the topology;
+   public key, modulus-switch to the wire level Q' derived from the noise bound and round c0 to
+   the plan's ``compressed_bits`` (gpubfv.mhe.compressed: a public function of the ciphertext);
+2. ``reduce_scatter_ciphertexts``: homomorphic addition along the topology (compressed c0 sums
+   in Z_2^k, so each peer's c0 is rounded once whatever the topology; c1 full);
 3. ``gather_c1``: all-gather of the aggregated c1 parts (a decryption share depends on c1 only;
-   a threshold round sends c0 too, so that any surviving peer can finish any chunk);
+   a threshold round sends the compressed c0 too, so that any surviving peer can finish any
+   chunk);
 4. ``decryption_shares`` + ``reduce_scatter_shares``: every peer's smudged share of every
-   chunk, summed so that each chunk's owner holds the sum of all K shares;
-5. ``open_chunk`` + ``gather_plaintext``: the owner decrypts its chunk, the plaintext chunks
-   are all-gathered, and the offset is removed.
+   chunk, rounded to ``compressed_bits`` and summed so that each chunk's owner holds the sum of
+   all K shares;
+5. ``open_chunk`` + ``gather_plaintext``: the owner lifts c0 and the share sum back to Q',
+   decrypts its chunk, the plaintext chunks are all-gathered at the sub-slot width, and the
+   offset is removed.
 
-Per-peer traffic is about (K-1)/K * (|ct| + |c1| + |share| + |plain|): linear in the model size
-and flat in K. Set-up (once): a common CRP seed from all peers' contributions, then the
-collective public key (CKG) summed with an all-reduce over coefficient chunks. With t < K
+Per-peer traffic is about (K-1)/K * (|ct| + |c1| + |share| + |plain|) (the planner's
+``round_split``, which it minimises): linear in the model size and flat in K. Set-up (once):
+a common CRP seed from all peers' contributions, then the collective public key (CKG) summed
+with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file, ``encrypted_threshold.py`` and ``encrypted_journals.py`` are the only places in dmhe
-that call gpubfv.
+This file, ``encrypted_threshold.py``, ``encrypted_codecs.py`` and ``encrypted_journals.py``
+are the only places in dmhe that call gpubfv.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dmhe.aggregators import encrypted_codecs
 from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
 from dmhe.aggregators.encrypted_journals import open_journal
 from dmhe.collectives import (
@@ -51,7 +58,6 @@ from dmhe.transport import Transport
 from gpubfv import (
     PRNG,
     Backend,
-    Ciphertext,
     CoefficientEncoder,
     Context,
     Encryptor,
@@ -63,21 +69,13 @@ from gpubfv.mhe import (
     NOTIONS,
     AggregationPlan,
     CollectiveDecrypt,
-    DecryptionShare,
     NoiseEstimate,
     Party,
     PublicKeyGen,
     ShareJournal,
     choose_parameters_for_updates,
 )
-from gpubfv.serialization import (
-    ciphertext_body,
-    ciphertext_from_body,
-    from_bytes,
-    pack_residues,
-    to_bytes,
-    unpack_residues,
-)
+from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare
 
 __all__ = ["EncryptedAggregator"]
 
@@ -162,6 +160,7 @@ class EncryptedAggregator(AggregatorBase):
         )
         self.evaluator = Evaluator(self.ctx)
         self.bytes_per_value = self.plan.bytes_per_value
+        self.bits = self.plan.compressed_bits  # c0 and shares on the wire
         self._party: Party | None = None
         self._pk: Any = None
         self._prng: PRNG | None = None
@@ -278,41 +277,24 @@ class EncryptedAggregator(AggregatorBase):
         count, k = max(1, math.ceil(n_values / self.encoder.slots)), k or self.k
         return [(i + 1) * count // k - i * count // k for i in range(k)]
 
-    def ct_codec(self, sizes: list[int], c1_only: bool) -> Codec[Ciphertext]:
-        """Ciphertext chunks at the wire level in gpubfv's headerless chunk form (``c1_only``:
-        only c1 travels, c0 is zero)."""
+    def ct_codec(self, sizes: list[int], c1_only: bool = False) -> Codec[Any]:
+        """Compressed ciphertext chunks, or with ``c1_only`` the c1 codec (see
+        :mod:`dmhe.aggregators.encrypted_codecs`)."""
+        if c1_only:
+            return encrypted_codecs.c1_codec(self, sizes)
+        return encrypted_codecs.ct_codec(self, sizes)
 
-        def decode(b: bytes, i: int) -> Ciphertext:
-            return ciphertext_from_body(self.ctx, b, (sizes[i],), self.level, c1_only=c1_only)
+    def c1_codec(self, sizes: list[int]) -> Codec[Any]:
+        """Aggregated c1 only, headerless (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
+        return encrypted_codecs.c1_codec(self, sizes)
 
-        return Codec(
-            encode=lambda c: ciphertext_body(c, c1_only=c1_only),
-            decode=decode,
-            combine=self.evaluator.add,
-        )
-
-    def share_codec(self) -> Codec[DecryptionShare]:
-        """Decryption shares; combining two sums them."""
-        return Codec(
-            encode=to_bytes,
-            decode=lambda b, _i: from_bytes(self.ctx, b, DecryptionShare),
-            combine=lambda a, b: self.decryptor.aggregate([a, b]),
-        )
+    def share_codec(self) -> Codec[CompressedDecryptionShare]:
+        """Compressed decryption shares (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
+        return encrypted_codecs.share_codec(self)
 
     def sums_codec(self, sizes: list[int]) -> Codec[np.ndarray]:
-        """Decrypted packed chunks travel at the sub-slot width, not as int64."""
-        wmod = (self.modulus,)
-
-        def encode(a: np.ndarray) -> bytes:
-            return pack_residues(a, wmod, dtype=np.uint64) if a.size else b""
-
-        def decode(b: bytes, i: int) -> np.ndarray:
-            width = sizes[i] * self.encoder.slots
-            if not width:
-                return np.zeros((1, 0), dtype=np.uint64)
-            return unpack_residues(b, wmod, width, (), np.uint64)
-
-        return Codec(encode=encode, decode=decode)
+        """Opened chunks at the sub-slot width (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
+        return encrypted_codecs.sums_codec(self, sizes)
 
     # -- one round --------------------------------------------------------------------------------
     @contextmanager
@@ -393,8 +375,9 @@ class EncryptedAggregator(AggregatorBase):
                 sums = self.gather_plaintext(transport, own_idx, mine, sizes)
         return np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
 
-    def encrypt(self, values: Any, sizes: list[int]) -> list[Ciphertext]:
-        """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk."""
+    def encrypt(self, values: Any, sizes: list[int]) -> list[CompressedCiphertext]:
+        """Offset, pack and batch-encrypt ``values``; one ciphertext batch per chunk, c0
+        rounded to the plan's ``compressed_bits``."""
         n_ct = sum(sizes)
         slots = self.encoder.slots
         padded = self.backend.xp.zeros(n_ct * slots, dtype=np.int64)
@@ -403,44 +386,60 @@ class EncryptedAggregator(AggregatorBase):
         pts = self.encoder.encode(padded.reshape(n_ct, slots))
         enc = Encryptor(self.ctx, self._pk, prng=self._prng)
         ct = self.evaluator.mod_switch_to(enc.encrypt(pts), self.level)
+        small = CompressedCiphertext.compress(ct, self.bits)
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        return [Ciphertext(self.params, ct.data[s:e]) for s, e in zip(starts, starts[1:])]
+        return [
+            CompressedCiphertext(self.params, self.level, self.bits, small.c0[a:b], small.c1[a:b])
+            for a, b in zip(starts[:-1], starts[1:], strict=True)
+        ]
 
     def reduce_scatter_ciphertexts(
-        self, transport: Transport, chunks: list[Ciphertext], sizes: list[int]
-    ) -> tuple[int, Ciphertext]:
+        self, transport: Transport, chunks: list[CompressedCiphertext], sizes: list[int]
+    ) -> tuple[int, CompressedCiphertext]:
         """``(index, chunk summed over all peers)``: every peer's update is in the sum."""
-        return reduce_scatter(transport, chunks, self.ct_codec(sizes, c1_only=False), self.topology)
+        return reduce_scatter(transport, chunks, self.ct_codec(sizes), self.topology)
 
     def gather_c1(
-        self, transport: Transport, index: int, chunk: Ciphertext, sizes: list[int]
-    ) -> list[Ciphertext]:
-        """Every aggregated chunk (c1 only, unless a threshold round needs c0 too)."""
-        codec = self.ct_codec(sizes, c1_only=not self.uses_threshold)
-        return all_gather(transport, index, chunk, codec, self.topology)
+        self, transport: Transport, index: int, chunk: CompressedCiphertext, sizes: list[int]
+    ) -> list[Any]:
+        """Every aggregated chunk: c1 only (``Ciphertext`` with c0 = 0), or the compressed
+        chunk with c0 when a threshold round needs it."""
+        if self.uses_threshold:
+            return all_gather(transport, index, chunk, self.ct_codec(sizes), self.topology)
+        own = chunk.c1_ciphertext()
+        return all_gather(transport, index, own, self.c1_codec(sizes), self.topology)
 
     def decryption_shares(
-        self, aggs: list[Ciphertext], party: Party | None = None
-    ) -> list[DecryptionShare]:
-        """``party``'s (default: this peer's) smudged decryption share of every chunk; the
+        self, aggs: list[Any], party: Party | None = None
+    ) -> list[CompressedDecryptionShare]:
+        """``party``'s (default: this peer's) smudged decryption share of every chunk (a
+        ``Ciphertext`` or ``CompressedCiphertext``: only c1 counts), rounded to ``bits``; the
         party's journal makes sure no c1 row ever gets a second share."""
         party = self._party if party is None else party
         assert party is not None
-        return [party.decryption_share(self.decryptor, c) for c in aggs]
+        out = []
+        for c in aggs:
+            ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
+            share = party.decryption_share(self.decryptor, ct)
+            out.append(CompressedDecryptionShare.compress(share, self.bits))
+        return out
 
     def reduce_scatter_shares(
-        self, transport: Transport, shares: list[DecryptionShare], own_idx: int
-    ) -> DecryptionShare:
+        self, transport: Transport, shares: list[CompressedDecryptionShare], own_idx: int
+    ) -> CompressedDecryptionShare:
         """The sum of every peer's share of this peer's own chunk."""
         idx, agg = reduce_scatter(transport, shares, self.share_codec(), self.topology)
         if idx != own_idx:
             raise RuntimeError("ownership of shares and ciphertexts differs")
         return agg
 
-    def open_chunk(self, ct: Ciphertext, agg: DecryptionShare) -> np.ndarray:
+    def open_chunk(self, ct: CompressedCiphertext, agg: CompressedDecryptionShare) -> np.ndarray:
         """Decrypt one aggregated chunk with the sum of every expected peer's share (all K, or
-        the active set carried by threshold shares): packed sub-slots."""
-        pt = self.decryptor.decrypt(ct, agg)
+        the active set carried by threshold shares), both lifted back to Q' (the rounding the
+        plan's decryption margin holds): packed sub-slots. An empty chunk opens to nothing."""
+        if ct.c1.shape[0] == 0:
+            return np.zeros((1, 0), dtype=np.uint64)
+        pt = self.decryptor.decrypt(ct.lift(), agg.lift())
         return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
 
     def gather_plaintext(

@@ -24,7 +24,7 @@ from gpubfv.serialization import from_bytes, to_bytes
 
 if TYPE_CHECKING:
     from dmhe.aggregators.encrypted import EncryptedAggregator
-    from gpubfv import Ciphertext
+    from gpubfv.mhe.compressed import CompressedCiphertext
 
 __all__ = ["SubRing", "ThresholdDecryption"]
 
@@ -91,9 +91,10 @@ class ThresholdDecryption:
         return live, live[:t]
 
     def decrypt(
-        self, transport: Transport, aggs: list[Ciphertext], sizes: list[int]
+        self, transport: Transport, aggs: list[CompressedCiphertext], sizes: list[int]
     ) -> list[np.ndarray]:
-        """The K opened chunks (packed sub-slots), on every live peer."""
+        """The K opened chunks (packed sub-slots), on every live peer, from the gathered
+        compressed chunks (c0 rounded, c1 full: every member of A can open any chunk)."""
         agg, rank = self.agg, transport.rank
         live, active = self.active_set(transport)
         t = len(active)

@@ -16,6 +16,34 @@ tau < Q'/(2t) - 1, tau the bound on |e_ct + sum of K smudging noises| at 2^-fail
 budget (`Smudging.sum_bound`); `required_log_q` turns that into the modulus a level must reach.
 The planner (`choose_parameters`, `AggregationPlan`) lives in gpubfv/mhe/planner.py and is
 re-exported here until callers import it from there.
+
+Compressed wire forms (gpubfv/mhe/compressed.py). c0 of every peer's ciphertext and every
+peer's decryption share travel as y = round(x * 2^k / Q') mod 2^k and are summed in Z_2^k;
+the owner of a chunk lifts the two sums back as round(Y * Q' / 2^k). Let u = Q' / 2^k.
+
+    one compression:   |y*u - x| <= (1/2 + ROUND_SLACK) * u       (mod Q'; float64 fraction sum)
+    M compressed summands, summed exactly mod 2^k:  error <= M * (1/2 + ROUND_SLACK) * u
+    one lift:          |round(Y*u) - Y*u| <= 1/2
+
+With K c0 roundings (one per peer's ciphertext: the reduce-scatter adds compressed c0 exactly,
+so a chunk's c0 is rounded K times along any topology, never per hop) and K share roundings,
+and two lifts (c0 sum, share sum), the phase c0 + sum h_i of the lifted parts differs from the
+exact one by at most
+
+    R(k) = (K + K) * (1/2 + ROUND_SLACK) * Q'/2^k + 1                      (`rounding_bound`)
+
+a worst-case bound, not a tail: it adds to tau in the decryption condition without changing
+the failure probability, which stays 2^-fail_bits:
+
+    tau + R(k) < Q'/(2t) - 1                                 (`check_decryptable(rounding=)`)
+
+`compression_bits` returns the smallest k for which this holds at the given level (the margin
+M = Q'/(2t) - 1 - tau must exceed 1; then k = ceil(log2(2K (1/2 + ROUND_SLACK) Q' / (M - 1)))).
+Security is unchanged: the compression of c0 is a public function of a public ciphertext, and
+the compression of a share (and any sum of compressed shares) is a function of the smudged
+share alone, so by data processing it reveals nothing the smudged share did not (the statistical
+distance and the Renyi divergence of the smudging argument cannot grow under post-processing).
+c1 is never rounded: its error would be multiplied by s.
 """
 
 from __future__ import annotations
@@ -24,6 +52,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gpubfv.mhe.rounding import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.smudging import Smudging
 from gpubfv.params import ERROR_SIGMA, Parameters
 
@@ -99,11 +128,78 @@ def required_log_q(
     return math.log2(2.0 * t * (tau + 1.0))
 
 
-def check_decryptable(
+def rounding_bound(q_wire: int, bits: int, c0_roundings: int, share_roundings: int) -> float:
+    """R(k): worst-case phase error of the compressed c0 and share sums after both lifts."""
+    if bits < 1 or c0_roundings < 0 or share_roundings < 0:
+        raise ValueError("rounding_bound needs bits >= 1 and non-negative rounding counts")
+    count = c0_roundings + share_roundings
+    return count * (0.5 + ROUND_SLACK) * math.ldexp(float(q_wire), -bits) + 1.0
+
+
+def decryption_margin(
     params: Parameters, noise: NoiseEstimate, peers: int, smudging: Smudging
 ) -> float:
-    """Return the smudging sigma, or raise NoiseBudgetError naming the level that would do."""
+    """M = Q'/(2t) - 1 - tau at the noise's level: what rounding may still consume."""
     spec = _spec(smudging)
+    sigma = spec.sigma(noise.std, params.n)
+    tau = spec.sum_bound(sigma, noise.std, peers, params.n)
+    return float(params.q_at(noise.level)) / (2.0 * float(params.t)) - 1.0 - tau
+
+
+def compression_bits(
+    params: Parameters,
+    noise: NoiseEstimate,
+    peers: int,
+    smudging: Smudging,
+    *,
+    c0_roundings: int | None = None,
+    share_roundings: int | None = None,
+) -> int:
+    """The smallest k with tau + R(k) < Q'/(2t) - 1 (K c0 and K share roundings by default).
+
+    Raises NoiseBudgetError when the level has no margin left for any rounding.
+    """
+    n_c0 = peers if c0_roundings is None else c0_roundings
+    n_sh = peers if share_roundings is None else share_roundings
+    margin = decryption_margin(params, noise, peers, smudging)
+    q_wire = params.q_at(noise.level)
+    if margin <= 1.0:
+        raise NoiseBudgetError(
+            f"level {noise.level} leaves a decryption margin of {margin:.3g} < 1: no room for "
+            "compressed c0 and shares (plan one more bit of Q')"
+        )
+    ratio = (n_c0 + n_sh) * (0.5 + ROUND_SLACK) * float(q_wire) / (margin - 1.0)
+    bits = max(1, math.ceil(math.log2(ratio))) if ratio > 1 else 1
+    while rounding_bound(q_wire, bits, n_c0, n_sh) >= margin:  # float log2: settle exactly
+        bits += 1
+    while bits > 1 and rounding_bound(q_wire, bits - 1, n_c0, n_sh) < margin:
+        bits -= 1
+    if bits > MAX_COMPRESSED_BITS:
+        raise NoiseBudgetError(f"compression would need {bits} > {MAX_COMPRESSED_BITS} bits")
+    return bits
+
+
+def check_decryptable(
+    params: Parameters,
+    noise: NoiseEstimate,
+    peers: int,
+    smudging: Smudging,
+    *,
+    rounding: float = 0.0,
+) -> float:
+    """Return the smudging sigma, or raise NoiseBudgetError naming the level that would do.
+
+    `rounding`: a worst-case phase error added to tau (R(k) of the compressed wire forms).
+    """
+    spec = _spec(smudging)
+    if not (math.isfinite(rounding) and rounding >= 0):
+        raise ValueError(f"rounding bound must be finite and >= 0, got {rounding!r}")
+    if rounding and decryption_margin(params, noise, peers, spec) <= rounding:
+        raise NoiseBudgetError(
+            f"smudged sum of {peers} peers plus a rounding error of 2^"
+            f"{math.log2(rounding):.1f} (compressed c0 and shares) exceeds Q'/(2t) - 1 at "
+            f"level {noise.level}: send more bits (gpubfv.mhe.noise.compression_bits)"
+        )
     need = required_log_q(params.n, params.t, noise, peers, spec)
     have = math.log2(params.q_at(noise.level))
     if have < need:

@@ -1,10 +1,23 @@
-"""The aggregation planner: (N, Q, t, packing) for K peers summing b-bit values, smudged.
+"""The aggregation planner: (N, Q, t, packing, wire level) minimising a whole round's traffic.
 
-The plan is derived from the decryption inequality of gpubfv/mhe/noise.py under a `Smudging`
-spec (notion, lambda, decryption budget D): the wire modulus Q' is the smallest prefix of Q that
-holds the smudged K-fold sum, every candidate must fit the HE-standard 128-bit table, and the
-winner minimizes ciphertext bytes per value. The plan holds the validated `Parameters` it was
-checked with (primes generated once); `plan.literal` is its literal.
+One encrypted aggregation round (DESIGN §7) moves, per peer and over a ring of K peers, about
+(K-1)/K of each of five passes of the padded update:
+
+    ciphertext   reduce-scatter of (compressed c0, full c1)   rows * N * (k + log2 Q') bits
+    c1           all-gather of the summed c1                   rows * N * log2 Q' bits
+    share        reduce-scatter of the compressed shares        rows * N * k bits
+    plaintext    all-gather of the opened sums                  rows * N * pack * width bits
+
+rows = ceil(values / (N * pack)) (padding counts), log2 Q' the bit-packed width of the wire
+primes, k the compressed width of c0 and shares (`gpubfv.mhe.noise.compression_bits`), plus the
+frame headers of the (K-1) messages of each pass. The wire modulus Q' is a prefix of Q holding
+the smudged K-fold sum plus the rounding of the compressed forms; a few bits more than the
+inequality needs buy a smaller k, so the planner tries each. The search runs over
+N in {2^12..2^15}, packing (pack * width + 1 <= the widest plaintext modulus this build offers,
+`gpubfv.params.MAX_WIDE_PLAIN_BITS` where present, else MAX_PLAIN_BITS) and those extra bits:
+first analytically (`estimate_round`: no primes), then the cheapest candidates are built as
+validated `Parameters` and re-checked with their real primes. The plan holds the `Parameters`
+it was checked with; `plan.literal` is its literal.
 """
 
 from __future__ import annotations
@@ -13,14 +26,18 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+import gpubfv.params as _params
 from gpubfv.mhe.noise import (
     ERROR_VAR,
     TERNARY_VAR,
     NoiseBudgetError,
     NoiseEstimate,
     check_decryptable,
+    compression_bits,
     required_log_q,
+    rounding_bound,
 )
+from gpubfv.mhe.rounding import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.smudging import Smudging
 from gpubfv.params import (
     HE_STANDARD_128,
@@ -32,6 +49,61 @@ from gpubfv.params import (
 )
 
 LOG_N_CHOICES = (12, 13, 14, 15)
+EXTRA_WIRE_BITS = 6  # bits of Q' beyond the inequality tried for a smaller compressed width
+VALIDATED = 4  # analytic winners rebuilt with real primes
+SPLIT = ("ciphertext", "c1", "share", "plaintext")
+# bytes every message adds to its payload (frame header + checksum + small fixed fields)
+MESSAGE_OVERHEAD = {"ciphertext": 46, "c1": 8, "share": 100, "plaintext": 0}
+
+
+def max_plain_bits() -> int:
+    """The widest plaintext modulus t (bits) this build of gpubfv.params accepts."""
+    return int(getattr(_params, "MAX_WIDE_PLAIN_BITS", MAX_PLAIN_BITS))
+
+
+def _split(
+    n: int, pack: int, width: int, wire_bits: int, k_bits: int, peers: int, values: int | None
+) -> dict[str, float]:
+    """Bytes per value per peer of each pass of a ring round (see the module docstring)."""
+    slots = n * pack
+    rows = max(1, -(-values // slots)) if values else 1
+    denom = values if values else slots  # the values the round carries (padding is paid)
+    bits = {
+        "ciphertext": k_bits + wire_bits,
+        "c1": wire_bits,
+        "share": k_bits,
+        "plaintext": pack * width,
+    }
+    ring = (peers - 1) / peers  # a ring pass sends all chunks but one's own
+    msgs = peers - 1
+    return {
+        name: (ring * rows * n * bits[name] / 8 + msgs * MESSAGE_OVERHEAD[name]) / denom
+        for name in SPLIT
+    }
+
+
+@dataclass(frozen=True)
+class RoundEstimate:
+    """An analytic candidate: ring, packing, wire prime sizes and compressed width (no primes)."""
+
+    log_n: int
+    peers: int
+    pack: int
+    width: int
+    wire_q_bits: tuple[int, ...]
+    compressed_bits: int
+    t_bits: int
+
+    def split(self, values: int | None = None) -> dict[str, float]:
+        """Bytes per value per peer of each pass (ciphertext, c1, share, plaintext)."""
+        return _split(
+            1 << self.log_n, self.pack, self.width, sum(self.wire_q_bits),
+            self.compressed_bits, self.peers, values,
+        )  # fmt: skip
+
+    def round_bytes_per_value(self, values: int | None = None) -> float:
+        """Whole-round bytes per value per peer (padding of `values` counted)."""
+        return sum(self.split(values).values())
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,32 +137,63 @@ class AggregationPlan:
 
     @cached_property
     def sigma(self) -> float:
-        """Each peer's smudging width at the wire level (re-checked against the modulus)."""
-        return check_decryptable(self.params, self.wire_noise, self.peers, self.smudging)
+        """Each peer's smudging width at the wire level (re-checked with the rounding of the
+        compressed c0 and shares)."""
+        return check_decryptable(
+            self.params, self.wire_noise, self.peers, self.smudging, rounding=self.rounding_bound
+        )
+
+    @cached_property
+    def compressed_bits(self) -> int:
+        """k: bits per coefficient of compressed c0 and shares (K roundings of each)."""
+        return compression_bits(self.params, self.wire_noise, self.peers, self.smudging)
+
+    @property
+    def rounding_bound(self) -> float:
+        """R(k): worst-case phase error of the compressed c0 and share sums after lifting."""
+        q_wire = self.params.q_at(self.level)
+        return rounding_bound(q_wire, self.compressed_bits, self.peers, self.peers)
 
     @property
     def log2_distance(self) -> float:
         """The smudging notion's achieved total bound (log2), over the declared budget."""
         return self.smudging.log2_distance(self.sigma, self.wire_noise.std, self.params.n)
 
+    @property
+    def wire_bits(self) -> int:
+        """Bits of one coefficient of c1 on the wire (the packed widths of the wire primes)."""
+        return sum(q.bit_length() for q in self.params.q[: self.level])
+
     @cached_property
     def bytes_per_value(self) -> float:
-        """Ciphertext bytes per value at the wire level (2 ring elements, bit-packed)."""
-        q_bits = sum(q.bit_length() for q in self.params.q[: self.level])
-        return 2 * q_bits / 8 / self.pack
+        """Fresh ciphertext bytes per value at the wire level (2 ring elements, bit-packed)."""
+        return 2 * self.wire_bits / 8 / self.pack
 
     def rows_for(self, values: int) -> int:
         """Ciphertext rows (= decryptions) that carry `values` values."""
         return -(-int(values) // (self.params.n * self.pack))
 
+    def round_split(self, values: int | None = None) -> dict[str, float]:
+        """Bytes per value per peer of each pass of a ring round: ciphertext (compressed c0 +
+        c1), c1 (all-gather), share (compressed), plaintext; padding of `values` counted
+        (None: per value of whole rows)."""
+        return _split(
+            self.params.n, self.pack, self.width, self.wire_bits, self.compressed_bits,
+            self.peers, values,
+        )  # fmt: skip
+
+    def round_bytes_per_value(self, values: int | None = None) -> float:
+        """Whole-round bytes per value per peer (the sum of `round_split`)."""
+        return sum(self.round_split(values).values())
+
     def describe(self) -> str:
-        """One line: the plan's ring, packing, wire level and size."""
+        """One line: the plan's ring, packing, wire level and sizes."""
         lit = self.literal
-        q_bits = sum(q.bit_length() for q in self.params.q[: self.level])
         return (
             f"K={self.peers} b={self.value_bits}: N=2^{lit.log_n}, "
             f"pack={self.pack}x{self.width} bits, t of {self.params.t.bit_length()} bits, "
-            f"wire level {self.level} (log2 Q'={q_bits} bits, needs {self.wire_log_q:.1f}), "
+            f"wire level {self.level} (log2 Q'={self.wire_bits} bits, needs "
+            f"{self.wire_log_q:.1f}), c0/shares at {self.compressed_bits} bits, "
             f"{self.bytes_per_value:.2f} B/value"
         )
 
@@ -106,43 +209,131 @@ def _wire_variance(n: int, peers: int) -> float:
     return ((1.0 + n * peers * TERNARY_VAR) / 12.0 + ERROR_VAR) * peers
 
 
-def _candidate(
-    log_n: int, peers: int, value_bits: int, pack: int, width: int, smudging: Smudging
-) -> AggregationPlan | None:
-    """The cheapest wire level for this ring and packing, or None past the 128-bit bound."""
+def _spread(bits: int) -> list[int]:
+    """`bits` of Q' over as few primes of at most MAX_MODULUS_BITS bits as hold them, evenly."""
+    count = -(-bits // MAX_MODULUS_BITS)
+    return [bits // count + (i < bits % count) for i in range(count)]
+
+
+def _analytic_k(
+    n: int, t_bits: int, wire_bits: int, peers: int, smudging: Smudging, std: float
+) -> int | None:
+    """The compressed width for primes just below 2^b (the generator's choice), or None."""
+    sigma = smudging.sigma(std, n)
+    tau = smudging.sum_bound(sigma, std, peers, n)
+    log_q = wire_bits - 0.01 * len(_spread(wire_bits))  # each prime a little below 2^b
+    margin = 2.0 ** (log_q - t_bits - 1) - 1.0 - tau
+    if margin <= 2.0:
+        return None
+    k = math.ceil(math.log2(2 * peers * (0.5 + ROUND_SLACK)) + log_q - math.log2(margin - 1.0))
+    return max(1, k) if k <= MAX_COMPRESSED_BITS else None
+
+
+def estimate_round(
+    log_n: int, peers: int, width: int, pack: int, smudging: Smudging
+) -> list[RoundEstimate]:
+    """The analytic candidates of one ring and packing: the least Q' and a few bits more."""
     n = 1 << log_n
     t_bits = pack * width + 1
-    noise = NoiseEstimate(_wire_variance(n, peers), 1)
-    need = required_log_q(n, 2**t_bits, noise, peers, smudging)
-    bits = math.ceil(need) + 1
-    while True:
-        count = -(-bits // MAX_MODULUS_BITS)  # spread Q' evenly over as few primes as fit
-        q_bits = [bits // count + (i < bits % count) for i in range(count)]
-        # one more prime is switched away before sending; P for key switching
-        enc_bits = q_bits + [MAX_MODULUS_BITS]
-        if sum(enc_bits) + MAX_MODULUS_BITS > HE_STANDARD_128[n]:
-            return None
+    std = math.sqrt(_wire_variance(n, peers))
+    need = required_log_q(n, 2**t_bits, NoiseEstimate(std * std, 1), peers, smudging)
+    out = []
+    for extra in range(1, EXTRA_WIRE_BITS + 2):
+        bits = math.ceil(need) + extra
+        # Q' + one prime switched away before sending + P for key switching
+        if bits + 2 * MAX_MODULUS_BITS > HE_STANDARD_128[n]:
+            break
+        k = _analytic_k(n, t_bits, bits, peers, smudging, std)
+        if k is not None:
+            out.append(RoundEstimate(log_n, peers, pack, width, tuple(_spread(bits)), k, t_bits))
+    return out
+
+
+def _build(
+    est: RoundEstimate, value_bits: int, smudging: Smudging, need: float
+) -> AggregationPlan | None:
+    """The real plan of an analytic candidate (its primes), or None if it fails the checks."""
+    q_bits = list(est.wire_q_bits)
+    for _ in range(8):
         lit = ParametersLiteral(
-            log_n=log_n,
-            q_bits=tuple(enc_bits),
+            log_n=est.log_n,
+            q_bits=tuple(q_bits + [MAX_MODULUS_BITS]),
             p_bits=(MAX_MODULUS_BITS,),
-            t_bits=t_bits,
+            t_bits=est.t_bits,
             batching=False,
-            name=f"agg-K{peers}-b{value_bits}-p{pack}",
+            name=f"agg-K{est.peers}-b{value_bits}-p{est.pack}",
         )
+        if sum(lit.q_bits) + MAX_MODULUS_BITS > HE_STANDARD_128[1 << est.log_n]:
+            return None
         try:
             params = Parameters(lit)
         except ParameterError:
-            bits += 1  # no NTT-friendly primes of these sizes: take one bit more
+            q_bits[-1] += 1  # no NTT-friendly primes of these sizes: take one bit more
+            if q_bits[-1] > MAX_MODULUS_BITS:
+                q_bits = _spread(sum(q_bits))
             continue
-        plan = AggregationPlan(params, peers, value_bits, pack, width, len(q_bits), need, smudging)
+        plan = AggregationPlan(
+            params, est.peers, value_bits, est.pack, est.width, len(q_bits), need, smudging
+        )
         try:
-            # the real noise of these primes must pass the same check CKS makes
-            check_decryptable(params, plan.wire_noise, peers, smudging)
+            _ = plan.compressed_bits, plan.sigma  # the real primes pass the same checks
         except NoiseBudgetError:
-            bits += 1
-            continue
+            return None
         return plan
+    return None
+
+
+def _candidates(
+    peers: int,
+    width: int,
+    smudging: Smudging,
+    log_n_choices: tuple[int, ...],
+    max_pack: int | None,
+    t_max: int,
+    values: int | None,
+) -> list[RoundEstimate]:
+    """Every analytic candidate, cheapest round first."""
+    cands: list[RoundEstimate] = []
+    for log_n in log_n_choices:
+        if (1 << log_n) not in HE_STANDARD_128:
+            raise ValueError(f"log_n={log_n} has no 128-bit HE-standard entry")
+        pack = 1
+        while pack * width + 1 <= t_max and (max_pack is None or pack <= max_pack):
+            cands += estimate_round(log_n, peers, width, pack, smudging)
+            pack += 1
+    # ties keep the smaller ring (cheaper per ciphertext), then the fewer wire bits
+    cands.sort(key=lambda c: (round(c.round_bytes_per_value(values), 9), c.log_n, c.wire_q_bits))
+    return cands
+
+
+def project_round(
+    peers: int,
+    value_bits: int,
+    *,
+    values_per_round: int,
+    rounds: int,
+    max_t_bits: int,
+    notion: str = "statistical",
+    lam: int = 40,
+) -> RoundEstimate:
+    """The analytic best round for a plaintext modulus of up to `max_t_bits` bits, without
+    building parameters (so it also projects t wider than this build accepts); the budget D is
+    rounds x its own ciphertexts, iterated as `choose_parameters_for_updates` does."""
+    width = value_bits + max(1, math.ceil(math.log2(peers)))
+    budget = rounds * -(-values_per_round // (1 << min(LOG_N_CHOICES)))
+    best: RoundEstimate | None = None
+    for _ in range(8):
+        spec = Smudging(budget, notion, lam)
+        cands = _candidates(peers, width, spec, LOG_N_CHOICES, None, max_t_bits, values_per_round)
+        if not cands:
+            raise NoiseBudgetError(f"no analytic candidate for K={peers}, b={value_bits}")
+        best = cands[0]
+        need = rounds * -(-values_per_round // ((1 << best.log_n) * best.pack))
+        if need >= budget:
+            break
+        budget = need
+    assert best is not None
+    return best
 
 
 def choose_parameters(
@@ -151,38 +342,49 @@ def choose_parameters(
     *,
     smudging: Smudging,
     log_n_choices: tuple[int, ...] = LOG_N_CHOICES,
-    max_pack: int = 3,
+    max_pack: int | None = None,
+    values_per_round: int | None = None,
 ) -> AggregationPlan:
-    """Pick (N, Q, t, packing) minimizing ciphertext bytes per value for a K-peer sum.
+    """Pick (N, Q, t, packing, wire level) minimizing whole-round bytes per value per peer.
 
     Values are offset to be non-negative (v + 2^(b-1)), so a sub-slot needs b + ceil(log2 K)
-    bits. The wire modulus Q' is a prefix of Q whose last prime is sized to just fit the
-    derived bound; the encryption modulus adds one 30-bit prime that is switched away before
-    sending. Raises NoiseBudgetError when no 128-bit set fits, naming what to reduce.
+    bits; pack grows while pack * width + 1 fits the widest t (`max_plain_bits`, capped by
+    `max_pack`). `values_per_round`: the update size whose padding to whole rows counts (None:
+    per value of whole rows). Raises NoiseBudgetError when no 128-bit set fits, naming what to
+    reduce.
     """
     _check_count("peers", peers)
     _check_count("value_bits", value_bits)
-    _check_count("max_pack", max_pack)
+    if max_pack is not None:
+        _check_count("max_pack", max_pack)
+    if values_per_round is not None:
+        _check_count("values_per_round", values_per_round)
     if not isinstance(smudging, Smudging):
         raise TypeError(f"smudging must be a Smudging spec, got {smudging!r}")
     width = value_bits + max(1, math.ceil(math.log2(peers)))
-    if width + 1 > MAX_PLAIN_BITS:
+    t_max = max_plain_bits()
+    if width + 1 > t_max:
         raise NoiseBudgetError(
-            f"value_bits + ceil(log2 K) = {width} leaves no room in a {MAX_PLAIN_BITS}-bit t: "
-            f"reduce value_bits to at most {MAX_PLAIN_BITS - 1 - (width - value_bits)}"
+            f"value_bits + ceil(log2 K) = {width} leaves no room in a {t_max}-bit t: "
+            f"reduce value_bits to at most {t_max - 1 - (width - value_bits)}"
         )
+    cands = _candidates(peers, width, smudging, log_n_choices, max_pack, t_max, values_per_round)
     best: AggregationPlan | None = None
-    for log_n in log_n_choices:
-        if (1 << log_n) not in HE_STANDARD_128:
-            raise ValueError(f"log_n={log_n} has no 128-bit HE-standard entry")
-        for pack in range(1, max_pack + 1):
-            if pack * width + 1 > MAX_PLAIN_BITS:
-                break
-            plan = _candidate(log_n, peers, value_bits, pack, width, smudging)
-            if plan is not None and (
-                best is None or plan.bytes_per_value < best.bytes_per_value - 1e-9
-            ):
-                best = plan  # ties keep the smaller ring (cheaper per ciphertext)
+    tried = 0
+    for est in cands:
+        if tried >= VALIDATED and best is not None:
+            break
+        n = 1 << est.log_n
+        std = math.sqrt(_wire_variance(n, peers))
+        need = required_log_q(n, 2**est.t_bits, NoiseEstimate(std * std, 1), peers, smudging)
+        plan = _build(est, value_bits, smudging, need)
+        tried += 1
+        if plan is not None and (
+            best is None
+            or plan.round_bytes_per_value(values_per_round)
+            < best.round_bytes_per_value(values_per_round) - 1e-9
+        ):
+            best = plan
     if best is None:
         s = smudging
         raise NoiseBudgetError(
@@ -203,7 +405,8 @@ def choose_parameters_for_updates(
     lam: int = 40,
     fail_bits: int = 40,
 ) -> AggregationPlan:
-    """A plan whose decryption budget D = rounds x its own ciphertext rows per round.
+    """A plan for updates of `values_per_round` values (padding counted) whose decryption
+    budget D = rounds x its own ciphertext rows per round.
 
     D depends on the plan (N, packing) and the plan on D; start from the most rows any plan
     could need (N = 2^12, one value per coefficient) and shrink while the plan still covers it.
@@ -211,14 +414,19 @@ def choose_parameters_for_updates(
     _check_count("values_per_round", values_per_round)
     _check_count("rounds", rounds)
     budget = rounds * -(-values_per_round // (1 << min(LOG_N_CHOICES)))
-    plan = choose_parameters(peers, value_bits, smudging=Smudging(budget, notion, lam, fail_bits))
+
+    def plan_for(d: int) -> AggregationPlan:
+        spec = Smudging(d, notion, lam, fail_bits)
+        return choose_parameters(
+            peers, value_bits, smudging=spec, values_per_round=values_per_round
+        )
+
+    plan = plan_for(budget)
     for _ in range(8):
         need = rounds * plan.rows_for(values_per_round)
         if need >= plan.smudging.budget:
             break
-        tighter = choose_parameters(
-            peers, value_bits, smudging=Smudging(need, notion, lam, fail_bits)
-        )
+        tighter = plan_for(need)
         if rounds * tighter.rows_for(values_per_round) > need:
             break
         plan = tighter

@@ -20,6 +20,16 @@ One type id per share type (the type is the protocol; nothing is named by a stri
     residues            R[shape over basis]: (L, N) over Q; (D, L+K, N) or (D, 2, L+K, N) over
                         QP; (*batch, level, N) or (*batch, 2, level, N) over q_1..q_level
 
+Compressed wire forms (gpubfv/mhe/compressed.py), values rounded to `bits` bits and carried as
+W = ceil(bits/32) little-endian 32-bit words per coefficient, packed as W rows of N values at
+widths (32, ..., 32, bits - 32 (W - 1)) ("B[shape at bits]"; a word beyond its width is refused):
+
+    42 CompressedCiphertext: u8 level, u16 bits (1..MAX_COMPRESSED_BITS), batch shape,
+       B[c0: (*batch, W, N)], R[c1: (*batch, level, N) over q_1..q_level]
+    43 CompressedDecryptionShare: u8 level, u16 bits, then the body of type 39 from the digest
+       on (peers, senders and active set as runs, batch shape), with B[(*batch, W, N)] in
+       place of the residues
+
 Type 32 (the untyped `Share` with a protocol-name string, before the Party API) is refused with
 a message saying so. ShamirShare (33): u32 sender, u32 point, R[(L+K, N) over QP].
 ThresholdSecretShare (34): u32 point, sender runs (as above, bound = MAX_PEERS), R[QP].
@@ -33,6 +43,12 @@ from typing import Any
 import numpy as np
 
 from gpubfv.backend import Backend
+from gpubfv.mhe.compressed import (
+    MAX_COMPRESSED_BITS,
+    CompressedCiphertext,
+    CompressedDecryptionShare,
+    word_widths,
+)
 from gpubfv.mhe.shares import (
     DecryptionShare,
     GaloisKeyShare,
@@ -51,9 +67,12 @@ from gpubfv.serialization import (
     SerializationError,
     any_host,
     batch_field,
+    bits_size,
+    pack_bits,
     pack_residues,
     packed_size,
     register,
+    unpack_bits,
     unpack_residues,
 )
 
@@ -260,7 +279,78 @@ def _dec_tsk(params: Parameters, body: bytes, backend: Backend) -> ThresholdSecr
     return ThresholdSecretShare(params, point, _expand(runs), backend.asarray(data))
 
 
+def _read_level_bits(r: Reader, params: Parameters) -> tuple[int, int]:
+    level, bits = r.u8(), struct.unpack("<H", r.take(2))[0]
+    if not 1 <= level <= len(params.q):
+        raise SerializationError(f"level {level} outside 1..{len(params.q)}")
+    if not 1 <= bits <= MAX_COMPRESSED_BITS:
+        raise SerializationError(f"compressed width {bits} outside 1..{MAX_COMPRESSED_BITS}")
+    return level, bits
+
+
+def _enc_cct(c: CompressedCiphertext) -> bytes:
+    c0, c1 = np.ascontiguousarray(any_host(c.c0)), np.ascontiguousarray(any_host(c.c1))
+    head = bytes([c.level]) + struct.pack("<H", c.bits) + batch_field(c.batch_shape)
+    return head + pack_bits(c0, word_widths(c.bits)) + pack_residues(c1, c.params.q[: c.level])
+
+
+def _dec_cct(params: Parameters, body: bytes, backend: Backend) -> CompressedCiphertext:
+    r = Reader(body)
+    level, bits = _read_level_bits(r, params)
+    batch = r.batch_shape()
+    widths, moduli, n = word_widths(bits), params.q[:level], params.n
+    c0_size = bits_size(widths, n, batch)
+    need = c0_size + packed_size(moduli, n, batch)
+    raw = r.rest(need, "compressed ciphertext")  # both sizes checked before anything is built
+    c0 = unpack_bits(raw[:c0_size], widths, n, batch)
+    c1 = unpack_residues(raw[c0_size:], moduli, n, batch)
+    return CompressedCiphertext(params, level, bits, backend.asarray(c0), backend.asarray(c1))
+
+
+def _enc_cshare(s: CompressedDecryptionShare) -> bytes:
+    data = np.ascontiguousarray(any_host(s.data))
+    if len(s.digest) != 32:
+        raise SerializationError("share digest must be 32 bytes")
+    ids = s.senders | s.active_set
+    bound = max(ids) + 1 if ids else 0
+    if bound > MAX_PEERS:
+        raise SerializationError(f"peer id {bound - 1} beyond MAX_PEERS {MAX_PEERS}")
+    out = bytes([s.level]) + struct.pack("<H", s.bits) + bytes(s.digest)
+    out += struct.pack("<I", bound) + _runs(s.senders) + _runs(s.active_set)
+    tail = batch_field(data.shape[:-2]) + pack_bits(data, word_widths(s.bits))
+    _check_encodable(len(s.senders) + len(s.active_set), len(tail))
+    return out + tail
+
+
+def _dec_cshare(params: Parameters, body: bytes, backend: Backend) -> CompressedDecryptionShare:
+    r = Reader(body)
+    level, bits = _read_level_bits(r, params)
+    digest = bytes(r.take(32))
+    bound = r.u32()
+    if bound > MAX_PEERS:
+        raise SerializationError(f"{bound} declared peers (at most {MAX_PEERS})")
+    senders, active = _read_runs(r, bound), _read_runs(r, bound)
+    if bound != max(_runs_end(senders), _runs_end(active)):
+        raise SerializationError("declared peer bound is not the highest id present plus one")
+    _check_id_total(r, senders, active)
+    batch = r.batch_shape()
+    widths = word_widths(bits)
+    raw = r.rest(bits_size(widths, params.n, batch), "compressed decryption share")
+    data = unpack_bits(raw, widths, params.n, batch)
+    return CompressedDecryptionShare(
+        params=params,
+        digest=digest,
+        senders=_expand(senders),
+        level=level,
+        bits=bits,
+        data=backend.asarray(data),
+        active_set=_expand(active),
+    )
+
+
 register(32, RetiredShare, lambda s: b"", _refuse_retired)
+register(42, CompressedCiphertext, _enc_cct, _dec_cct)
+register(43, CompressedDecryptionShare, _enc_cshare, _dec_cshare)
 register(33, ShamirShare, _enc_shamir, _dec_shamir)
 register(34, ThresholdSecretShare, _enc_tsk, _dec_tsk)
 for _cls, _id in TYPE_IDS.items():

@@ -9,7 +9,14 @@ ciphertext chunk). Importing this package registers every core codec.
 from __future__ import annotations
 
 from gpubfv.serialization import codec_params, codecs_keys  # noqa: F401  (register codecs)
-from gpubfv.serialization.bitpack import pack_residues, packed_size, unpack_residues
+from gpubfv.serialization.bitpack import (
+    bits_size,
+    pack_bits,
+    pack_residues,
+    packed_size,
+    unpack_bits,
+    unpack_residues,
+)
 from gpubfv.serialization.codec_params import MAX_MODULI, MAX_PARAMS_BODY
 from gpubfv.serialization.codecs_data import (
     ciphertext_body,
@@ -80,6 +87,7 @@ __all__ = [
     "TYPE_SWITCHING_KEY",
     "any_host",
     "batch_field",
+    "bits_size",
     "check_array",
     "checksum",
     "ciphertext_body",
@@ -87,6 +95,7 @@ __all__ = [
     "ciphertext_from_body",
     "from_bytes",
     "nbytes",
+    "pack_bits",
     "pack_residues",
     "packed_size",
     "register",
@@ -95,5 +104,6 @@ __all__ = [
     "seed_field",
     "text_field",
     "to_bytes",
+    "unpack_bits",
     "unpack_residues",
 ]

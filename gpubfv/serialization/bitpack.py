@@ -163,3 +163,52 @@ def unpack_residues(
         if code <= -2:
             raise SerializationError("nonzero padding bits in a packed row: corrupted data")
     return out
+
+
+# ---- fixed-width words (compressed c0 and shares) ----------------------------------------------
+def _width_tables(widths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    if not widths or any(not 1 <= int(w) <= 32 for w in widths):
+        raise SerializationError(f"word widths {tuple(widths)} must each be 1..32 bits")
+    w = np.array([int(v) for v in widths], dtype=np.uint64)
+    return w, np.array([1 << int(v) for v in widths], dtype=np.uint64)
+
+
+def bits_size(widths: Sequence[int], n: int, batch: Sequence[int] = ()) -> int:
+    """Bytes of a packed word array (*batch, len(widths), n) at exactly `widths` bits."""
+    per = sum(_row_bytes(n, int(w)) for w in widths)
+    return math.prod(int(b) for b in batch) * per
+
+
+def pack_bits(a: Any, widths: Sequence[int]) -> bytes:
+    """Pack uint32 words (..., len(widths), N), row l at exactly widths[l] bits (< 2^width)."""
+    a = np.asarray(a)
+    if a.dtype != np.uint32 or a.ndim < 2 or a.shape[-2] != len(widths):
+        raise SerializationError(
+            f"cannot pack words of dtype {a.dtype} and shape {a.shape} at {len(widths)} widths"
+        )
+    w, bounds = _width_tables(widths)
+    n = a.shape[-1]
+    flat = np.ascontiguousarray(a.reshape(-1, n))
+    out = np.empty(bits_size(widths, n, a.shape[:-2]), dtype=np.uint8)
+    if flat.shape[0] and n and _pack_rows(flat, w, bounds, out) >= 0:
+        raise SerializationError(f"a word exceeds its width {tuple(widths)}: not canonical")
+    return out.tobytes()
+
+
+def unpack_bits(
+    buf: bytes | memoryview, widths: Sequence[int], n: int, batch: Sequence[int] = ()
+) -> np.ndarray:
+    """Inverse of `pack_bits`: uint32 (*batch, len(widths), n); size checked before allocating."""
+    w, bounds = _width_tables(widths)
+    if n < 1 or any(int(b) < 0 for b in batch):
+        raise SerializationError(f"cannot unpack words of n={n}, batch {batch}")
+    size = bits_size(widths, n, batch)
+    if len(buf) != size:
+        raise SerializationError(f"packed words need {size} bytes, got {len(buf)}")
+    out = np.empty(tuple(int(b) for b in batch) + (len(widths), n), dtype=np.uint32)
+    flat = out.reshape(-1, n)
+    if flat.shape[0]:
+        code = _unpack_rows(np.frombuffer(buf, dtype=np.uint8), w, bounds, flat)
+        if code != -1:
+            raise SerializationError("packed words out of range or with nonzero padding")
+    return out
