@@ -82,7 +82,7 @@ def test_impossible_budget_names_what_to_reduce():
 
 def test_value_bits_beyond_t_are_refused():
     with pytest.raises(NoiseBudgetError, match="reduce value_bits"):
-        choose_parameters(4, 60, smudging=Smudging(1))
+        choose_parameters(4, 61, smudging=Smudging(1))  # 63-bit sub-slot sums: beyond int64
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2.0])

@@ -55,6 +55,7 @@ from typing import Any
 from gpubfv.mhe.rounding import MAX_COMPRESSED_BITS, ROUND_SLACK
 from gpubfv.mhe.smudging import Smudging
 from gpubfv.params import ERROR_SIGMA, Parameters
+from gpubfv.ring.rns import float_rounding_slack
 
 TERNARY_VAR = 2.0 / 3.0
 ERROR_VAR = ERROR_SIGMA**2
@@ -139,11 +140,14 @@ def rounding_bound(q_wire: int, bits: int, c0_roundings: int, share_roundings: i
 def decryption_margin(
     params: Parameters, noise: NoiseEstimate, peers: int, smudging: Smudging
 ) -> float:
-    """M = Q'/(2t) - 1 - tau at the noise's level: what rounding may still consume."""
+    """M = (Q'/(2t)) (1 - 2 EPS(L)) - 1 - tau at the noise's level: what rounding may still
+    consume. EPS(L) is the relative error of the float part of decryption's scale-and-round
+    (`gpubfv.ring.rns.float_rounding_slack`): below 1e-4 bits, but stated, not assumed away."""
     spec = _spec(smudging)
     sigma = spec.sigma(noise.std, params.n)
     tau = spec.sum_bound(sigma, noise.std, peers, params.n)
-    return float(params.q_at(noise.level)) / (2.0 * float(params.t)) - 1.0 - tau
+    usable = 1.0 - 2.0 * float_rounding_slack(noise.level)
+    return float(params.q_at(noise.level)) / (2.0 * float(params.t)) * usable - 1.0 - tau
 
 
 def compression_bits(
@@ -201,6 +205,7 @@ def check_decryptable(
             f"level {noise.level}: send more bits (gpubfv.mhe.noise.compression_bits)"
         )
     need = required_log_q(params.n, params.t, noise, peers, spec)
+    need -= math.log2(1.0 - 2.0 * float_rounding_slack(noise.level))  # see decryption_margin
     have = math.log2(params.q_at(noise.level))
     if have < need:
         better = next(

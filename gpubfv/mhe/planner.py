@@ -56,6 +56,10 @@ SPLIT = ("ciphertext", "c1", "share", "plaintext")
 MESSAGE_OVERHEAD = {"ciphertext": 46, "c1": 8, "share": 100, "plaintext": 0}
 
 
+#: widest sub-slot: its K-fold sum is decoded into an int64
+SUM_BITS = 62
+
+
 def max_plain_bits() -> int:
     """The widest plaintext modulus t (bits) this build of gpubfv.params accepts."""
     return int(getattr(_params, "MAX_WIDE_PLAIN_BITS", MAX_PLAIN_BITS))
@@ -363,10 +367,12 @@ def choose_parameters(
         raise TypeError(f"smudging must be a Smudging spec, got {smudging!r}")
     width = value_bits + max(1, math.ceil(math.log2(peers)))
     t_max = max_plain_bits()
-    if width + 1 > t_max:
+    # a sub-slot's sum is decoded into an int64: at most 62 bits (and one bit below t)
+    room = min(t_max - 1, SUM_BITS)
+    if width > room:
         raise NoiseBudgetError(
-            f"value_bits + ceil(log2 K) = {width} leaves no room in a {t_max}-bit t: "
-            f"reduce value_bits to at most {t_max - 1 - (width - value_bits)}"
+            f"value_bits + ceil(log2 K) = {width} leaves no room in a sub-slot of at most "
+            f"{room} bits: reduce value_bits to at most {room - (width - value_bits)}"
         )
     cands = _candidates(peers, width, smudging, log_n_choices, max_pack, t_max, values_per_round)
     best: AggregationPlan | None = None
