@@ -65,16 +65,20 @@ class TorchrunEnv:
 
 
 def torchrun_env(environ: Mapping[str, str] | None = None) -> TorchrunEnv | None:
-    """The torchrun variables of ``environ`` (default ``os.environ``), or None when this process
-    was not started by torchrun (any of ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` missing)."""
+    """The launch variables of ``environ`` (default ``os.environ``): torchrun's, or a plain
+    ``env://`` launch's (``RANK`` and ``WORLD_SIZE`` with ``MASTER_ADDR``/``MASTER_PORT``;
+    ``LOCAL_RANK`` then defaults to ``RANK``, one machine). None when ``RANK`` or
+    ``WORLD_SIZE`` is missing: this process was not launched as one peer of several."""
     env = os.environ if environ is None else environ
-    if not all(v in env for v in _VARS):
+    if not all(v in env for v in _VARS[:2]):
         return None
+    names = _VARS if "LOCAL_RANK" in env else _VARS[:2]
     try:
-        rank, world, local = (int(env[v]) for v in _VARS)
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_RANK", rank))
     except ValueError:
         raise ConfigError(
-            "torchrun variables are not integers: " + ", ".join(f"{v}={env[v]!r}" for v in _VARS)
+            "torchrun variables are not integers: " + ", ".join(f"{v}={env[v]!r}" for v in names)
         ) from None
     if world < 1 or not 0 <= rank < world or local < 0:
         raise ConfigError(f"inconsistent torchrun variables: RANK={rank} WORLD_SIZE={world}")

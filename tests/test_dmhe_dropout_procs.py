@@ -126,7 +126,7 @@ def test_kill_9_one_of_four_with_threshold_3_the_run_completes(tmp_path):
     assert sum(m["retries"] for m in metrics) >= 1  # the attempt that lost it was redone
     # the same parameters as in-process with the same loss schedule
     ref = _in_process(drop_at=without[0])
-    saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(out / "rank-0" / "checkpoint.pt", map_location="cpu", weights_only=False)
     ref.work_model.load_state_dict(saved["model"])
     assert torch.equal(flatten_state(ref.work_model), flatten_state(ref.model))
 
@@ -150,6 +150,7 @@ def test_without_threshold_a_killed_peer_stops_every_survivor_with_one_line(tmp_
         deadline = time.monotonic() + 900
         while len(_metrics(out)) < 1:
             assert time.monotonic() < deadline, "no progress"
+            assert all(p.poll() is None for p in procs), "a peer exited early"
             time.sleep(0.05)
         procs[VICTIM].send_signal(signal.SIGKILL)
         t0 = time.monotonic()
@@ -188,6 +189,6 @@ def test_torchrun_two_node_groups_on_localhost_equal_in_process(tmp_path):
     metrics = _metrics(out)
     assert [m["contributors"] for m in metrics] == [list(range(K))] * ROUNDS
     ref = _in_process(drop_at=None)
-    saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(out / "rank-0" / "checkpoint.pt", map_location="cpu", weights_only=False)
     ref.work_model.load_state_dict(saved["model"])
     assert torch.equal(flatten_state(ref.work_model), flatten_state(ref.model))

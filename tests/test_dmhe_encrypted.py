@@ -271,9 +271,7 @@ def test_encrypted_dp_per_peer_bound_checked_up_front():
     per-value range must hold it (here forced too small, 8 bits), refused before training; with
     the range sized from the mechanism's bound (the default) the run trains."""
     with pytest.raises(ConfigError, match="DP sum|one peer"):
-        _trainer(
-            mode="encrypted-dp", peers=16, dp_sigma=3.9, aggregator_options={"value_bits": 8}
-        )
+        _trainer(mode="encrypted-dp", peers=16, dp_sigma=3.9, aggregator_options={"value_bits": 8})
     tr, metrics = _train(
         mode="encrypted-dp", peers=16, dp_sigma=3.9, clip=1.0, scale_bits=12, rounds=1
     )

@@ -123,7 +123,7 @@ def test_describe_differences_lists_each_setting_once():
 
 def test_in_process_trainer_runs_the_handshake():
     cfg = TrainConfig(dataset="synthetic", synthetic_shape=(1, 8, 8), synthetic_size=(60, 20))
-    cfg.peers, cfg.rounds = 3, 1
+    cfg.peers, cfg.rounds, cfg.mode = 3, 1, "plaintext-quantized"  # no keys to set up
     tr = Trainer(cfg)
     tr.setup()
     assert all(t.total_bytes_sent > 0 for t in tr.transports)  # the handshake's messages
@@ -135,7 +135,9 @@ def test_in_process_trainer_runs_the_handshake():
 
 def test_torchrun_env_and_transport_choice():
     assert torchrun_env({}) is None
-    assert torchrun_env({"RANK": "1", "WORLD_SIZE": "3"}) is None
+    assert torchrun_env({"RANK": "1"}) is None
+    # a plain env:// launch (MASTER_ADDR/PORT, RANK, WORLD_SIZE): LOCAL_RANK defaults to RANK
+    assert torchrun_env({"RANK": "1", "WORLD_SIZE": "3"}) == TorchrunEnv(1, 3, 1)
     env = torchrun_env({"RANK": "1", "WORLD_SIZE": "3", "LOCAL_RANK": "1"})
     assert env == TorchrunEnv(1, 3, 1)
     assert choose_transport("auto", env, argv=[], peers=3) == "torch"
