@@ -349,7 +349,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"dmhe: error: {to_flags(str(exc))}", file=sys.stderr)
         if transport is not None:
             launch.close_torch_transport(transport, clean=False)
-        return launch.leave(transport, EXIT_USAGE)
+        if transport is not None and transport.lost_any:
+            return launch.leave(transport, EXIT_USAGE)  # a group with closed pairs: os._exit
+        return EXIT_USAGE
     except (PeerDropped, PeersLost) as exc:
         return launch.leave(transport, launch.run_failed(exc))
     except RuntimeError as exc:
