@@ -350,7 +350,9 @@ class SecureAggregationEngine:
                     raise ConfigError("the optimizer holds a parameter that is not in the module")
         if not isinstance(data_loader, Iterable):
             raise ConfigError("data_loader must be iterable")
-        on_gpu = params[0].device.type == "cuda"
+        from gpubfv.backend import Backend
+
+        on_gpu = Backend.device_kind(params[0]) != "cpu"
         finish_hook = None
         if transport is None:
             transport, finish_hook = default_transport(on_gpu)
