@@ -105,5 +105,7 @@ def test_a_silent_peer_is_named_within_the_bound_and_left_out(tmp_path):
         assert got[r]["seconds"] < 1.5 + 10  # the bound, plus this machine's load
         assert got[r]["live"] == [0, 2]
     assert "no answer within 1.5 s" in got[2]["message"]
-    assert "reported by peer 2" in got[0]["message"]
+    # ... or, when this machine is slow, by its own bound, blaming the end of the wait chain
+    msg0 = got[0]["message"]
+    assert "reported by peer 2" in msg0 or ("peer 1 lost" in msg0 and "peer 2 waits" in msg0)
     assert got[0]["echo"] == 2 and got[2]["echo"] == 0
