@@ -105,7 +105,7 @@ def test_resume_gives_identical_parameters(tmp_path):
         {"clip": 0.0},
         {"scale_bits": 60},
         {"threshold": 2, "mode": "plaintext-quantized"},
-        {"mode": "dp"},
+        {"mode": "dp", "dp_epsilon": 1.0, "dp_sigma": 1.0},  # at most one of the two
         {"mode": "plaintext", "dp_epsilon": 1.0},
         {"peers": 2**20, "scale_bits": 50},
         {"model": "no_such_model"},
