@@ -131,6 +131,7 @@ def test_kill_9_one_of_four_with_threshold_3_the_run_completes(tmp_path):
     assert torch.equal(flatten_state(ref.work_model), flatten_state(ref.model))
 
 
+@pytest.mark.slow  # ~20 s of four processes; the kill -9 threshold test above stays in the suite
 def test_without_threshold_a_killed_peer_stops_every_survivor_with_one_line(tmp_path):
     """Exit 1 and a message naming the lost rank, within the bound, no traceback."""
     out = tmp_path / "run"

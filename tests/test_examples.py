@@ -18,7 +18,15 @@ def test_first_example_exists():
     assert (ROOT / "examples" / "01_bfv_basics.py") in EXAMPLES
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize(
+    "path",
+    [
+        # example 03 also runs in tests/test_dmhe_examples.py (shorter); the full run is slow
+        pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith("03_") else p
+        for p in EXAMPLES
+    ],
+    ids=[p.stem for p in EXAMPLES],
+)
 def test_example_runs(path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
