@@ -188,6 +188,7 @@ class TrainConfig:
         self._validate_peer_faults(need)
         if self.alpha is not None:
             need(self.alpha > 0, f"alpha (Dirichlet) must be positive, got {self.alpha}")
+        self._validate_synthetic(need)
         from gpubfv.backend import Backend  # the one place that knows device names
 
         on_gpu = isinstance(self.device, str) and Backend.device_kind(self.device) != "cpu"
@@ -212,24 +213,44 @@ class TrainConfig:
                     self.dp_bits is None or 1 <= self.dp_bits <= 40,
                     f"dp_bits must be in [1, 40], got {self.dp_bits}",
                 )
-            if self.mode == "dp-sgd":
-                need(self.dp_max_grad_norm > 0, "dp_max_grad_norm must be positive")
             if self.dp_epsilon is not None:
-                need(self.dp_epsilon > 0, f"dp_epsilon must be positive: {self.dp_epsilon}")
+                ok = self.dp_epsilon > 0 and math.isfinite(self.dp_epsilon)
+                need(ok, f"dp_epsilon must be positive: {self.dp_epsilon}")
             if self.dp_sigma is not None:
-                need(self.dp_sigma > 0, f"dp_sigma must be positive: {self.dp_sigma}")
-            need(0 < self.dp_delta < 1, f"dp_delta must be in (0, 1), got {self.dp_delta}")
+                ok = self.dp_sigma > 0 and math.isfinite(self.dp_sigma)
+                need(ok, f"dp_sigma must be positive: {self.dp_sigma}")
         else:
             need(
                 self.dp_epsilon is None and self.dp_sigma is None,
                 f"dp_epsilon/dp_sigma given but mode {self.mode!r} adds no noise",
             )
+        # checked in every mode, so that a nonsense value is never silently ignored
+        need(0 < self.dp_delta < 1, f"dp_delta must be in (0, 1), got {self.dp_delta}")
+        ok = self.dp_max_grad_norm > 0 and math.isfinite(self.dp_max_grad_norm)
+        need(ok, f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
+        need(
+            self.dp_bits is None or (is_dp and DP_MECHANISMS[self.mode] == "ddg"),
+            f"dp_bits given but mode {self.mode!r} does not use the discrete Gaussian",
+        )
         if MODES[self.mode].quantized:
             from dmhe.pipeline import no_wrap_bound
 
             # int64 headroom now, before any peer is built; the aggregator's own modulus (and
             # the DP noise) when the pipeline is built.
             no_wrap_bound(self.peers, self.clip, self.scale_bits, 1 << 64)
+
+    def _validate_synthetic(self, need: Any) -> None:
+        """The synthetic dataset's shape and sizes (checked whatever the dataset, so a
+        nonsense value is refused rather than ignored)."""
+        shape, size = tuple(self.synthetic_shape), tuple(self.synthetic_size)
+        need(
+            1 <= len(shape) <= 3 and all(isinstance(d, int) and d >= 1 for d in shape),
+            f"synthetic_shape needs 1 to 3 positive sizes (e.g. 1x28x28), got {shape}",
+        )
+        need(
+            len(size) == 2 and all(isinstance(n, int) and n >= 1 for n in size),
+            f"synthetic_size needs two positive counts N_TRAIN,N_TEST, got {size}",
+        )
 
     def _validate_peer_faults(self, need: Any) -> None:
         """The bounded waits and the dropout simulation."""

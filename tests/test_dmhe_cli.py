@@ -70,6 +70,17 @@ def test_errors_name_flags():
         (["train", "--threshold", "9"], "--threshold"),
         (["train", "--resume"], "--resume"),
         (["train", "--rounds", "2", "--epochs", "1"], "--epochs"),
+        # flags of other modes are refused, not ignored, and nonsense is refused in every mode
+        (["train", "--dp-bits", "5"], "--dp-bits"),
+        (["train", "--dp-delta", "nan"], "--dp-delta"),
+        (["train", "--dp-max-grad-norm", "inf"], "--dp-max-grad-norm"),
+        (["train", "--mode", "dp", "--dp-epsilon", "inf"], "--dp-epsilon"),
+        (["train", "--mode", "dp", "--dp-sigma", "nan"], "--dp-sigma"),
+        (["train", "--peer-timeout", "nan"], "--peer-timeout"),
+        (["train", "--setup-drop-prob", "1.5"], "--setup-drop-prob"),
+        (["train", "--dataset", "synthetic", "--synthetic-shape", "1x-3x2"], "synthetic_shape"),
+        (["train", "--synthetic-shape", "0x2"], "synthetic_shape"),
+        (["train", "--synthetic-size", "10,0"], "synthetic_size"),
     ],
 )
 def test_bad_settings_exit_2_naming_the_flag(argv, flag, capsys, tmp_path, monkeypatch):
