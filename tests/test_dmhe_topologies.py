@@ -340,3 +340,17 @@ def test_chunk_buffer_messages_are_pack_blobs_and_bad_ones_are_refused():
     for offsets in ([0, 5], [1, 10], [0, 6, 4, 10]):
         with pytest.raises(ValueError, match="offsets"):
             ChunkBuffer(data, np.array(offsets))
+
+
+def test_empty_ciphertext_chunks_travel_as_zero_bytes_and_are_checked():
+    from dmhe.encrypted import EncryptedAggregator
+
+    agg = EncryptedAggregator(5, value_bits=8)
+    sizes = [1, 0]
+    ct, c1 = agg.ct_codec(sizes, False), agg.ct_codec(sizes, True)
+    empty = ct.decode(b"", 1)
+    assert empty.batch_shape == (0,) and (empty.level, empty.bits) == (agg.level, agg.bits)
+    assert ct.encode(empty) == b"" and ct.combine(empty, empty).batch_shape == (0,)
+    assert c1.encode(empty) == b"" and c1.decode(b"", 1).batch_shape == (0,)
+    with pytest.raises(ValueError, match="empty frame"):
+        ct.decode(b"", 0)  # chunk 0 holds one ciphertext: an empty frame is refused

@@ -33,26 +33,58 @@ __all__ = ["c1_codec", "ct_codec", "share_codec", "sums_codec"]
 
 def ct_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[CompressedCiphertext]:
     """Compressed ciphertext chunks (wire type 42: c0 at ``bits``, c1 full), checked
-    against the chunk's expected batch; combining adds them without a new rounding."""
+    against the chunk's expected batch; combining adds them without a new rounding.
+
+    An empty chunk (no ciphertext rows: K > ciphertexts) travels as zero bytes and decodes,
+    only where the chunk is expected empty, to one shared empty ciphertext; two empties
+    combine to it without arithmetic. No encoding work per empty chunk, on any topology.
+    """
+    empty = _empty_ct(agg)
+
+    def encode(ct: CompressedCiphertext) -> bytes:
+        return b"" if ct.batch_shape == (0,) else to_bytes(ct)
 
     def decode(b: bytes, i: int) -> CompressedCiphertext:
+        if not b:
+            if sizes[i]:
+                raise ValueError(f"chunk {i}: empty frame for {sizes[i]} ciphertexts")
+            return empty
         ct = from_bytes(agg.ctx, b, CompressedCiphertext)
         if (ct.batch_shape, ct.level, ct.bits) != ((sizes[i],), agg.level, agg.bits):
             raise ValueError(f"chunk {i}: {ct.batch_shape} at level {ct.level}/{ct.bits}")
         return ct
 
-    return Codec(encode=to_bytes, decode=decode, combine=CompressedCiphertext.add)
+    def combine(a: CompressedCiphertext, b: CompressedCiphertext) -> CompressedCiphertext:
+        if a.batch_shape == (0,) and b.batch_shape == (0,):
+            return empty
+        return a.add(b)
+
+    return Codec(encode=encode, decode=decode, combine=combine)
+
+
+def _empty_ct(agg: EncryptedAggregator) -> CompressedCiphertext:
+    """The chunk of no ciphertexts at the aggregator's level and bits."""
+    xp = agg.backend.xp
+    c0 = xp.zeros((0, word_count(agg.bits), agg.params.n), dtype=xp.uint32)
+    c1 = xp.zeros((0, agg.level, agg.params.n), dtype=xp.uint32)
+    return CompressedCiphertext(agg.params, agg.level, agg.bits, c0, c1)
 
 
 def c1_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[Any]:
     """Aggregated c1 only, in gpubfv's headerless chunk form (c0 comes back as zero); takes a
-    Ciphertext or a CompressedCiphertext."""
+    Ciphertext or a CompressedCiphertext. An empty chunk is zero bytes, decoded without work."""
+    xp = agg.backend.xp
+    empty = Ciphertext(agg.params, xp.zeros((0, 2, agg.level, agg.params.n), dtype=xp.uint32))
 
     def encode(c: Any) -> bytes:
+        if c.batch_shape == (0,):
+            return b""
         ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
         return ciphertext_body(ct, c1_only=True)
 
     def decode(b: bytes, i: int) -> Ciphertext:
+        if not b and not sizes[i]:
+            return empty
         return ciphertext_from_body(agg.ctx, b, (sizes[i],), agg.level, c1_only=True)
 
     return Codec(encode=encode, decode=decode)
