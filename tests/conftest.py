@@ -42,3 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def backend_name(request: pytest.FixtureRequest) -> str:
     """The backend name given by `--backend` ("cpu" unless asked)."""
     return request.config.getoption("--backend")
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """The factory `small_config(**over) -> TrainConfig` of the shared small trainer set-up."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from smallcfg import small_config as factory
+
+    return factory

@@ -30,19 +30,13 @@ from dmhe.encrypted import EncryptedAggregator
 from dmhe.trainer import ConfigError, TrainConfig, Trainer, flatten_state
 from dmhe.transport import run_peers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smallcfg import small_fields  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = dict(
-    dataset="synthetic",
-    model="mlp",
-    synthetic_shape=(1, 8, 8),
-    synthetic_size=(120, 40),
-    peers=3,
-    rounds=2,
-    local_steps=2,
-    batch_size=16,
-    lr=0.1,
-)
+SMALL = small_fields(local_steps=2, lr=0.1)
 
 
 def _trainer(**kw) -> Trainer:

@@ -26,16 +26,12 @@ from dmhe.state import flatten_state
 from dmhe.trainer import Trainer
 from dmhe.transport import run_peers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smallcfg import small_fields  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(
-    dataset="synthetic",
-    model="mlp",
-    synthetic_shape=(1, 8, 8),
-    synthetic_size=(120, 40),
-    peers=3,
-    rounds=2,
-    batch_size=16,
-)
+SMALL = small_fields()
 CLI = ["train", "--dataset", "synthetic", "--synthetic-shape", "1x8x8"]
 CLI += ["--synthetic-size", "60,20", "--peers", "3", "--rounds", "1", "--no-progress"]
 

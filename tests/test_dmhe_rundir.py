@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +20,11 @@ from dmhe.rundir import CHECKPOINT, LOCK, METRICS, RunDir
 from dmhe.state import flatten_state, payload_digest
 from dmhe.trainer import Trainer
 
-SMALL = dict(
-    dataset="synthetic",
-    model="mlp",
-    synthetic_shape=(1, 8, 8),
-    synthetic_size=(120, 40),
-    peers=3,
-    rounds=3,
-    local_steps=1,
-    batch_size=16,
-    mode="plaintext-quantized",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smallcfg import small_fields  # noqa: E402
+
+SMALL = small_fields(rounds=3, local_steps=1, mode="plaintext-quantized")
 
 
 def _payload(rnd: int = 2, rounds: int = 3) -> dict:
