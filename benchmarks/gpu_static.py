@@ -324,11 +324,14 @@ def _compile_task(task: tuple[str, str, tuple[str, ...], list[int]]) -> list[Ker
     return compile_one(*task)
 
 
-def compile_all(ccs: list[int], jobs: int = 1) -> list[KernelStats]:
-    """Every kernel of the signature table, for each compute capability (`jobs` processes)."""
+def compile_all(ccs: list[int], jobs: int = 1, only: list[str] | None = None) -> list[KernelStats]:
+    """Every kernel of the signature table (or those named in `only`), for each compute
+    capability (`jobs` processes)."""
     from kernels.cuda import _sigs
 
-    tasks = [(m, n, sig, ccs) for (m, n), sig in _sigs.SIGNATURES.items()]
+    tasks = [
+        (m, n, sig, ccs) for (m, n), sig in _sigs.SIGNATURES.items() if only is None or n in only
+    ]
     if jobs <= 1:
         return [st for t in tasks for st in _compile_task(t)]
     ctx = multiprocessing.get_context("spawn")
@@ -394,7 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: compile, write the report, exit 1 on a hard failure."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", type=int, nargs="+", default=[90, 80])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "GPU_STATIC.md"))
+    ap.add_argument("--out", default=None, help="report path (default benchmarks/GPU_STATIC.md)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="KERNEL",
+        help="compile only these kernels (print the table; write it only where --out says)",
+    )
     ap.add_argument("--json", help="also write the measurements as JSON to this path")
     ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--check", action="store_true", help="only check the toolchain")
@@ -408,7 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return 0
-    stats = compile_all(args.cc, args.jobs)
+    if args.only:
+        from kernels.cuda import _sigs
+
+        unknown = sorted(set(args.only) - {n for _, n in _sigs.SIGNATURES})
+        if unknown:
+            print(f"gpu_static: unknown kernel(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+    stats = compile_all(args.cc, args.jobs, args.only)
     if args.json:
         rows = [
             dict(dataclasses.asdict(s), per_item=s.per_item, chacha_per_word=s.chacha_per_word)
@@ -424,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     text = markdown(stats, budgets, notes)
-    Path(args.out).write_text(text)
+    out = args.out or (None if args.only else str(ROOT / "benchmarks" / "GPU_STATIC.md"))
+    if out:
+        Path(out).write_text(text)
     print(text)
     bad = problems(stats)
     for b in bad:

@@ -21,7 +21,7 @@ from kernels.cuda import _common as C
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
-_SRT_MAX_LIMBS = 256  # scale_round_to_t keeps 16 bytes per input limb in shared memory
+_SRT_MAX_LIMBS = 256  # scale_round_to_t: 20 B per input limb in shared memory; sums < 2^62
 _BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
 _ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 28 bytes per limb in shared memory
 
@@ -107,19 +107,25 @@ def _mulmod_2k(a, k, t):
 def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     # out[m, n] = round(t * x / Q) mod t (see kernels.cpu.rns._scale_round_to_t), row
     # m = m0 + blockIdx.y (the launcher splits M over launches: no loop holds a remainder).
-    # omega_i < t < 2^64 in four 16-bit chunks (leading zero chunks when t needs fewer: Horner
-    # then starts from zero, the CPU's result): four exact 64-bit sums over the limbs, walked
-    # with a 32-bit offset; the float64 rounding sum in the CPU's order without FMA.
+    # omega_i < t < 2^64 in three chunks (20 | 22 | 22 bits; leading zero chunks when t needs
+    # fewer: Horner then starts from zero, the CPU's result), split once per block into shared
+    # memory: three exact 64-bit sums over the limbs (x_i * chunk < 2^54, 256 limbs < 2^62),
+    # walked with a 32-bit offset; the float64 rounding sum in the CPU's order without FMA.
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     L32 = uint32(L)
     # the per-limb constants in shared memory: a 32-bit shared address per limb in the loop
     th_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=float64)
-    om_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint64)
+    c0_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
+    c1_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
+    c2_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
     i = uint32(cuda.threadIdx.x)
     while i < L32:
+        w = uint64(omega[i])
         th_s[i] = theta[i]
-        om_s[i] = omega[i]
+        c0_s[i] = uint32(w >> uint64(44))
+        c1_s[i] = uint32((w >> uint64(22)) & uint64(0x3FFFFF))
+        c2_s[i] = uint32(w & uint64(0x3FFFFF))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     if n >= N32:
@@ -129,25 +135,19 @@ def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     s0 = uint64(0)
     s1 = uint64(0)
     s2 = uint64(0)
-    s3 = uint64(0)
     frac = 0.0
     i = uint32(0)
     while i < L32:
         xv = uint32(x[xo])
-        w = uint64(om_s[i])
         frac = C.fadd(frac, C.fmul(float64(xv), th_s[i]))
-        wh = uint32(w >> uint64(32))
-        wl = uint32(w & uint64(0xFFFFFFFF))
-        s0 = C.madwide(xv, uint32(wh >> uint32(16)), s0)
-        s1 = C.madwide(xv, uint32(wh & uint32(0xFFFF)), s1)
-        s2 = C.madwide(xv, uint32(wl >> uint32(16)), s2)
-        s3 = C.madwide(xv, uint32(wl & uint32(0xFFFF)), s3)
+        s0 = C.madwide(xv, c0_s[i], s0)
+        s1 = C.madwide(xv, c1_s[i], s1)
+        s2 = C.madwide(xv, c2_s[i], s2)
         xo = uint32(xo + N32)
         i = uint32(i + uint32(1))
     r = s0 % t
-    r = (_mulmod_2k(r, 16, t) + s1 % t) % t
-    r = (_mulmod_2k(r, 16, t) + s2 % t) % t
-    r = (_mulmod_2k(r, 16, t) + s3 % t) % t
+    r = (_mulmod_2k(r, 22, t) + s1 % t) % t
+    r = (_mulmod_2k(r, 22, t) + s2 % t) % t
     rnd = int64(math.floor(frac + 0.5)) % int64(t)
     out[m * N32 + n] = (r + uint64(rnd)) % t
 
