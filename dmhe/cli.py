@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=_datasets(), default=d.dataset, help="training data")
     t.add_argument("--data-dir", default=None, help="torchvision data folder (mnist, cifar10)")
     t.add_argument("--download", action="store_true", help="let torchvision download the data")
-    t.add_argument("--model", default=d.model, help="mlp, cnn, cifar_cnn, resnet18, or torchvision")
+    t.add_argument(
+        "--model", default=d.model, help="logreg, mlp, cnn, cifar_cnn, resnet18, or torchvision"
+    )
     t.add_argument("--peers", "-k", type=_positive_int, default=d.peers, help="number of peers K")
     length = t.add_mutually_exclusive_group()
     length.add_argument(

@@ -66,6 +66,14 @@ def test_models_forward(name, shape):
     assert m(torch.zeros(2, *shape)).shape == (2, 10)
 
 
+def test_logreg_is_one_linear_layer():
+    m = build_model("logreg", (1, 28, 28), 10)
+    assert sum(p.numel() for p in m.parameters()) == 28 * 28 * 10 + 10
+    x = torch.randn(3, 1, 28, 28)
+    lin = m[1]
+    torch.testing.assert_close(m(x), x.flatten(1) @ lin.weight.T + lin.bias)
+
+
 def test_torchvision_models_by_name():
     m = build_model("resnet18", (3, 32, 32), 10)
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
