@@ -146,7 +146,8 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
     eps_list = [float(e) for e in s["epsilons"]]
     lines = ["# dmhe: encrypted vs plaintext vs DP vs encrypted + distributed DP", ""]
     lines += [
-        f"Quick (CI) run: {s['quick']}. K = {s['peers']} peers, {s['rounds']} rounds of "
+        f"Quick (CI) run: {s['quick']}. K = {s['peers']} peers (unless a dataset says "
+        f"otherwise), {s['rounds']} rounds of "
         f"{s['local_steps']} local SGD steps (batch {s['batch_size']}, lr {s['lr']}), L2 "
         f"clip {s['clip']}, delta = {s['delta']} over the whole run. DP-local: every "
         "message private on its own; DP-central: the 1/K-share Gaussian, private only "
@@ -158,7 +159,7 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
         slug = _slug(name)
         lines += [f"## {name}", ""]
         n_values = runs[0]["num_values"]
-        lines += [f"Model update: {n_values} values.", ""]
+        lines += [f"Model update: {n_values} values; K = {runs[0].get('peers', s['peers'])}.", ""]
         base = {m: _by_eps(runs, m)[None]["accuracy"][-1] for m in ("plaintext", "encrypted")}
         lines += [
             f"Final accuracy: plaintext {base['plaintext']:.4f}, encrypted "
@@ -203,7 +204,7 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
         rows = [
             (
                 f"{r['mode']}" + ("" if r["epsilon"] is None else f" eps={r['epsilon']:g}"),
-                _split(r["time"], s["peers"]),
+                _split(r["time"], r.get("peers", s["peers"])),
             )
             for r in runs
             if r["epsilon"] in (None, eps_list[-1])

@@ -36,7 +36,10 @@ def test_traffic_grows_with_k_for_pairwise_masking_only():
     enc = [measure_traffic("encrypted", k, 4096)["bytes_per_value"] for k in (4, 8)]
     plain = [measure_traffic("plaintext", k, 4096)["bytes_per_value"] for k in (4, 8)]
     assert enc[1] < enc[0] * 1.5 and plain[1] < plain[0] * 1.5
-    assert PaperSettings.for_run(quick=False, data_dir=None).traffic_peers == (4, 16, 64)
+    full = PaperSettings.for_run(quick=False, data_dir=None)
+    assert full.traffic_peers == (4, 16, 64)
+    digits = full.datasets[0]
+    assert (digits["dataset"], digits["model"], digits["peers"]) == ("digits", "logreg", 16)
 
 
 def test_experiment_rejects_unknown_names():
