@@ -180,7 +180,10 @@ def load_keys(folder: str | os.PathLike[str], ctx: Any, rank: int) -> KeyMateria
     if head.get("rank") != rank:
         raise ConfigError(f"key file {path} belongs to peer {head.get('rank')}, not {rank}")
     if head.get("params") != ctx.params.fingerprint.hex():
-        raise ConfigError(f"key file {path} was made for other parameters")
+        raise ConfigError(
+            f"key file {path} was made for other parameters (the encrypted mode picks them from "
+            "the decryption budget D = rounds x (1 + max retries): resume with the same D)"
+        )
     frames = []
     while at < len(body):
         frame, at = _take(body, at, path)
