@@ -51,6 +51,10 @@ _DIGEST = 32
 _PERSON = b"dmhe-keystore-1"
 
 
+class KeysForOtherParameters(ConfigError):
+    """The key file is sound but was made for another parameter set (another budget D)."""
+
+
 def _digest(blob: bytes) -> bytes:
     return hashlib.blake2b(blob, digest_size=_DIGEST, person=_PERSON).digest()
 
@@ -180,7 +184,7 @@ def load_keys(folder: str | os.PathLike[str], ctx: Any, rank: int) -> KeyMateria
     if head.get("rank") != rank:
         raise ConfigError(f"key file {path} belongs to peer {head.get('rank')}, not {rank}")
     if head.get("params") != ctx.params.fingerprint.hex():
-        raise ConfigError(
+        raise KeysForOtherParameters(
             f"key file {path} was made for other parameters (the encrypted mode picks them from "
             "the decryption budget D = rounds x (1 + max retries): resume with the same D)"
         )

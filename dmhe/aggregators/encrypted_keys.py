@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import ConfigError
-from dmhe.keystore import KEYS, KeyMaterial, load_keys, save_keys
+from dmhe.keystore import KEYS, KeyMaterial, KeysForOtherParameters, load_keys, save_keys
 from dmhe.transport import Transport
 from gpubfv.mhe import Party, Thresholdizer
 
@@ -50,20 +50,37 @@ def persist_keys(agg: EncryptedAggregator, transport: Transport) -> None:
 
 
 def restore_keys(agg: EncryptedAggregator, transport: Transport) -> bool:
-    """Load the persisted keys instead of a set-up; False when there are none to load."""
+    """Load the persisted keys instead of a set-up; False (every peer alike) when no peer has
+    any, or when all were made for other parameters (a resume that declares another budget D:
+    a new set-up then replaces them, with new journals; the old key share is never used again).
+    """
     folder = agg.options["key_dir"]
-    if folder is None or not (Path(folder) / KEYS).exists():
+    if folder is None:
         return False
-    keys = load_keys(folder, agg.ctx, transport.rank)
-    if keys.threshold != agg.threshold:
-        raise ConfigError(f"persisted keys have threshold {keys.threshold}, run {agg.threshold}")
-    mine = json.dumps([keys.setup_id, keys.public_key_fingerprint]).encode()
-    everyone = all_gather_bytes(transport, mine, agg.topology)
-    if len(set(everyone)) != 1:
-        odd = [r for r, b in enumerate(everyone) if b != everyone[0]]
+    keys = None
+    try:
+        if (Path(folder) / KEYS).exists():
+            keys = load_keys(folder, agg.ctx, transport.rank)
+            if keys.threshold != agg.threshold:
+                raise ConfigError(
+                    f"persisted keys have threshold {keys.threshold}, the run {agg.threshold}"
+                )
+        state = "none" if keys is None else json.dumps([keys.setup_id, keys.public_key_fingerprint])
+    except KeysForOtherParameters:
+        state = "other"
+    except ConfigError as exc:
+        state = "error " + str(exc)
+    everyone = [b.decode() for b in all_gather_bytes(transport, state.encode(), agg.topology)]
+    bad = [r for r, s in enumerate(everyone) if s.startswith("error ")]
+    if bad:
+        raise ConfigError(f"rank {bad[0]}: {everyone[bad[0]][6:]}")
+    if all(s in ("none", "other") for s in everyone):
+        return False
+    if len(set(everyone)) != 1 or keys is None:
+        odd = [r for r, s in enumerate(everyone) if s != everyone[0]]
         raise ConfigError(
-            f"persisted keys differ: ranks {odd} hold another set-up id or collective key "
-            f"than rank 0 (do not mix run directories)"
+            f"persisted keys differ: ranks {odd} hold none, or another set-up id or collective "
+            f"key than rank 0 (do not mix run directories)"
         )
     agg.setup_id = keys.setup_id
     agg._journal = agg.open_journal(transport.rank, "additive")
