@@ -23,6 +23,8 @@ __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_pla
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
 _SRT_MAX_LIMBS = 256  # scale_round_to_t: 20 B per input limb in shared memory; sums < 2^62
 _BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
+_BC_TAB = 4 * _BC_MAX_LIMBS  # four uint32 table words per input limb
+_ALIGN = C.SHARED_ALIGN
 _ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 28 bytes per limb in shared memory
 
 
@@ -30,16 +32,16 @@ _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a red
 
 
 @cuda.jit(device=True, inline=True)
-def _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, exact):
+def _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, exact):
     # input limbs i..stop-1 of one output word: y_i by Shoup, s += y_i [Q/q_i]_{p_j} (one
-    # mad.wide), acc += y_i / q_i (float64, the CPU's order, no FMA) when exact
+    # mad.wide), acc += y_i / q_i (float64, the CPU's order, no FMA) when exact. The limb's
+    # four table words (w, its Shoup word, 2^32 - q_i, [Q/q_i]_{p_j}) are one 16-byte load.
     while i < stop:
-        hp = hp_s[i]
-        qq = qq_s[i]
-        y = C.shoup_mul(uint32(x[xo]), uint32(hp), uint32(hp >> uint64(32)), uint32(qq))
+        k = uint32(i * uint32(4))
+        y = C.shoup_mul_nq(uint32(x[xo]), tab_s[k], tab_s[k + uint32(1)], tab_s[k + uint32(2)])
         if exact:
             acc = C.fadd(acc, C.fmul(float64(y), iq_s[i]))
-        s = C.madwide(y, uint32(qq >> uint64(32)), s)
+        s = C.madwide(y, tab_s[k + uint32(3)], s)
         xo = uint32(xo + N32)
         i = uint32(i + uint32(1))
     return s, acc, xo
@@ -48,21 +50,25 @@ def _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, exact):
 @cuda.jit(cache=C.CACHE)
 def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
     # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant, the per-limb
-    # tables (Shoup pair of [(Q/q_i)^-1]_{q_i}, q_i, 1/q_i, [Q/q_i]_{p_j}) sit in shared memory
-    # (32-bit addresses in the loop). The sum over i accumulates in 64 bits (reduced every
-    # _LAZY terms); the rounding correction adds the CPU's float64 products in its order.
+    # tables (Shoup pair of [(Q/q_i)^-1]_{q_i}, 2^32 - q_i, [Q/q_i]_{p_j} as four uint32 words
+    # (one 16-byte shared load), 1/q_i) sit in shared memory (32-bit addresses in the loop).
+    # The sum over i accumulates in 64 bits (reduced every _LAZY terms); the rounding
+    # correction adds the CPU's float64 products in its order.
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     j = uint32(cuda.blockIdx.y)
     Lin32 = uint32(Lin)
-    hp_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)
+    tab_s = cuda.shared.array(_BC_TAB, dtype=uint32, alignment=_ALIGN)
     iq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=float64)
-    qq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)  # q_i | [Q/q_i]_{p_j} << 32
     i = uint32(cuda.threadIdx.x)
     while i < Lin32:
-        hp_s[i] = hi_pack[i]
+        hp = uint64(hi_pack[i])
+        k = uint32(i * uint32(4))
+        tab_s[k] = uint32(hp)
+        tab_s[k + uint32(1)] = uint32(hp >> uint64(32))
+        tab_s[k + uint32(2)] = uint32(uint64(0x100000000) - uint64(qin[i]))
+        tab_s[k + uint32(3)] = uint32(qhat_t[j, i])
         iq_s[i] = invq[i]
-        qq_s[i] = uint64(qin[i]) | (uint64(qhat_t[j, i]) << uint64(32))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     if n >= N32:
@@ -80,9 +86,9 @@ def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin,
         while i < Lin32:
             stop = min(uint32(i + _LAZY), Lin32)
             if exact:
-                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, True)
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, True)
             else:
-                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, False)
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, False)
             i = stop
             s = uint64(C.mod_u64(s, pj, pinv1, pinv2))
         r = uint32(s)
