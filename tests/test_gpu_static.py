@@ -76,12 +76,13 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
         " in no loop (was 87)",
     ),
     "_add_scaled_plain": (
-        33,
+        19,
         0,
         0,
-        "c = [Q m]_t centred formed once per coefficient (64-bit Shoup), then per limb a"
-        " division-free mod q_l of the signed c (two float64 estimates), a Shoup by t^-1 and"
-        " the accumulate: above target 24 (was 365 whole kernel, then 72)",
+        "-c = [Q m]_t centred formed once per coefficient (64-bit Shoup) as a sign and two"
+        " 32-bit words; per limb two Shoup products by [t^-1]_q, [2^32 t^-1]_q sharing one"
+        " multiply by -q, two min corrections, the sign, the accumulate; the limb's six words"
+        " one 16- and one 8-byte shared load (was 365 whole kernel, then 72, then 33)",
     ),
     "_wide_scale_round": (4, 0, 0, "wide t = 2^k: exact 32-bit word sums per limb, shared tables"),
     "_wide_add_scaled_plain": (12, 0, 0, "wide t: [Q m]_t word by word, one Shoup per limb"),

@@ -25,7 +25,8 @@ _SRT_MAX_LIMBS = 256  # scale_round_to_t: 20 B per input limb in shared memory; 
 _BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
 _BC_TAB = 4 * _BC_MAX_LIMBS  # four uint32 table words per input limb
 _ALIGN = C.SHARED_ALIGN
-_ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 28 bytes per limb in shared memory
+_ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 32 bytes per limb in shared memory
+_ASP_TAB = 8 * _ASP_MAX_LIMBS  # six uint32 table words per limb, rows of 8 (16-byte aligned)
 
 
 _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
@@ -202,20 +203,27 @@ def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
     # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
     # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
     # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads,
-    # min(M, 65535)): a thread forms c once and walks the L limbs of its coefficient; the
-    # per-limb q_l, 1/q_l, t^-1 and its Shoup word are made once per block in shared memory.
-    q_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint32)
-    ti_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint64)  # t^-1 | its Shoup word << 32
-    qi1_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
-    qi2_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
+    # min(M, 65535)): a thread forms -c once, as a sign and the two 32-bit words lo, hi of
+    # |c| (< 2^63), and walks the L limbs of its coefficient: |c| t^-1 = lo w0 + hi w1 mod q_l
+    # with w0 = [t^-1]_q, w1 = [2^32 t^-1]_q, two Shoup products whose estimates share one
+    # multiply by -q (the sum is in [0, 4q), 4q < 2^32), two min corrections, the sign, the
+    # accumulate. The limb's words (w0, its Shoup word, w1, its Shoup word | 2^32 - q,
+    # 2^32 - 2q) are made once per block in shared memory: one 16- and one 8-byte load.
+    tab_s = cuda.shared.array(_ASP_TAB, dtype=uint32, alignment=_ALIGN)
     L32 = uint32(L)
     i = uint32(cuda.threadIdx.x)
     while i < L32:
         ql = uint32(q[i])
-        ti = uint32(tinv[i])
-        q_s[i] = ql
-        ti_s[i] = uint64(ti) | (uint64(C.shoup_const(ti, ql)) << uint64(32))
-        qi1_s[i], qi2_s[i] = C.inv_pair(ql)
+        w0 = uint32(tinv[i])
+        qi1, qi2 = C.inv_pair(ql)
+        w1 = C.mod_u64(uint64(w0) << uint64(32), ql, qi1, qi2)
+        k = uint32(i * uint32(8))
+        tab_s[k] = w0
+        tab_s[k + uint32(1)] = C.shoup_const(w0, ql)
+        tab_s[k + uint32(2)] = w1
+        tab_s[k + uint32(3)] = C.shoup_const(w1, ql)
+        tab_s[k + uint32(4)] = uint32(uint64(0x100000000) - uint64(ql))
+        tab_s[k + uint32(5)] = uint32(uint64(0x100000000) - uint64(ql) - uint64(ql))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
@@ -229,17 +237,28 @@ def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
         w = v * r64 - C.mulhi64(v, rs) * t64
         if w >= t64:
             w -= t64
-        neg = -(int64(w) - int64(t64)) if w > half else -int64(w)
+        # -c = t - w when w > t/2 (c = w - t < 0), else -w: its sign and magnitude
+        minus = not (w > half)
+        mag = w if minus else uint64(t64 - w)
+        lo = uint32(mag)
+        hi = uint32(mag >> uint64(32))
         o = uint32(mi * L32 * N32 + n)
-        l = uint32(0)
-        while l < L32:
-            ql = q_s[l]
-            tp = ti_s[l]
-            neg_c = C.mod_s64(neg, ql, qi1_s[l], qi2_s[l])
-            s = uint32(C.shoup_mul(neg_c, uint32(tp), uint32(tp >> uint64(32)), ql) + acc[o])
-            acc[o] = uint32(s - ql) if s >= ql else s
+        k = uint32(0)
+        stop = uint32(L32 * uint32(8))
+        while k < stop:
+            nq = tab_s[k + uint32(4)]
+            e = uint32(C.mulhi32(lo, tab_s[k + uint32(1)]) + C.mulhi32(hi, tab_s[k + uint32(3)]))
+            y = uint32(uint64(uint32(uint64(lo) * uint64(tab_s[k]))) +
+                       uint64(uint32(uint64(hi) * uint64(tab_s[k + uint32(2)]))) +
+                       uint64(uint32(uint64(e) * uint64(nq))))  # fmt: skip
+            y = min(y, uint32(uint64(y) + uint64(tab_s[k + uint32(5)])))  # [0, 2q)
+            y = min(y, uint32(uint64(y) + uint64(nq)))  # [0, q)
+            if minus:  # q - y in (0, q]
+                y = uint32(uint64(0x100000000) - uint64(nq) - uint64(y))
+            s = uint32(uint64(y) + uint64(acc[o]))
+            acc[o] = min(s, uint32(uint64(s) + uint64(nq)))
             o = uint32(o + N32)
-            l = uint32(l + uint32(1))
+            k = uint32(k + uint32(8))
         mi = uint32(mi + uint32(cuda.gridDim.y))
 
 
