@@ -101,6 +101,13 @@ def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin,
         m = uint32(m + uint32(cuda.gridDim.z))
 
 
+# t bound of _scale_round_to_t: a + a in _mulmod_2k and r + s % t below 2t must not wrap in
+# uint64, and int64(t) must be positive. gpubfv.ring.rns.ScaleRoundToT sends only a prime
+# t < 2^61 (Parameters' MAX_PLAIN_BITS) here; t >= 2^61 is wide (kernels.cuda.widet), and the
+# launcher refuses t >= 2^63 from any other holder.
+_SRT_MAX_T = 1 << 63
+
+
 @cuda.jit(device=True, inline=True)
 def _mulmod_2k(a, k, t):
     for _ in range(k):
@@ -309,6 +316,9 @@ def scale_round_to_t(x, c, out) -> None:
     M, L, N = x.shape
     if out.dtype != np.uint64 or out.shape != (M, N):
         raise TypeError(f"out must be uint64 with shape {(M, N)}")
+    if not 2 <= int(c.t) < _SRT_MAX_T:
+        raise ValueError(f"scale_round_to_t needs 2 <= t < 2^63, got {c.t} (a wide t = 2^k, k > 61,"
+                         " goes to kernels.cuda.widet)")  # fmt: skip
     omega16, theta = C.consts(c, "omega16", "theta")
     ch = int(omega16.shape[0])
     if not 1 <= ch <= MAX_OMEGA_CHUNKS:
