@@ -1,4 +1,5 @@
-"""Persisted key material (dmhe.keystore): round trip, owner-only files, refusal of a truncated,
+"""Persisted key material (dmhe.aggregators.encrypted_keystore): round trip, owner-only files,
+refusal of a truncated,
 tampered, foreign or loosened key file (ConfigError: exit 2), and a reopened journal of a
 reloaded key share refusing every row it recorded before the restart (the budget D counts on)."""
 
@@ -11,8 +12,14 @@ from functools import cache
 import numpy as np
 import pytest
 
+from dmhe.aggregators.encrypted_keystore import (
+    KEYS,
+    KeyMaterial,
+    journal_path,
+    load_keys,
+    save_keys,
+)
 from dmhe.config import ConfigError
-from dmhe.keystore import KEYS, KeyMaterial, journal_path, load_keys, save_keys
 from gpubfv import PRNG, BatchEncoder, Encryptor, KeyGenerator, preset
 from gpubfv.context import Context
 from gpubfv.mhe import (

@@ -12,8 +12,8 @@ import warnings
 import pytest
 import torch
 
+from dmhe.aggregators.encrypted_keystore import KEYS
 from dmhe.config import TrainConfig
-from dmhe.keystore import KEYS
 from dmhe.rundir import METRICS, RunDir
 from dmhe.state import flatten_state
 from dmhe.trainer import Trainer

@@ -24,8 +24,8 @@ a common CRP seed from all peers' contributions, then the collective public key 
 with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file and ``encrypted_{threshold,codecs,journals,keys}.py`` (with :mod:`dmhe.keystore`)
-are the only places in dmhe that call gpubfv.
+This file and ``encrypted_{threshold,codecs,journals,keys,keystore}.py`` are the only places in
+dmhe that call gpubfv.
 """
 
 from __future__ import annotations

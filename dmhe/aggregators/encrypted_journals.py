@@ -15,7 +15,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from dmhe.keystore import journal_path
+from dmhe.aggregators.encrypted_keystore import journal_path
 from gpubfv.mhe import ShareJournal
 
 __all__ = ["open_journal"]

@@ -2,12 +2,13 @@
 
 With the aggregator option ``key_dir`` (the trainer passes the process peer's own ``rank-N/``
 folder), :func:`persist_keys` writes the additive key share, the collective public key and, with
-a threshold, the Shamir share to ``key_dir/keys.bin`` (see :mod:`dmhe.keystore`: 0600, atomic,
-digest) right after set-up, and the share journals live beside it under names fixed by the
-set-up id. :func:`restore_keys` runs instead of a new set-up when that file exists: it loads the
-keys, reopens the SAME journals (every recorded row is refused, the decryption budget D keeps
-counting) and checks with every peer that all hold the same set-up id and collective-key
-fingerprint, else a :class:`~dmhe.config.ConfigError` (exit 2) naming the ranks that differ.
+a threshold, the Shamir share to ``key_dir/keys.bin`` (see
+:mod:`dmhe.aggregators.encrypted_keystore`: 0600, atomic, digest) right after set-up, and the
+share journals live beside it under names fixed by the set-up id. :func:`restore_keys` runs
+instead of a new set-up when that file exists: it loads the keys, reopens the SAME journals
+(every recorded row is refused, the decryption budget D keeps counting) and checks with every
+peer that all hold the same set-up id and collective-key fingerprint, else a
+:class:`~dmhe.config.ConfigError` (exit 2) naming the ranks that differ.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dmhe.aggregators.encrypted_keystore import (
+    KEYS,
+    KeyMaterial,
+    KeysForOtherParameters,
+    load_keys,
+    save_keys,
+)
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import ConfigError
-from dmhe.keystore import KEYS, KeyMaterial, KeysForOtherParameters, load_keys, save_keys
 from dmhe.transport import Transport
 from gpubfv.mhe import Party, Thresholdizer
 
