@@ -224,19 +224,12 @@ def test_ddg_encode_decode_without_noise_is_the_rounded_average():
 
 
 def test_encrypted_dp_equals_plaintext_integer_dp_bit_for_bit():
+    from smallcfg import small_fields  # tests/ is on sys.path (conftest's folder)
+
     from dmhe.trainer import TrainConfig, Trainer
 
-    small = dict(
-        dataset="synthetic",
-        synthetic_shape=(1, 8, 8),
-        synthetic_size=(120, 40),
-        peers=2,
-        rounds=1,
-        local_steps=1,
-        batch_size=16,
-        dp_epsilon=4.0,
-        dp_reproducible=True,
-    )
+    small = small_fields(peers=2, rounds=1, local_steps=1, dp_epsilon=4.0, dp_reproducible=True)
+
     params = {}
     for mode in ("ddp-plaintext", "encrypted-dp"):
         tr = Trainer(TrainConfig(mode=mode, **small))
