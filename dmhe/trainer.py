@@ -271,6 +271,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             generator=g,
             device=self.device,
+            noise_seed=self.pipeline.noise_seed(cfg, rnd, peer),
         )
         return flatten_state(trained, self.keys) - flatten_state(self.model, self.keys)
 
