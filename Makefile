@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy gpubfv dmhe
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=25 tests
 
 test-all: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q tests

@@ -114,6 +114,8 @@ class Trainer:
             options.setdefault("values", self.pipeline.wire_values(self.num_values))
             if self.run_dir is not None:
                 options.setdefault("journal_dir", str(self.run_dir.path / "journals"))
+                if rank is not None:  # a process peer persists its keys: restartable
+                    options.setdefault("key_dir", str(self.run_dir.rank_dir(rank)))
         try:
             self.aggregators: dict[int, Aggregator] = {
                 r: make_aggregator(self.agg_name, cfg.peers, **options) for r in self.local_peers
@@ -269,6 +271,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             generator=g,
             device=self.device,
+            noise_seed=self.pipeline.noise_seed(cfg, rnd, peer),
         )
         return flatten_state(trained, self.keys) - flatten_state(self.model, self.keys)
 

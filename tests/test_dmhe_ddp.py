@@ -224,19 +224,12 @@ def test_ddg_encode_decode_without_noise_is_the_rounded_average():
 
 
 def test_encrypted_dp_equals_plaintext_integer_dp_bit_for_bit():
+    from smallcfg import small_fields  # tests/ is on sys.path (conftest's folder)
+
     from dmhe.trainer import TrainConfig, Trainer
 
-    small = dict(
-        dataset="synthetic",
-        synthetic_shape=(1, 8, 8),
-        synthetic_size=(120, 40),
-        peers=2,
-        rounds=1,
-        local_steps=1,
-        batch_size=16,
-        dp_epsilon=4.0,
-        dp_reproducible=True,
-    )
+    small = small_fields(peers=2, rounds=1, local_steps=1, dp_epsilon=4.0, dp_reproducible=True)
+
     params = {}
     for mode in ("ddp-plaintext", "encrypted-dp"):
         tr = Trainer(TrainConfig(mode=mode, **small))
@@ -248,3 +241,16 @@ def test_encrypted_dp_equals_plaintext_integer_dp_bit_for_bit():
     tr.train()
     other = torch.cat([p.detach().flatten() for p in tr.model.parameters()])
     assert not torch.equal(other, params["ddp-plaintext"])
+
+
+def test_bernoulli_exp_unit_one_draw_and_two_draw_paths_agree():
+    """The one-draw step (den*k <= 2^62) and the two-draw step (beyond) hit exp(-num/den)."""
+    from dmhe.privacy.discrete_gaussian import _bernoulli_exp_unit, _bernoulli_inv_e
+
+    n = 40000
+    for den in (7, (1 << 61) + 1):  # den*k fits for small den; for the large den it does not
+        num = torch.full((n,), (3 * den) // 7, dtype=torch.int64)
+        freq = float(_bernoulli_exp_unit(_bits(9), num, den).double().mean())
+        assert abs(freq - math.exp(-((3 * den) // 7) / den)) < 5 * math.sqrt(0.25 / n)
+    inv_e = float(_bernoulli_inv_e(_bits(10), n).double().mean())
+    assert abs(inv_e - math.exp(-1)) < 5 * math.sqrt(0.25 / n)

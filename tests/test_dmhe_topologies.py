@@ -22,12 +22,14 @@ from dmhe.collectives import (
     RING,
     ChunkBuffer,
     Codec,
+    _schedule,
     all_gather,
     all_gather_bytes,
     all_reduce,
     all_reduce_array,
     array_codec,
     reduce_scatter,
+    run_steps_flat,
     split_chunks,
 )
 from dmhe.netmodel import LinkProfile, simulate
@@ -42,7 +44,7 @@ from dmhe.topologies import (
     pack_blobs,
     unpack_blobs,
 )
-from dmhe.transport import run_peers
+from dmhe.transport import Transport, run_peers
 
 KS = [1, 2, 3, 4, 5, 8, 13]
 LOG = [HALVING, BRUCK, HALVING_BATCHED, BRUCK_BATCHED]
@@ -340,6 +342,41 @@ def test_chunk_buffer_messages_are_pack_blobs_and_bad_ones_are_refused():
     for offsets in ([0, 5], [1, 10], [0, 6, 4, 10]):
         with pytest.raises(ValueError, match="offsets"):
             ChunkBuffer(data, np.array(offsets))
+
+
+class _Scripted(Transport):
+    """Hands out the given messages, keeps what is sent."""
+
+    def __init__(self, k, messages):
+        super().__init__(0, k)
+        self.inbox, self.sent = list(messages), []
+
+    def send(self, dst, payload):
+        self.sent.append((dst, payload))
+
+    def recv(self, src):
+        return self.inbox.pop(0)
+
+    def barrier(self):
+        pass
+
+
+def test_per_chunk_flat_messages_wrap_fold_and_refuse_a_wrong_length():
+    buf = ChunkBuffer(np.arange(10, dtype=np.int32), np.array([0, 3, 3, 7, 10]))
+    steps = [("send", 1, ((3, 2),)), ("fold", 1, ((3, 2),)), ("put", 1, ((1, 2),))]
+    msgs = [np.full(3, 5, np.int32).tobytes(), np.ones(3, np.int32).tobytes(), b""]
+    msgs.append(np.full(4, 9, np.int32).tobytes())
+    t = _Scripted(4, msgs)
+    run_steps_flat(t, steps, buf, np.add, batch=False)
+    sent = [np.arange(7, 10, dtype=np.int32).tobytes(), np.arange(3, dtype=np.int32).tobytes()]
+    assert t.sent == [(1, sent[0]), (1, sent[1])]  # chunk 3, then chunk 0: the run wraps
+    np.testing.assert_array_equal(buf.data, [1, 2, 3, 9, 9, 9, 9, 12, 13, 14])
+    with pytest.raises(ValueError, match="chunk 2: 4 bytes, expected 16"):
+        run_steps_flat(_Scripted(4, [b"\0" * 4]), [("put", 1, ((2, 1),))], buf, None, False)
+    # the schedules are built once per (topology, K, peer) and read, never changed
+    for topo in (RING, BRUCK, HALVING_BATCHED):
+        assert _schedule(topo, "rs", 13, 5, 0) == topo.reduce_scatter_steps(13, 5)
+        assert _schedule(topo, "ag", 13, 5, 6)[0] == topo.all_gather_steps(13, 5, 6)
 
 
 def test_empty_ciphertext_chunks_travel_as_zero_bytes_and_are_checked():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +16,11 @@ from dmhe.engine import SecureAggregationEngine
 from dmhe.trainer import ConfigError, TrainConfig, Trainer, flatten_state
 from dmhe.transport import run_peers
 
-SMALL = dict(
-    dataset="synthetic",
-    model="mlp",
-    synthetic_shape=(1, 8, 8),
-    synthetic_size=(240, 60),
-    peers=3,
-    rounds=2,
-    local_steps=2,
-    batch_size=16,
-    lr=0.1,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smallcfg import small_fields  # noqa: E402
+
+SMALL = small_fields(synthetic_size=(240, 60), local_steps=2, lr=0.1)
 
 
 def _run(**kw) -> tuple[Trainer, list[dict]]:

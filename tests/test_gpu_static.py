@@ -51,13 +51,13 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
     "_automorphism": (11, 0, 0, "flat 3-D grid, destination and sign loaded once (was 132)"),
     "_drop_last_limb": (21, 0, 0, "3-D grid over the kept limbs, one Shoup multiply (was 297)"),
     "_base_convert": (
-        25,
+        19,
         0,
         0,
-        "shared limb tables (Shoup pair, q_i | [Q/q_i]_p, 1/q_i), one mad.wide per limb; the"
-        " exact variant's float64 rounding term (convert, multiply, add without FMA, for"
-        " bit-identity with the CPU) keeps it 1 above target 24 (the other variant: 19.5;"
-        " was 218, then 30)",
+        "shared limb tables (Shoup pair, 2^32 - q_i, [Q/q_i]_p as one 16-byte ld.shared.v4;"
+        " 1/q_i), a two-multiply-add Shoup corrected by one min, one mad.wide per limb; the"
+        " exact variant's float64 rounding term is convert, multiply, add without FMA, for"
+        " bit-identity with the CPU (was 218, then 30, then 25)",
     ),
     "_hps_scale_to_r": (
         18.5,
@@ -76,12 +76,13 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
         " in no loop (was 87)",
     ),
     "_add_scaled_plain": (
-        33,
+        19,
         0,
         0,
-        "c = [Q m]_t centred formed once per coefficient (64-bit Shoup), then per limb a"
-        " division-free mod q_l of the signed c (two float64 estimates), a Shoup by t^-1 and"
-        " the accumulate: above target 24 (was 365 whole kernel, then 72)",
+        "-c = [Q m]_t centred formed once per coefficient (64-bit Shoup) as a sign and two"
+        " 32-bit words; per limb two Shoup products by [t^-1]_q, [2^32 t^-1]_q sharing one"
+        " multiply by -q, two min corrections, the sign, the accumulate; the limb's six words"
+        " one 16- and one 8-byte shared load (was 365 whole kernel, then 72, then 33)",
     ),
     "_wide_scale_round": (4, 0, 0, "wide t = 2^k: exact 32-bit word sums per limb, shared tables"),
     "_wide_add_scaled_plain": (12, 0, 0, "wide t: [Q m]_t word by word, one Shoup per limb"),

@@ -495,6 +495,21 @@ def test_scale_round_to_t(t, M):
     assert np.array_equal(host(out), ref)
 
 
+class _BigT:
+    # a hand-made constants holder with t >= 2^63 (ScaleRoundToT sends such a t to widet)
+    t = (1 << 63) + 25
+    omega16 = np.zeros((4, 3), dtype=np.uint64)
+    theta = np.zeros(3)
+
+
+def test_scale_round_to_t_refuses_t_from_2_63():
+    # _mulmod_2k doubles a < t in uint64: t >= 2^63 would wrap; the launcher refuses it
+    x = np.zeros((1, 3, 16), dtype=np.uint32)
+    out = np.zeros((1, 16), dtype=np.uint64)
+    with pytest.raises(ValueError, match="t < 2\\^63"):
+        G.scale_round_to_t(dev(x), _BigT(), out)
+
+
 @pytest.mark.parametrize("M,qbits", [(1, (28, 28, 28)), (3, (28, 28, 28)), (2, (30,) * 17)])
 def test_hps_scale_to_r(M, qbits):
     from gpubfv.ring.rns import HPSScaler
@@ -513,15 +528,20 @@ def test_hps_scale_to_r(M, qbits):
     assert np.array_equal(host(out), ref)
 
 
-@pytest.mark.parametrize("t", [65537, (1 << 45) + 59])
-@pytest.mark.parametrize("M", [1, 3])
-def test_add_scaled_plain(t, M):
-    basis = _basis(4, (28, 28, 28))
+@pytest.mark.parametrize(
+    "t,M,bits",
+    [(65537, 1, 28), (65537, 3, 28), ((1 << 45) + 59, 1, 28), ((1 << 45) + 59, 3, 28),
+     ((1 << 60) + 33, 2, 30)],
+)  # fmt: skip
+def test_add_scaled_plain(t, M, bits):
+    # 30-bit moduli: the kernel's two Shoup terms sum below 4q < 2^32 only just
+    basis = _basis(4, (bits,) * 3)
     big_q = basis.product
     tinv = np.array([pow(t % q, -1, q) for q in basis.moduli], dtype=np.uint32)
     rng = np.random.default_rng(M + t % 97)
     m = rng.integers(0, t, (M, basis.n), dtype=np.uint64)
     m[0, 0] = t - 1
+    m[0, 1] = 0  # c = 0: the negative branch's q - 0 = q, corrected by the accumulate
     acc = _rand_in(rng, basis, M)
     ref = acc.copy()
     K.add_scaled_plain(m, t, big_q % t, tinv, basis.q, basis.mu, ref)

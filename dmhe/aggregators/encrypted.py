@@ -24,8 +24,8 @@ a common CRP seed from all peers' contributions, then the collective public key 
 with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file, ``encrypted_threshold.py``, ``encrypted_codecs.py`` and ``encrypted_journals.py``
-are the only places in dmhe that call gpubfv.
+This file and ``encrypted_{threshold,codecs,journals,keys,keystore}.py`` are the only places in
+dmhe that call gpubfv.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import numpy as np
 from dmhe.aggregators import encrypted_codecs
 from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
 from dmhe.aggregators.encrypted_journals import open_journal
+from dmhe.aggregators.encrypted_keys import persist_keys, restore_keys
 from dmhe.collectives import (
     RING,
     Codec,
@@ -116,6 +117,7 @@ class EncryptedAggregator(AggregatorBase):
         Option("rounds", (int,), 1000, "rounds the keys may decrypt (budget D)", 1, 10**7),
         Option("values", (int,), DEFAULT_VALUES, "values per update (sizes D)", 1, 2**40),
         Option("journal_dir", (str, type(None)), None, "where the share journals are kept"),
+        Option("key_dir", (str, type(None)), None, "persist keys+journals here (rank-N/)"),
         Option("threshold", (int, type(None)), None, "t-out-of-K keys (None: all K)", 1),
         Option("device", (str,), "cpu", "torch device of the updates: picks the backend"),
         Option("backend", (str, type(None)), None, "gpubfv backend name, overrides device"),
@@ -166,6 +168,7 @@ class EncryptedAggregator(AggregatorBase):
         self._prng: PRNG | None = None
         self._journal: ShareJournal | None = None
         self._threshold: Any = None  # ThresholdDecryption when t < K
+        self.setup_id: str | None = None  # hex, the same on every peer of one set-up
         self.topology: Topology = RING
 
     @property
@@ -224,14 +227,17 @@ class EncryptedAggregator(AggregatorBase):
                 f"aggregator built for {self.k} peers, transport has {transport.world_size}"
             )
         self._prng = PRNG(backend=self.backend)
+        # the schedule of every collective of this run (auto: from K, the link and the payload)
+        self.topology = self.topology_for(self.k, int(self.values * self.bytes_per_value), passes=4)
+        if restore_keys(self, transport):  # a restarted peer: its persisted keys, no set-up
+            return
         sk = KeyGenerator(self.ctx, self._prng).gen_secret_key()
+        seed = self._common_seed(transport)
+        self.setup_id = hashlib.sha256(b"dmhe-setup-id" + seed).hexdigest()[:32]
         self._journal = self.open_journal(transport.rank, "additive")
         self._party = Party(
             self.ctx, sk, peer_id=transport.rank, journal=self._journal, prng=self._prng
         )
-        # the schedule of every collective of this run (auto: from K, the link and the payload)
-        self.topology = self.topology_for(self.k, int(self.values * self.bytes_per_value), passes=4)
-        seed = self._common_seed(transport)
         ckg = PublicKeyGen(self.ctx, peers=self.k)
         crp = ckg.sample_crp(seed)
         share = self._party.public_key_share(ckg, crp)
@@ -244,11 +250,14 @@ class EncryptedAggregator(AggregatorBase):
             from dmhe.aggregators.encrypted_threshold import ThresholdDecryption
 
             self._threshold = ThresholdDecryption(self, transport)
+        persist_keys(self, transport)
 
     def open_journal(self, rank: int, key: str) -> ShareJournal:
         """A fresh persistent share journal for one new key share of peer ``rank`` (see
         :func:`dmhe.aggregators.encrypted_journals.open_journal`)."""
-        return open_journal(self.options["journal_dir"], rank, key)
+        return open_journal(
+            self.options["journal_dir"], rank, key, self.options["key_dir"], self.setup_id
+        )
 
     def _common_seed(self, transport: Transport) -> bytes:
         """Hash of every peer's random contribution: no peer alone chooses the CRP."""

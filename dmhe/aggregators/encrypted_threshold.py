@@ -74,6 +74,17 @@ class ThresholdDecryption:
         # the threshold share is another key share: its own journal, bound to it on first use
         self.journal = agg.open_journal(rank, "threshold")
 
+    @classmethod
+    def restored(
+        cls, agg: EncryptedAggregator, th: Thresholdizer, key: Any, transport: Transport
+    ) -> ThresholdDecryption:
+        """The key material of a restarted peer (dmhe.aggregators.encrypted_keys): its
+        persisted Shamir share and the SAME journal file as before (no exchange)."""
+        self = cls.__new__(cls)
+        self.agg, self.thresholdizer, self.key = agg, th, key
+        self.journal = agg.open_journal(transport.rank, "threshold")
+        return self
+
     def active_set(self, transport: Transport) -> tuple[list[int], list[int]]:
         """``(live peers, active set A)``, agreed by every live peer alike."""
         agg = self.agg

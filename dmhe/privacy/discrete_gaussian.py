@@ -5,8 +5,9 @@ Every step works on int64 tensors on the noise's device and draws its randomness
 
 - :func:`bernoulli_exp`: Bernoulli(exp(-num/den)) for rationals by the alternating-series
   algorithm (Algorithm 1); ``Bernoulli(num/(den*k))`` is ``Bernoulli(1/k) and Bernoulli(num/den)``,
-  so no product ``den*k`` is formed; at gamma = 1 (Bernoulli(1/e), the geometric part of the
-  Laplace sampler) the first 20 steps come from one uniform integer below 20!.
+  drawn as one uniform below ``den*k`` while that is at most 2^62 (two draws beyond); at
+  gamma = 1 (Bernoulli(1/e), the geometric part of the Laplace sampler) the first 20 steps come
+  from one uniform integer below 20!, located by a binary search over the 21 thresholds.
 - :func:`discrete_laplace` (Algorithm 2, s = 1) and :func:`discrete_gaussian` (Algorithm 3) are
   rejection samplers. Accepted candidates of a rejection sampler are i.i.d. draws from the target,
   so each pass draws a pool of candidates (about twice what is still missing) and keeps the
@@ -36,6 +37,7 @@ __all__ = [
 
 _EXACT = 1 << 31
 _DEN_LIMIT = 1 << 56
+_TWO62 = 1 << 62
 
 
 def _max_variance() -> int:
@@ -57,6 +59,7 @@ _FACT = [math.factorial(j) for j in range(21)]
 #: P(K >= j) = 1/(j-1)! for Algorithm 1 at gamma = 1: X uniform below 20! gives K >= j iff
 #: X < 20!/(j-1)!, exactly, for j <= 21
 _INV_E_STEPS = torch.tensor([_FACT[20] // _FACT[j - 1] for j in range(1, 22)], dtype=torch.int64)
+_INV_E_ASC = _INV_E_STEPS.flip(0).contiguous()
 
 
 def _bernoulli_exp_unit(bits: RandomBits, num: torch.Tensor, den: int) -> torch.Tensor:
@@ -67,8 +70,10 @@ def _bernoulli_exp_unit(bits: RandomBits, num: torch.Tensor, den: int) -> torch.
     k = 1
     while active.numel():
         m = active.numel()
-        a = bits.below(den, m) < num[active]
-        if k > 1:
+        if den * k <= _TWO62:  # Bernoulli(num/(den*k)) from one uniform draw below den*k
+            a = bits.below(den * k, m) < num[active]
+        else:
+            a = bits.below(den, m) < num[active]
             a &= bits.below(k, m) == 0
         k_final[active[~a]] = k
         active = active[a]
@@ -80,8 +85,9 @@ def _bernoulli_inv_e(bits: RandomBits, count: int) -> torch.Tensor:
     """``count`` exact Bernoulli(1/e) trials: Algorithm 1 at gamma = 1, its first 20 steps read
     off one uniform integer below 20! (see ``_INV_E_STEPS``)."""
     x = bits.below(_FACT[20], count)
-    steps = _INV_E_STEPS.to(x.device)
-    k = (x.unsqueeze(1) < steps.unsqueeze(0)).sum(dim=1)  # K, capped at 21
+    ascending = _INV_E_ASC.to(x.device)
+    # K = #{j : x < steps[j]} (capped at 21), by an exact integer binary search
+    k = 21 - torch.searchsorted(ascending, x, right=True)
     rare = torch.nonzero(k == 21).flatten()  # probability 1/20!: continue the chain
     j = 21
     while rare.numel():

@@ -6,8 +6,9 @@ A ``local`` peer adds N(0, sigma^2 c^2) to its clipped update, so each message a
 the Gaussian mechanism with noise multiplier sigma: the honest baseline for a DP-only
 decentralized system. A ``trusted-sum`` peer adds N(0, sigma^2 c^2 / K): only the sum of all K has
 multiplier sigma, one message has sigma / sqrt(K). Noise: Box-Muller on 53-bit uniforms from the
-CSPRNG (float64; floating-point Gaussians are not exactly Gaussian, see Mironov 2012 — the
-integer mechanism :mod:`dmhe.privacy.ddg` is exact). Accounting: Opacus (RDP or PRV).
+CSPRNG (:meth:`RandomBits.normal`; float64; floating-point Gaussians are not exactly Gaussian,
+see Mironov 2012 — the integer mechanism :mod:`dmhe.privacy.ddg` is exact). Accounting: Opacus
+(RDP or PRV).
 """
 
 from __future__ import annotations
@@ -56,9 +57,7 @@ class GaussianNoise:
 
     def add(self, x: torch.Tensor, bits: RandomBits) -> torch.Tensor:
         """``x`` (float64) plus this peer's noise, on ``x``'s device."""
-        n = x.numel()
-        u1, u2 = bits.uniform01(n), bits.uniform01(n)
-        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+        z = bits.normal(x.numel())
         return x.double() + self.per_peer_std * z.to(x.device).view_as(x)
 
     def value_tail(self) -> float:

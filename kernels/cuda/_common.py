@@ -23,6 +23,9 @@ SIM = bool(config.ENABLE_CUDASIM)
 # GPUBFV_KERNEL_CACHE=0 turns it off; the simulator compiles nothing and caches nothing.
 CACHE = not SIM and os.environ.get("GPUBFV_KERNEL_CACHE", "1") != "0"
 
+# Alignment of shared tables read as 16-byte vectors (ld.shared.v4): the simulator takes none.
+SHARED_ALIGN = None if SIM else 16
+
 # Threads per block of the element-wise kernels (x dimension of a 2-D grid over (rows, N)).
 ELEMWISE_THREADS = 32 if SIM else 256
 # Rows (y) per launch at most; kernels loop over the remaining rows (grid-stride in y).
@@ -355,6 +358,16 @@ def shoup_mul(u, w, ws, q):
     if r >= q:
         r = uint32(r - q)
     return r
+
+
+@cuda.jit(device=True, inline=True)
+def shoup_mul_nq(u, w, ws, nq):
+    # shoup_mul with nq = 2^32 - q in place of q: u*w + mulhi(u, ws)*nq is u*w mod q + {0, q}
+    # in 32-bit words (two multiply-adds, no negation), corrected by min(r, r - q): r - q wraps
+    # above 2^32 - 2^30 > r when r < q (q < 2^30)
+    lo = uint32(uint64(u) * uint64(w))
+    r = uint32(uint64(lo) + uint64(uint32(uint64(mulhi32(u, ws)) * uint64(nq))))
+    return min(r, uint32(uint64(r) + uint64(nq)))
 
 
 @cuda.jit(device=True, inline=True)

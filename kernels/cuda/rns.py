@@ -23,23 +23,26 @@ __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_pla
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
 _SRT_MAX_LIMBS = 256  # scale_round_to_t: 20 B per input limb in shared memory; sums < 2^62
 _BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
-_ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 28 bytes per limb in shared memory
+_BC_TAB = 4 * _BC_MAX_LIMBS  # four uint32 table words per input limb
+_ALIGN = C.SHARED_ALIGN
+_ASP_MAX_LIMBS = 256  # add_scaled_plain keeps 32 bytes per limb in shared memory
+_ASP_TAB = 8 * _ASP_MAX_LIMBS  # six uint32 table words per limb, rows of 8 (16-byte aligned)
 
 
 _LAZY = 16  # products y * [Q/q_i]_{p_j} < 2^60: 16 fit in a uint64 before a reduction
 
 
 @cuda.jit(device=True, inline=True)
-def _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, exact):
+def _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, exact):
     # input limbs i..stop-1 of one output word: y_i by Shoup, s += y_i [Q/q_i]_{p_j} (one
-    # mad.wide), acc += y_i / q_i (float64, the CPU's order, no FMA) when exact
+    # mad.wide), acc += y_i / q_i (float64, the CPU's order, no FMA) when exact. The limb's
+    # four table words (w, its Shoup word, 2^32 - q_i, [Q/q_i]_{p_j}) are one 16-byte load.
     while i < stop:
-        hp = hp_s[i]
-        qq = qq_s[i]
-        y = C.shoup_mul(uint32(x[xo]), uint32(hp), uint32(hp >> uint64(32)), uint32(qq))
+        k = uint32(i * uint32(4))
+        y = C.shoup_mul_nq(uint32(x[xo]), tab_s[k], tab_s[k + uint32(1)], tab_s[k + uint32(2)])
         if exact:
             acc = C.fadd(acc, C.fmul(float64(y), iq_s[i]))
-        s = C.madwide(y, uint32(qq >> uint64(32)), s)
+        s = C.madwide(y, tab_s[k + uint32(3)], s)
         xo = uint32(xo + N32)
         i = uint32(i + uint32(1))
     return s, acc, xo
@@ -48,21 +51,25 @@ def _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, exact):
 @cuda.jit(cache=C.CACHE)
 def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin, Lout, N):
     # Grid (N / threads, Lout, min(M, 65535)): p_j is a per-thread constant, the per-limb
-    # tables (Shoup pair of [(Q/q_i)^-1]_{q_i}, q_i, 1/q_i, [Q/q_i]_{p_j}) sit in shared memory
-    # (32-bit addresses in the loop). The sum over i accumulates in 64 bits (reduced every
-    # _LAZY terms); the rounding correction adds the CPU's float64 products in its order.
+    # tables (Shoup pair of [(Q/q_i)^-1]_{q_i}, 2^32 - q_i, [Q/q_i]_{p_j} as four uint32 words
+    # (one 16-byte shared load), 1/q_i) sit in shared memory (32-bit addresses in the loop).
+    # The sum over i accumulates in 64 bits (reduced every _LAZY terms); the rounding
+    # correction adds the CPU's float64 products in its order.
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     j = uint32(cuda.blockIdx.y)
     Lin32 = uint32(Lin)
-    hp_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)
+    tab_s = cuda.shared.array(_BC_TAB, dtype=uint32, alignment=_ALIGN)
     iq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=float64)
-    qq_s = cuda.shared.array(_BC_MAX_LIMBS, dtype=uint64)  # q_i | [Q/q_i]_{p_j} << 32
     i = uint32(cuda.threadIdx.x)
     while i < Lin32:
-        hp_s[i] = hi_pack[i]
+        hp = uint64(hi_pack[i])
+        k = uint32(i * uint32(4))
+        tab_s[k] = uint32(hp)
+        tab_s[k + uint32(1)] = uint32(hp >> uint64(32))
+        tab_s[k + uint32(2)] = uint32(uint64(0x100000000) - uint64(qin[i]))
+        tab_s[k + uint32(3)] = uint32(qhat_t[j, i])
         iq_s[i] = invq[i]
-        qq_s[i] = uint64(qin[i]) | (uint64(qhat_t[j, i]) << uint64(32))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     if n >= N32:
@@ -80,9 +87,9 @@ def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin,
         while i < Lin32:
             stop = min(uint32(i + _LAZY), Lin32)
             if exact:
-                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, True)
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, True)
             else:
-                s, acc, xo = _bc_terms(x, xo, N32, i, stop, hp_s, qq_s, iq_s, s, acc, False)
+                s, acc, xo = _bc_terms(x, xo, N32, i, stop, tab_s, iq_s, s, acc, False)
             i = stop
             s = uint64(C.mod_u64(s, pj, pinv1, pinv2))
         r = uint32(s)
@@ -92,6 +99,13 @@ def _base_convert(x, qin, hi_pack, invq, qout, qhat_t, qmod, exact, out, M, Lin,
             r = uint32(r - corr) if r >= corr else uint32(r + pj - corr)
         out[m * uint32(Lout) * N32 + j * N32 + n] = r
         m = uint32(m + uint32(cuda.gridDim.z))
+
+
+# t bound of _scale_round_to_t: a + a in _mulmod_2k and r + s % t below 2t must not wrap in
+# uint64, and int64(t) must be positive. gpubfv.ring.rns.ScaleRoundToT sends only a prime
+# t < 2^61 (Parameters' MAX_PLAIN_BITS) here; t >= 2^61 is wide (kernels.cuda.widet), and the
+# launcher refuses t >= 2^63 from any other holder.
+_SRT_MAX_T = 1 << 63
 
 
 @cuda.jit(device=True, inline=True)
@@ -196,20 +210,27 @@ def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
     # acc[mi, l, n] += round(Q * m[mi, n] / t) mod q_l (= -c * t^-1, c = [Q m]_t centered), as
     # kernels.cpu.rns: w = m * r_t mod t by the CPU's 64-bit Shoup formula (rs = floor(r_t *
     # 2^64 / t)), exact for t < 2^63 and identical to it beyond. Grid (N / threads,
-    # min(M, 65535)): a thread forms c once and walks the L limbs of its coefficient; the
-    # per-limb q_l, 1/q_l, t^-1 and its Shoup word are made once per block in shared memory.
-    q_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint32)
-    ti_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=uint64)  # t^-1 | its Shoup word << 32
-    qi1_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
-    qi2_s = cuda.shared.array(_ASP_MAX_LIMBS, dtype=float64)
+    # min(M, 65535)): a thread forms -c once, as a sign and the two 32-bit words lo, hi of
+    # |c| (< 2^63), and walks the L limbs of its coefficient: |c| t^-1 = lo w0 + hi w1 mod q_l
+    # with w0 = [t^-1]_q, w1 = [2^32 t^-1]_q, two Shoup products whose estimates share one
+    # multiply by -q (the sum is in [0, 4q), 4q < 2^32), two min corrections, the sign, the
+    # accumulate. The limb's words (w0, its Shoup word, w1, its Shoup word | 2^32 - q,
+    # 2^32 - 2q) are made once per block in shared memory: one 16- and one 8-byte load.
+    tab_s = cuda.shared.array(_ASP_TAB, dtype=uint32, alignment=_ALIGN)
     L32 = uint32(L)
     i = uint32(cuda.threadIdx.x)
     while i < L32:
         ql = uint32(q[i])
-        ti = uint32(tinv[i])
-        q_s[i] = ql
-        ti_s[i] = uint64(ti) | (uint64(C.shoup_const(ti, ql)) << uint64(32))
-        qi1_s[i], qi2_s[i] = C.inv_pair(ql)
+        w0 = uint32(tinv[i])
+        qi1, qi2 = C.inv_pair(ql)
+        w1 = C.mod_u64(uint64(w0) << uint64(32), ql, qi1, qi2)
+        k = uint32(i * uint32(8))
+        tab_s[k] = w0
+        tab_s[k + uint32(1)] = C.shoup_const(w0, ql)
+        tab_s[k + uint32(2)] = w1
+        tab_s[k + uint32(3)] = C.shoup_const(w1, ql)
+        tab_s[k + uint32(4)] = uint32(uint64(0x100000000) - uint64(ql))
+        tab_s[k + uint32(5)] = uint32(uint64(0x100000000) - uint64(ql) - uint64(ql))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
@@ -223,17 +244,28 @@ def _add_scaled_plain(m, t64, r64, rs, tinv, q, acc, M, L, N):
         w = v * r64 - C.mulhi64(v, rs) * t64
         if w >= t64:
             w -= t64
-        neg = -(int64(w) - int64(t64)) if w > half else -int64(w)
+        # -c = t - w when w > t/2 (c = w - t < 0), else -w: its sign and magnitude
+        minus = not (w > half)
+        mag = w if minus else uint64(t64 - w)
+        lo = uint32(mag)
+        hi = uint32(mag >> uint64(32))
         o = uint32(mi * L32 * N32 + n)
-        l = uint32(0)
-        while l < L32:
-            ql = q_s[l]
-            tp = ti_s[l]
-            neg_c = C.mod_s64(neg, ql, qi1_s[l], qi2_s[l])
-            s = uint32(C.shoup_mul(neg_c, uint32(tp), uint32(tp >> uint64(32)), ql) + acc[o])
-            acc[o] = uint32(s - ql) if s >= ql else s
+        k = uint32(0)
+        stop = uint32(L32 * uint32(8))
+        while k < stop:
+            nq = tab_s[k + uint32(4)]
+            e = uint32(C.mulhi32(lo, tab_s[k + uint32(1)]) + C.mulhi32(hi, tab_s[k + uint32(3)]))
+            y = uint32(uint64(uint32(uint64(lo) * uint64(tab_s[k]))) +
+                       uint64(uint32(uint64(hi) * uint64(tab_s[k + uint32(2)]))) +
+                       uint64(uint32(uint64(e) * uint64(nq))))  # fmt: skip
+            y = min(y, uint32(uint64(y) + uint64(tab_s[k + uint32(5)])))  # [0, 2q)
+            y = min(y, uint32(uint64(y) + uint64(nq)))  # [0, q)
+            if minus:  # q - y in (0, q]
+                y = uint32(uint64(0x100000000) - uint64(nq) - uint64(y))
+            s = uint32(uint64(y) + uint64(acc[o]))
+            acc[o] = min(s, uint32(uint64(s) + uint64(nq)))
             o = uint32(o + N32)
-            l = uint32(l + uint32(1))
+            k = uint32(k + uint32(8))
         mi = uint32(mi + uint32(cuda.gridDim.y))
 
 
@@ -284,6 +316,9 @@ def scale_round_to_t(x, c, out) -> None:
     M, L, N = x.shape
     if out.dtype != np.uint64 or out.shape != (M, N):
         raise TypeError(f"out must be uint64 with shape {(M, N)}")
+    if not 2 <= int(c.t) < _SRT_MAX_T:
+        raise ValueError(f"scale_round_to_t needs 2 <= t < 2^63, got {c.t} (a wide t = 2^k, k > 61,"
+                         " goes to kernels.cuda.widet)")  # fmt: skip
     omega16, theta = C.consts(c, "omega16", "theta")
     ch = int(omega16.shape[0])
     if not 1 <= ch <= MAX_OMEGA_CHUNKS:
