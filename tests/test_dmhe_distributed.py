@@ -6,6 +6,7 @@ import os
 import socket
 
 import numpy as np
+import pytest
 import torch.multiprocessing as mp
 
 from dmhe.aggregation import PlaintextAggregator
@@ -43,6 +44,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+# the encrypted twin (tests/test_dmhe_encrypted.py::test_gloo_three_processes_equal_in_process)
+# runs the same transport, byte counts and in-process equality in the suite
+@pytest.mark.slow
 def test_gloo_three_processes_equal_in_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=K, join=True)
     xs = _inputs()
