@@ -117,11 +117,16 @@ def test_truncated_tampered_foreign_or_loose_files_are_refused(tmp_path):
         load_keys(tmp_path, ctx, 0)
 
 
-def test_journal_path_is_fixed_by_the_setup():
-    assert journal_path("/r", "additive", "ab" * 16) == journal_path("/r", "additive", "ab" * 16)
-    assert journal_path("/r", "additive", "ab" * 16) != journal_path("/r", "threshold", "ab" * 16)
+def test_journal_path_is_fixed_by_the_setup(tmp_path):
+    r = tmp_path / "r"
+    assert journal_path(r, "additive", "ab" * 16) == journal_path(r, "additive", "ab" * 16)
+    assert journal_path(r, "additive", "ab" * 16) != journal_path(r, "threshold", "ab" * 16)
+    assert stat.S_IMODE(r.stat().st_mode) == 0o700  # made owner-only
     with pytest.raises(ValueError):
-        journal_path("/r", "additive", "../x")
+        journal_path(r, "additive", "../x")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not a folder"):  # exit 2, not a traceback
+        journal_path(tmp_path / "file", "additive", "ab" * 16)
 
 
 def test_reopened_journal_of_a_reloaded_key_refuses_recorded_rows(tmp_path):

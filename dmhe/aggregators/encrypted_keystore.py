@@ -94,15 +94,19 @@ class KeyMaterial:
 
 
 def journal_path(folder: str | os.PathLike[str], key: str, setup_id: str) -> Path:
-    """The one journal file of key share ``key`` ("additive", "threshold") of this set-up."""
+    """The one journal file of key share ``key`` ("additive", "threshold") of this set-up (its
+    folder is made, owner-only, if missing)."""
     if key not in ("additive", "threshold"):
         raise ValueError(f"unknown key share {key!r}")
     if not setup_id or any(c not in "0123456789abcdef" for c in setup_id):
         raise ValueError(f"set-up id must be lower-case hex, not {setup_id!r}")
+    _private_folder(Path(folder))
     return Path(folder) / f"{key}-{setup_id[:32]}.journal"
 
 
 def _private_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"key folder {folder} is not a folder")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
 
