@@ -147,6 +147,15 @@ class Backend:
         """Zero-copy view of a DLPack-capable tensor (e.g. a torch tensor) on this backend."""
         return self.xp.from_dlpack(tensor)
 
+    def discrete_gaussian(
+        self, key: np.ndarray, nonce: np.ndarray, variance: int, count: int
+    ) -> Any:
+        """``count`` exact samples of the discrete Gaussian N_Z(0, variance) (int64, an array of
+        this backend) from the ChaCha20 keystream of (key: 8 uint32 words, nonce: 3): the same
+        bits on every device and machine (``kernels.cpu.dgauss``, ``kernels.cuda.dgauss``)."""
+        kernel = importlib.import_module(self.k.__name__ + ".dgauss")
+        return kernel.sample_discrete_gaussian(key, nonce, variance, count)
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op off the GPU); for timing."""
         if self.is_gpu:

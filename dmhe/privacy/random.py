@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,18 +57,26 @@ class RandomBits:
         self._key = np.frombuffer(key, dtype="<u4").astype(np.uint32)
         self._draws = 0
 
+    def stream(self) -> tuple[Backend, np.ndarray, np.ndarray]:
+        """``(backend, key, nonce)`` of a fresh keystream (a nonce no draw has used) for a
+        kernel that expands ChaCha20 itself, e.g. ``backend.discrete_gaussian``."""
+        c = self._draws
+        self._draws += 1
+        nonce = np.array([c & 0xFFFFFFFF, (c >> 32) & 0xFFFFFFFF, 0x50564944], dtype=np.uint32)
+        return self._backend, self._key, nonce
+
+    def as_tensor(self, arr: Any) -> torch.Tensor:
+        """A backend array (numpy or CuPy) as a torch tensor on ``device``."""
+        out = torch.from_dlpack(arr) if self._backend.is_gpu else torch.from_numpy(arr)
+        return out.to(self.device)
+
     def words(self, count: int) -> torch.Tensor:
         """``count`` uniform 32-bit words as int64 in ``[0, 2^32)``."""
         if count <= 0:
             return torch.zeros(0, dtype=torch.int64, device=self.device)
-        c = self._draws
-        self._draws += 1
-        nonce = np.array([c & 0xFFFFFFFF, (c >> 32) & 0xFFFFFFFF, 0x50564944], dtype=np.uint32)
-        blocks = (count + 15) // 16
-        raw = self._backend.k.chacha20_blocks(self._key, nonce, 0, blocks)
-        arr = raw.reshape(-1)[:count].astype(np.int64)
-        out = torch.from_dlpack(arr) if self._backend.is_gpu else torch.from_numpy(arr)
-        return out.to(self.device)
+        backend, key, nonce = self.stream()
+        raw = backend.k.chacha20_blocks(key, nonce, 0, (count + 15) // 16)
+        return self.as_tensor(raw.reshape(-1)[:count].astype(np.int64))
 
     def bits62(self, count: int) -> torch.Tensor:
         """``count`` uniform integers in ``[0, 2^62)``."""
