@@ -99,6 +99,25 @@ def test_lane_layout_is_deterministic_and_lanes_independent():
     assert np.array_equal(five, D.sample_discrete_gaussian(KEY, _nonce(7), 50, 1000, lanes=5)[:500])
 
 
+def test_parallel_and_serial_paths_agree():
+    """Counts from PARALLEL_MIN_COUNT run the lanes on numba's threads, smaller ones on the
+    caller's; chacha20_blocks likewise from 2^16 blocks: the same bits either way."""
+    from kernels.cpu import prng
+
+    n = D.PARALLEL_MIN_COUNT
+    par = D.sample_discrete_gaussian(KEY, _nonce(13), 50, n)
+    t, thr, den, qlb = D.gauss_params(50)
+    ser = np.empty(n, dtype=np.int64)
+    err = np.zeros(D.lanes_for(n), dtype=np.int64)
+    args = (np.int64(50), np.int64(t), np.uint64(thr), np.uint64(den), np.int64(qlb))
+    D._gauss_serial(D.lane_template(KEY, _nonce(13), t, den), *args, err.size, ser, err)
+    assert np.array_equal(par, ser) and not err.any()
+    blocks = prng.chacha20_blocks(KEY, _nonce(13), 5, 1 << 16)  # the parallel path
+    one = np.empty_like(blocks)
+    prng._chacha_serial(KEY, _nonce(13), np.int64(5), one)
+    assert np.array_equal(blocks, one)
+
+
 def test_cpu_and_cuda_simulator_are_bit_identical():
     """The CUDA twin (numba's simulator here, a GPU under --backend cuda) draws the same bits."""
     from kernels.cuda import _common as C
@@ -119,11 +138,15 @@ def test_backend_method_is_the_kernel():
     assert np.array_equal(x, D.sample_discrete_gaussian(KEY, _nonce(10), 400, 300))
 
 
-def test_integer_ranges_at_the_largest_variance():
-    """The bounds of the module docstring hold at MAX_VARIANCE and fail just above it."""
+def test_dmhe_refuses_the_kernel_bound():
+    """dmhe's MAX_VARIANCE (the DDG calibration's) is the kernel's."""
     from dmhe.privacy.discrete_gaussian import MAX_VARIANCE
 
     assert MAX_VARIANCE == D.MAX_VARIANCE
+
+
+def test_integer_ranges_at_the_largest_variance():
+    """The bounds of the module docstring hold at MAX_VARIANCE and fail just above it."""
     s = D.MAX_VARIANCE
     t, thr, den, qlb = D.gauss_params(s)
     assert den < 1 << 56 and den * 64 < 1 << 62 and qlb >= 64

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_LANES",
     "MAX_VARIANCE",
+    "PARALLEL_MIN_COUNT",
     "check_args",
     "check_lanes",
     "check_variance",
@@ -64,6 +65,10 @@ MAX_LANES = 4096
 _PER_LANE = 128
 #: the most samples per call (a lane then draws <= 2^16 samples, ~2^21 of its 2^24 words)
 MAX_COUNT = 1 << 28
+#: below this count the lanes run on the calling thread: a few ms of work, where waking numba's
+#: threads next to torch's spinning OpenMP workers cost 4x (8192 samples: 4 ms serial, 15-19 ms
+#: parallel right after a torch op, on the 2-core machine). The output is the same either way.
+PARALLEL_MIN_COUNT = 1 << 15
 _DEN_LIMIT = 1 << 56
 _KMAX = 64
 _F12 = math.factorial(12)
@@ -282,22 +287,33 @@ def _gauss_kernel(template, s, t, thr, den, qlb, lanes, out, err):
         err[lane] = ln[_ERR]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
+def _gauss_serial(template, s, t, thr, den, qlb, lanes, out, err):
+    # the same lanes one after the other: the same output as _gauss_kernel
+    n = out.shape[0]
+    for lane in range(lanes):
+        ln = _lane(template, lane)
+        for i in range(lane, n, lanes):
+            out[i] = _gauss(ln, s, t, thr, den, qlb)
+        err[lane] = ln[_ERR]
+
+
+@njit(cache=True, nogil=True)  # test entry point: serial, cheap to compile
 def _laplace_kernel(template, t, thr, lanes, out, err):
     n = out.shape[0]
-    for lane in prange(lanes):
+    for lane in range(lanes):
         ln = _lane(template, lane)
         for i in range(lane, n, lanes):
             out[i] = _laplace(ln, t, thr)
         err[lane] = ln[_ERR]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)  # test entry point: serial, cheap to compile
 def _bexp_kernel(template, num, den, lanes, out, err):
     n = out.shape[0]
     q = num // den
     r = num - q * den
-    for lane in prange(lanes):
+    for lane in range(lanes):
         ln = _lane(template, lane)
         for i in range(lane, n, lanes):
             j = _U64(0)
@@ -368,9 +384,8 @@ def sample_discrete_gaussian(key, nonce, variance: int, count: int, lanes=None) 
     err = np.zeros(lanes, dtype=np.int64)
     if count:
         tpl = lane_template(key, nonce, t, den)
-        _gauss_kernel(
-            tpl, np.int64(s), np.int64(t), _U64(thr), _U64(den), np.int64(qlb), lanes, out, err
-        )
+        kernel = _gauss_kernel if count >= PARALLEL_MIN_COUNT else _gauss_serial
+        kernel(tpl, np.int64(s), np.int64(t), _U64(thr), _U64(den), np.int64(qlb), lanes, out, err)
     raise_on(err)
     return out
 
