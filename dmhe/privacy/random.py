@@ -7,7 +7,8 @@ reused. It reaches the kernel through :class:`gpubfv.backend.Backend`, the one g
 that dmhe outside the encrypted aggregator may import. Every derived sampler is *exact* given
 uniform bits: a uniform integer below ``m`` is rejection-sampled from 62-bit words (no modulo
 bias), and a Bernoulli of a rational ``num/den`` compares such an integer with ``num``. Nothing
-here uses torch's or numpy's non-cryptographic generators.
+here uses torch's or numpy's non-cryptographic generators. Kernels that expand the keystream
+themselves (the exact discrete Gaussian) take a fresh ``(key, nonce)`` from :meth:`stream`.
 """
 
 from __future__ import annotations
