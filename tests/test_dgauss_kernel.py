@@ -133,6 +133,18 @@ def test_cpu_and_cuda_simulator_are_bit_identical():
         assert np.array_equal(got, want)
 
 
+def test_known_answers():
+    """Frozen outputs: the samples are a function of (key, nonce, variance, count) alone, on
+    every machine and device, so a change to the algorithm or the keystream layout shows here."""
+    n = _nonce(99)
+    small = [2, 1, 0, 3, -1, 3, 2, 3, -1, 3, 3, 0]
+    assert D.sample_discrete_gaussian(KEY, n, 3, 12).tolist() == small
+    assert D.sample_discrete_gaussian(KEY, n, 10**6, 6).tolist() == [1042, 1871, 642, 577, 489, 892]
+    assert D.sample_discrete_gaussian(KEY, n, D.MAX_VARIANCE, 4).tolist() == [
+        14346, 25752, 8841, 7947,
+    ]  # fmt: skip
+
+
 def test_backend_method_is_the_kernel():
     x = get_backend("cpu").discrete_gaussian(KEY, _nonce(10), 400, 300)
     assert np.array_equal(x, D.sample_discrete_gaussian(KEY, _nonce(10), 400, 300))
