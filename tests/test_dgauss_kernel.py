@@ -139,9 +139,10 @@ def test_known_answers():
     n = _nonce(99)
     small = [2, 1, 0, 3, -1, 3, 2, 3, -1, 3, 3, 0]
     assert D.sample_discrete_gaussian(KEY, n, 3, 12).tolist() == small
-    assert D.sample_discrete_gaussian(KEY, n, 10**6, 6).tolist() == [1042, 1871, 642, 577, 489, 892]
+    mid = [1042, 1258, 323, 1056, -804, 1556]
+    assert D.sample_discrete_gaussian(KEY, n, 10**6, 6).tolist() == mid
     assert D.sample_discrete_gaussian(KEY, n, D.MAX_VARIANCE, 4).tolist() == [
-        14346, 25752, 8841, 7947,
+        14346, 17324, 4451, 14533,
     ]  # fmt: skip
 
 

@@ -4,7 +4,9 @@ The algorithm (CKS Algorithms 1-3), every decision an integer comparison:
 
 - Bernoulli(n/M) for integers 0 <= n <= M <= 2^62: a word x (32 bits if M <= 2^32, else 64),
   c = floor(2^w / M) (2^64 - 1 in place of 2^64), redraw while x >= c*M, answer x < n*c. x is
-  uniform on [0, c*M), so P(x < n*c) = n/M exactly; n*c <= c*M < 2^w: nothing overflows.
+  uniform on [0, c*M), so P(x < n*c) = n/M exactly; n*c <= c*M < 2^w: nothing overflows. A
+  64-bit x is read high word first and its low word drawn only when the high word does not
+  settle both comparisons (the answer is the full x's; 11.0 words per sample instead of 12.6).
 - Bernoulli(exp(-n/d)), 0 <= n <= d (Algorithm 1): K = 1; while Bernoulli(n/(d*K)): K += 1;
   accept iff K is odd. The tables hold c and c*M for M = d*K, K <= 64 (d*K < 2^62 since every d
   here is < 2^56); beyond K = 64 (probability < 1/64!) the step is Bernoulli(n/d) and
@@ -171,13 +173,23 @@ def _word(ln):
 
 @njit(inline="always")
 def _bern(ln, n, c, lim, wide):
-    """Bernoulli(n/M) given c and lim = c*M (uint64); wide: 64-bit words."""
+    """Bernoulli(n/M) given c and lim = c*M (uint64); wide: 64-bit words x = hi 2^32 + lo, lo
+    drawn only when hi does not decide x < n*c and x < lim (the same answer as the full x)."""
+    cut = n * c
     while True:
         x = _word(ln)
         if wide:
+            hi_cut = cut >> _U64(32)
+            hi_lim = lim >> _U64(32)
+            if x < hi_cut:
+                return True  # x < (hi + 1) 2^32 <= cut <= lim
+            if x > hi_lim:
+                continue  # x >= (hi_lim + 1) 2^32 > lim: redraw
+            if x < hi_lim and x > hi_cut:
+                return False  # cut < x < hi_lim 2^32 <= lim
             x = (x << _U64(32)) | _word(ln)
         if x < lim:
-            return x < n * c
+            return x < cut
 
 
 @njit(cache=True, nogil=True)

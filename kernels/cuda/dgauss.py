@@ -53,12 +53,25 @@ def _word(kn, ks, st):
 
 @cuda.jit(device=True)
 def _bern(kn, ks, st, n, c, lim, wide):
+    # the CPU's lazy 64-bit comparison: the low word only when the high one does not decide
+    cut = n * c
     while True:
         x = _word(kn, ks, st)
+        decided = False
         if wide:
-            x = (x << uint64(32)) | _word(kn, ks, st)
-        if x < lim:
-            return x < n * c
+            hi_cut = cut >> uint64(32)
+            hi_lim = lim >> uint64(32)
+            if x < hi_cut:
+                return True
+            if x <= hi_lim:
+                if x < hi_lim and x > hi_cut:
+                    return False
+                x = (x << uint64(32)) | _word(kn, ks, st)
+                decided = x < lim
+        else:
+            decided = x < lim
+        if decided:
+            return x < cut
 
 
 @cuda.jit(device=True)
