@@ -2,10 +2,14 @@
 :meth:`RandomBits.normal` (ChaCha20 + Box-Muller, what :mod:`dmhe.privacy.csprng_opacus` adds).
 
 Usage: ``python benchmarks/bench_dpsgd_noise.py [values]`` (default 101,770: the digits MLP).
+Each row prints OMP_WAIT_POLICY and the load average: on the shared 2-core machine torch's
+spin-waiting OpenMP workers made a step ~144 ms instead of ~8 (``OMP_WAIT_POLICY=passive``,
+set before Python starts, removes it; see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +39,12 @@ def main() -> None:
         ("RandomBits.normal", lambda: bits.normal(n)),
     ):
         best, median = _ms(f)
-        print(f"{name:18s} values={n} best_ms={best:.2f} median_ms={median:.2f}")
+        print(
+            f"{name:18s} values={n} best_ms={best:.2f} median_ms={median:.2f} "
+            f"torch_threads={torch.get_num_threads()} "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')} "
+            f"load1={os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":
