@@ -242,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name", choices=["paper"], help="which experiment")
     x.add_argument("--data-dir", default=None, help="torchvision MNIST/CIFAR-10 folder")
     x.add_argument("--quick", action="store_true", help="small CI settings (under 2 minutes)")
-    x.add_argument("--out", default="runs/paper", help="output folder (default: runs/paper)")
+    x.add_argument("--out", "-o", default="runs/paper", help="output folder (default: runs/paper)")
 
     r = sub.add_parser("report", help="tables and plots from run folders", formatter_class=_Help)
     _common(r)
     r.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl and run.json)")
-    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--out", "-o", required=True, help="output folder")
     return p
 
 
