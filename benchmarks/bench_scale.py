@@ -18,7 +18,8 @@ Aggregation only (no training), on the link profiles of ``dmhe.netmodel`` (datac
 
 The per-peer CPU table runs chosen peers alone on the messages they received
 (``dmhe.peercpu.peer_cpu``) beside their thread CPU in the K-thread simulation. ``--save`` and
-``--load`` let the plain and encrypted parts run as two processes and be merged.
+``--load`` let the plain and encrypted parts run as two processes and be merged; ``--bytes-only``
+prints the encrypted round's max and mean bytes sent per peer per topology (seconds).
 
 Writes a PNG of round time vs K next to this file (``--plot``).
 """

@@ -280,9 +280,11 @@ class EncryptedPeer:
 
 def encrypted(k: int, reps: int, profile: bool, ranks: list[int] | None = None) -> None:
     """One peer's full encrypted round at K, alone (see the module docstring)."""
-    sizes = EncryptedPeer(k, 0).sizes if ranks is None else []
     if ranks is None:
-        first = next(i for i, n in enumerate(sizes) if n)
+        from dmhe.aggregators.encrypted import EncryptedAggregator
+
+        agg = EncryptedAggregator(k, value_bits=16, values=2**20, rounds=1000, lam=40)
+        first = next(i for i, n in enumerate(agg._chunk_sizes(2**20)) if n)
         ranks = sorted({0, (first - 1) % k, (first - 2) % k})
     for rank in ranks:
         peer = EncryptedPeer(k, rank)
@@ -334,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             encrypt(k, args.reps)
         return 0
     if args.what == "encrypted":
+        if args.ranks and any(not 0 <= r < k for r in args.ranks for k in args.ks):
+            ap.error(f"--ranks must lie in [0, K) for every K of {args.ks}")
         for k in args.ks:
             encrypted(k, args.reps, args.profile, args.ranks)
         return 0
