@@ -426,8 +426,11 @@ class EncryptedAggregator(AggregatorBase):
         party's journal makes sure no c1 row ever gets a second share."""
         party = self._party if party is None else party
         assert party is not None
-        out = []
+        out, none = [], encrypted_codecs.empty_share(self)
         for c in aggs:
+            if c.batch_shape == (0,):  # an empty chunk (K > ciphertexts): no row to share
+                out.append(none)
+                continue
             ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
             share = party.decryption_share(self.decryptor, ct)
             out.append(CompressedDecryptionShare.compress(share, self.bits))
