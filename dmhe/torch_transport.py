@@ -8,13 +8,17 @@ that merely stops answering is named when the bound expires. Either way
 :class:`~dmhe.transport.PeerDropped` names it by rank, and the detector posts the loss on the
 rendezvous store, so that every other peer stops waiting too and raises the same error.
 
-Survivors then agree on the live set (:meth:`TorchDistributedTransport.recover`): each survivor
-registers on the store under the failed epoch; the first survivor that sees every member either
-registered or reported lost (or whose bound expires) proposes the registered set with an atomic
-compare-and-set, and every survivor adopts the value that won, so all hold the same set. They
-form a fresh gloo group over it (on its own store prefix, so nothing pending in the old group can
-be mistaken for new traffic) and the lost rank is never contacted again: ranks keep their
-original numbers (``world_size`` stays K) and sending to a lost rank raises ``PeerDropped``.
+Survivors then agree on the live set (:func:`agree_live_set`, run by
+:meth:`TorchDistributedTransport.recover`): each survivor registers on the store under the failed
+epoch and waits until every member is registered or *known dead*, or its bound expires; then it
+proposes the registered set with an atomic compare-and-set, and every survivor adopts the value
+that won, so all hold the same set. A timeout is no evidence of death (with blame chains the peers
+downstream of a silent one time out too), nor is another peer's report; the only evidence is a
+connection closed or reset by that peer (gloo wakes the operations pending on it), which the
+peer that saw it posts on the store before it reports the loss. They form a fresh gloo group over
+the agreed set (on its own store prefix, so nothing pending in the old group can be mistaken for
+new traffic) and the lost rank is never contacted again: ranks keep their original numbers
+(``world_size`` stays K) and sending to a lost rank raises ``PeerDropped``.
 
 A round's result is kept only if every member holds it (:meth:`commit`): each member marks the
 step done, and the outcome ("commit" or "abort") is decided once, by compare-and-set, so a loss
@@ -35,11 +39,14 @@ from typing import Any
 
 from dmhe.transport import PeerDropped, Transport
 
-__all__ = ["TorchDistributedTransport", "WaitPolicy"]
+__all__ = ["TorchDistributedTransport", "WaitPolicy", "agree_live_set", "is_disconnect"]
 
 _POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.2 ms)
 _MARK_AFTER = 0.5  # seconds of waiting after which a peer posts whom it waits for
 _STORE_EVERY = 0.05  # seconds between looks at the store for a loss reported by another peer
+_NOT_WAITING = "-1"  # a waiting mark is overwritten with this, never deleted (see _blame)
+#: words of a gloo error that say the peer's end of the connection went away (direct evidence)
+_DISCONNECT = ("connection closed", "connection reset", "broken pipe", "connection refused")
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,55 @@ def _short(exc: BaseException) -> str:
     if text.startswith("[") and "]" in text:
         text = text.split("]", 1)[1].strip()
     return text[:120]
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether a gloo error says the peer closed or reset the connection (its process died or
+    left): direct evidence of a loss, unlike a timeout."""
+    text = str(exc).lower()
+    return any(word in text for word in _DISCONNECT)
+
+
+def agree_live_set(
+    store: Any,
+    base: str,
+    members: list[int],
+    me: int,
+    bound: float,
+    *,
+    dead: str,
+    clock: Any = time.monotonic,
+    sleep: Any = time.sleep,
+) -> list[int]:
+    """The live set that every survivor of ``members`` adopts (``me`` among them, or not).
+
+    ``me`` registers as ``base/<me>``, then waits until every member is registered or known dead
+    (a key ``dead/<m>``, posted by a peer that saw ``m``'s connection close), or ``bound`` seconds
+    have passed; then proposes the members registered by then with ``compare_set(base/live)``;
+    the first proposal wins and every caller returns it.
+
+    Why this is right: (1) one set: the first compare-and-set fixes ``base/live`` and every
+    caller returns that value. (2) No live survivor left out: let S be the survivor whose
+    proposal won, deciding at time d. S stops early only when every member is registered or has
+    a ``dead`` key; a live peer has none (its connections are open), so it is registered before
+    d, hence in the set; otherwise d >= (S's entry) + ``bound``, and a live peer that entered
+    within the bound of S registered before d. Neither a timeout nor a report of a loss shortens
+    the wait: a peer waiting on a silent one looks silent itself to whoever waits on it (a blame
+    chain), so such evidence could name a live peer. (3) A dead peer is left out: it never
+    registers (one that registered and then died is caught by the next collective, a new
+    epoch). A live peer that registers after d finds itself outside the set and must stop.
+    """
+    store.set(f"{base}/{me}", "1")
+    start, pause = clock(), 0.001
+    while True:
+        here = [m for m in members if store.check([f"{base}/{m}"])]
+        gone = [m for m in members if m not in here and store.check([f"{dead}/{m}"])]
+        if len(here) + len(gone) == len(members) or clock() - start > bound:
+            break
+        sleep(pause)
+        pause = min(2 * pause, _POLL_MAX)
+    won = store.compare_set(f"{base}/live", "", json.dumps(here))
+    return [int(m) for m in json.loads(won.decode() if isinstance(won, bytes) else won)]
 
 
 class TorchDistributedTransport(Transport):
@@ -157,8 +213,12 @@ class TorchDistributedTransport(Transport):
     def _key(self, *parts: object) -> str:
         return "/".join([f"e{self.epoch}", *map(str, parts)])
 
-    def _report(self, peer: int, why: str) -> PeerDropped:
-        """Post the loss (first report wins) and return the error every peer will raise."""
+    def _report(self, peer: int, why: str, exc: BaseException | None = None) -> PeerDropped:
+        """Post the loss (first report wins) and return the error every peer will raise.
+        ``exc``: the transport error behind it; a closed connection is posted first as direct
+        evidence that ``peer`` is gone (see :func:`agree_live_set`)."""
+        if exc is not None and is_disconnect(exc):
+            self._store.set(self._key("dead", peer), json.dumps({"by": self.rank, "why": why}))
         value = json.dumps({"rank": peer, "by": self.rank, "why": why})
         won = self._store.compare_set(self._key("lost"), "", value)
         return self._reported(won)
@@ -212,10 +272,10 @@ class TorchDistributedTransport(Transport):
                     raise self._report(silent, f"no answer within {bound:.1f} s{via}")
                 pause = min(2 * pause, _POLL_MAX)
         finally:
-            if marked:
-                self._store.delete_key(self._key("waiting", self.rank))
+            if marked:  # overwritten, not deleted: a peer's check-then-get must not block
+                self._store.set(self._key("waiting", self.rank), _NOT_WAITING)
         if failed:
-            raise self._report(peer, f"{what} failed ({_short(failed[0])})") from None
+            raise self._report(peer, f"{what} failed ({_short(failed[0])})", failed[0]) from None
 
     def _blame(self, peer: int) -> int:
         """The peer at the end of the chain of waits starting at ``peer``: a peer that waits
@@ -228,6 +288,8 @@ class TorchDistributedTransport(Transport):
                 return peer
             seen.add(peer)
             nxt = int(self._store.get(key))
+            if nxt < 0:  # it waited, and no longer does
+                return peer
             if nxt in seen:  # a cycle of waits: no silent end, name the one awaited
                 return peer
             peer = nxt
@@ -247,7 +309,7 @@ class TorchDistributedTransport(Transport):
             try:
                 self._pending.append((self._pg.send([t], g, 0), t, dst))
             except RuntimeError as exc:
-                raise self._report(dst, f"send failed ({_short(exc)})") from None
+                raise self._report(dst, f"send failed ({_short(exc)})", exc) from None
         self.bytes_sent[dst] += self.HEADER_BYTES + len(data)
         self._pending = [p for p in self._pending if not p[0].is_completed()]
 
@@ -259,7 +321,7 @@ class TorchDistributedTransport(Transport):
         try:
             work = self._pg.recv([header], g, 0)
         except RuntimeError as exc:
-            raise self._report(src, f"receive failed ({_short(exc)})") from None
+            raise self._report(src, f"receive failed ({_short(exc)})", exc) from None
         self._wait(work, src, "receive")
         n = int(header.item())
         self.bytes_received[src] += self.HEADER_BYTES + n
@@ -269,7 +331,7 @@ class TorchDistributedTransport(Transport):
         try:
             work = self._pg.recv([body], g, 0)
         except RuntimeError as exc:
-            raise self._report(src, f"receive failed ({_short(exc)})") from None
+            raise self._report(src, f"receive failed ({_short(exc)})", exc) from None
         self._wait(work, src, "receive")
         return body.cpu().numpy().tobytes()
 
@@ -343,28 +405,23 @@ class TorchDistributedTransport(Transport):
         """Agree with the other survivors on the live set and continue over it; returns it.
 
         Raises ``PeerDropped`` about this peer if the others decided without it (it was too
-        slow to register), so that it stops instead of talking to a group it is not in.
+        slow to register), so that it stops instead of talking to a group it is not in. The
+        agreement and why it is right: :func:`agree_live_set`.
         """
         torch, dist = self._torch, self._dist
         try:
             self._report(failure.rank, str(failure))
         except PeerDropped:
             pass
-        store, base = self._store, self._key("recover")
-        store.set(f"{base}/{self.rank}", "1")
-        lost_key = self._key("lost")
-        suspects = {failure.rank}
-        if store.check([lost_key]):
-            suspects.add(self._reported(store.get(lost_key)).rank)
         bound = self.wait_bound()
-        start = time.monotonic()
-        while True:
-            here = [m for m in self._members if store.check([f"{base}/{m}"])]
-            if set(here) | suspects >= set(self._members) or time.monotonic() - start > bound:
-                break
-            time.sleep(0.01)
-        won = store.compare_set(f"{base}/live", "", json.dumps(here))
-        live = json.loads(won.decode() if isinstance(won, bytes) else won)
+        live = agree_live_set(
+            self._store,
+            self._key("recover"),
+            self._members,
+            self.rank,
+            bound,
+            dead=self._key("dead"),
+        )
         if self.rank not in live:
             raise PeerDropped(self.rank, f"peer {self.rank}: the survivors went on without it")
         self._pending = []
