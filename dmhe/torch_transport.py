@@ -34,106 +34,16 @@ import datetime
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from dmhe.liveness import _POLL_MAX, WaitPolicy, _short, agree_live_set, is_disconnect
 from dmhe.transport import PeerDropped, Transport
 
 __all__ = ["TorchDistributedTransport", "WaitPolicy", "agree_live_set", "is_disconnect"]
 
-_POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.2 ms)
 _MARK_AFTER = 0.5  # seconds of waiting after which a peer posts whom it waits for
 _STORE_EVERY = 0.05  # seconds between looks at the store for a loss reported by another peer
 _NOT_WAITING = "-1"  # a waiting mark is overwritten with this, never deleted (see _blame)
-#: words of a gloo error that say the peer's end of the connection went away (direct evidence)
-_DISCONNECT = ("connection closed", "connection reset", "broken pipe", "connection refused")
-
-
-@dataclass(frozen=True)
-class WaitPolicy:
-    """How long a peer waits for another before naming it lost.
-
-    ``fixed``: the round bound in seconds (``--peer-timeout``); None derives it as
-    ``max(floor, factor x slowest round)``. ``setup``: the bound of the set-up and of the first
-    round (key generation and first-call compilation are not measured yet).
-    """
-
-    fixed: float | None = None
-    floor: float = 60.0
-    factor: float = 4.0
-    setup: float = 300.0
-
-    def __post_init__(self) -> None:
-        for name in ("floor", "factor", "setup"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"WaitPolicy.{name} must be positive")
-        if self.fixed is not None and not self.fixed > 0:
-            raise ValueError(f"peer timeout must be positive, got {self.fixed}")
-
-    def bound(self, slowest_round: float | None) -> float:
-        """Seconds to wait, given the slowest round so far (None: none finished yet)."""
-        if slowest_round is None:
-            return self.setup
-        if self.fixed is not None:
-            return self.fixed
-        return max(self.floor, self.factor * slowest_round)
-
-
-def _short(exc: BaseException) -> str:
-    """gloo's message without its source path (``[/.../pair.cc:561] Connection closed``)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if text.startswith("[") and "]" in text:
-        text = text.split("]", 1)[1].strip()
-    return text[:120]
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """Whether a gloo error says the peer closed or reset the connection (its process died or
-    left): direct evidence of a loss, unlike a timeout."""
-    text = str(exc).lower()
-    return any(word in text for word in _DISCONNECT)
-
-
-def agree_live_set(
-    store: Any,
-    base: str,
-    members: list[int],
-    me: int,
-    bound: float,
-    *,
-    dead: str,
-    clock: Any = time.monotonic,
-    sleep: Any = time.sleep,
-) -> list[int]:
-    """The live set that every survivor of ``members`` adopts (``me`` among them, or not).
-
-    ``me`` registers as ``base/<me>``, then waits until every member is registered or known dead
-    (a key ``dead/<m>``, posted by a peer that saw ``m``'s connection close), or ``bound`` seconds
-    have passed; then proposes the members registered by then with ``compare_set(base/live)``;
-    the first proposal wins and every caller returns it.
-
-    Why this is right: (1) one set: the first compare-and-set fixes ``base/live`` and every
-    caller returns that value. (2) No live survivor left out: let S be the survivor whose
-    proposal won, deciding at time d. S stops early only when every member is registered or has
-    a ``dead`` key; a live peer has none (its connections are open), so it is registered before
-    d, hence in the set; otherwise d >= (S's entry) + ``bound``, and a live peer that entered
-    within the bound of S registered before d. Neither a timeout nor a report of a loss shortens
-    the wait: a peer waiting on a silent one looks silent itself to whoever waits on it (a blame
-    chain), so such evidence could name a live peer. (3) A dead peer is left out: it never
-    registers (one that registered and then died is caught by the next collective, a new
-    epoch). A live peer that registers after d finds itself outside the set and must stop.
-    """
-    store.set(f"{base}/{me}", "1")
-    start, pause = clock(), 0.001
-    while True:
-        here = [m for m in members if store.check([f"{base}/{m}"])]
-        gone = [m for m in members if m not in here and store.check([f"{dead}/{m}"])]
-        if len(here) + len(gone) == len(members) or clock() - start > bound:
-            break
-        sleep(pause)
-        pause = min(2 * pause, _POLL_MAX)
-    won = store.compare_set(f"{base}/live", "", json.dumps(here))
-    return [int(m) for m in json.loads(won.decode() if isinstance(won, bytes) else won)]
 
 
 class TorchDistributedTransport(Transport):
@@ -173,12 +83,15 @@ class TorchDistributedTransport(Transport):
             self.device = torch.device(torch.cuda.current_device() if on_gpu else "cpu")
         else:
             self.device = torch.device(device)
+        self._world = self.world_size  # processes in the launch
         self._base_store = store if store is not None else c10d._get_default_store()
         self._store = dist.PrefixStore("dmhe", self._base_store)
         self.policy = policy or WaitPolicy()
         self.slowest_round: float | None = None
         self.epoch = 0
         self._members = list(range(self.world_size))
+        self._index = {m: m for m in self._members}  # a member's rank in the current group
+        self._launch_rank = self.rank  # this process's rank in the launch (store host: 0)
         self._pending: list[tuple[Any, Any, int]] = []
         self._barriers = 0
         self._next_store_look = 0.0
@@ -205,9 +118,21 @@ class TorchDistributedTransport(Transport):
     def _group_rank(self, peer: int) -> int:
         self._check_peer(peer)
         try:
-            return self._members.index(peer)
-        except ValueError:
+            return self._index[peer]
+        except KeyError:
             raise PeerDropped(peer, f"peer {peer} was lost earlier in this run") from None
+
+    def adopt_identities(self, peer: int, peers: int, launch_ranks: dict[int, int]) -> None:
+        """Act as original peer ``peer`` of a run of ``peers`` (a restart with fewer processes,
+        :mod:`dmhe.restart`): ``launch_ranks`` maps each original peer taken over to the launch
+        rank of its process; the originals not in it are lost (as after :meth:`recover`)."""
+        if launch_ranks.get(peer) != self._launch_rank or len(launch_ranks) != self._world:
+            raise ValueError(f"identities {launch_ranks} do not match launch rank {self.rank}")
+        if not all(0 <= p < peers for p in launch_ranks) or self.epoch or self._barriers:
+            raise ValueError("identities are adopted once, before any message, within 0..K-1")
+        self.rank, self.world_size = peer, peers
+        self._members = sorted(launch_ranks)
+        self._index = dict(launch_ranks)
 
     # -- loss reports on the store ----------------------------------------------------------------
     def _key(self, *parts: object) -> str:
@@ -384,11 +309,11 @@ class TorchDistributedTransport(Transport):
 
     def close(self) -> None:
         """Complete the pending sends, meet the other members at a last barrier, and let
-        rank 0 (which hosts the store in a plain ``env://`` launch) leave last: a store that
+        launch rank 0 (which hosts the store in a plain ``env://`` launch) leave last: a store that
         vanished under a peer still polling it would fail that peer's exit."""
         self.barrier()
         self._store.set(self._key("left", self.rank), "1")
-        if self.rank != 0:
+        if self._launch_rank != 0:
             return
         keys = [self._key("left", m) for m in self._members]
         deadline = time.monotonic() + self.wait_bound()
@@ -427,6 +352,7 @@ class TorchDistributedTransport(Transport):
         self._pending = []
         self.epoch += 1
         self._members = [int(m) for m in live]
+        self._index = {m: i for i, m in enumerate(self._members)}
         group_store = dist.PrefixStore(f"dmhe-group/e{self.epoch}", self._base_store)
         timeout = datetime.timedelta(seconds=bound)
         self._pg = dist.ProcessGroupGloo(
