@@ -323,7 +323,7 @@ def _train(args: argparse.Namespace) -> int:
                 raise
             # before the trainer's own handshake, which reports its later refusals itself
             raise launch.refuse(transport, exc) from None
-        with launch.rank_output(cfg.out_dir, env) as rank_log:
+        with launch.rank_output(cfg.out_dir, env, restart) as rank_log:
             try:
                 tb = Path(cfg.out_dir) / "tensorboard" if args.tensorboard else None
                 round_log = MetricsLog(tensorboard=tb, quiet=not args.no_progress)

@@ -241,15 +241,20 @@ def refuse_bad_flags(argv: Sequence[str], environ: Mapping[str, str] | None = No
 
 @contextlib.contextmanager
 def rank_output(
-    out_dir: str | None, env: TorchrunEnv | None
+    out_dir: str | None, env: TorchrunEnv | None, restart: Any = None
 ) -> Iterator[Callable[[dict[str, Any]], None] | None]:
     """For torchrun ranks > 0 with a run directory: stdout and warnings go to
     ``out_dir/rank-N.log`` while the block runs, and the yielded callable logs one line per
-    round there. Elsewhere it changes nothing and yields None."""
-    if env is None or env.rank == 0 or not out_dir:
+    round there. Elsewhere it changes nothing and yields None. After a ``restart``
+    (:class:`dmhe.restart.Restart`) N is the original peer taken over, and the first of those
+    (the writer) keeps stdout."""
+    rank, first = (env.rank, 0) if env is not None else (0, 0)
+    if restart is not None:
+        rank, first = restart.peer, min(restart.members)
+    if env is None or rank == first or not out_dir:
         yield None
         return
-    path = Path(out_dir) / f"rank-{env.rank}.log"
+    path = Path(out_dir) / f"rank-{rank}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as log_file:
 
@@ -271,7 +276,9 @@ def rank_output(
         warnings.showwarning = show
         sys.stdout = log_file
         try:
-            log_file.write(f"dmhe rank {env.rank} of {env.world_size} (pid {os.getpid()})\n")
+            of = env.world_size if restart is None else restart.peers
+            pid = os.getpid()
+            log_file.write(f"dmhe rank {rank} of {of} (launch rank {env.rank}, pid {pid})\n")
             yield log_round
         finally:
             warnings.showwarning, sys.stdout = old_show, old_stdout

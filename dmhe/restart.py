@@ -53,6 +53,7 @@ class Held:
     members: tuple[int, ...]  # the original peers live at its newest checkpoint
     peers: int  # K of the run
     threshold: int | None
+    error: str | None = None  # why its checkpoint cannot be read (reported by who claims it)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class Restart:
 
 
 def held_identities(out_dir: str | os.PathLike[str]) -> dict[int, Held]:
-    """The ``rank-N/`` folders of ``out_dir`` that hold a checkpoint (verified: a damaged one
-    raises :class:`ConfigError`); creates nothing."""
+    """The ``rank-N/`` folders of ``out_dir`` that hold a checkpoint, verified (a damaged one is
+    held with its ``error``: the process that claims it reports it); creates nothing."""
     found = {}
     root = Path(out_dir)
     for d in sorted(root.glob("rank-*")) if root.is_dir() else []:
@@ -81,7 +82,11 @@ def held_identities(out_dir: str | os.PathLike[str]) -> dict[int, Held]:
         if not m or not d.is_dir():
             continue
         peer = int(m.group(1))
-        ckpts = RunDir(root, rank=peer).checkpoints("cpu")
+        try:
+            ckpts = RunDir(root, rank=peer).checkpoints("cpu")
+        except ConfigError as exc:
+            found[peer] = Held(peer, (), (), 0, None, error=str(exc))
+            continue
         if not ckpts:
             continue
         cfg = ckpts[0]["config"]
@@ -98,12 +103,13 @@ def held_identities(out_dir: str | os.PathLike[str]) -> dict[int, Held]:
 
 
 def _order(held: Mapping[int, Held], own: int) -> list[int]:
-    """The identities to try, in order: live at the newest checkpoint, ``own`` first."""
-    if not held:
-        return []
-    newest = max(h.rounds[0] for h in held.values())
-    live = {m for h in held.values() if h.rounds[0] == newest for m in h.members}
-    return sorted((p for p in held if p in live), key=lambda p: (p != own, p))
+    """The identities to try, in order: live at the newest checkpoint, ``own`` first (also
+    when damaged: its process reports it; the others leave a damaged folder alone)."""
+    sound = [h for h in held.values() if h.error is None]
+    newest = max((h.rounds[0] for h in sound), default=0)
+    live = {m for h in sound if h.rounds[0] == newest for m in h.members}
+    order = [p for p, h in held.items() if ((p in live) if h.error is None else (p == own))]
+    return sorted(order, key=lambda p: (p != own, p))
 
 
 def claim_identity(
@@ -130,8 +136,10 @@ def claim_identity(
         if (won.decode() if isinstance(won, bytes) else str(won)) == str(rank):
             mine = held[peer]
             break
+    if mine is not None and mine.error is not None:
+        error = mine.error
     entry = {"peer": None, "held": sorted(held), "wanted": wanted, "error": error}
-    if mine is not None:
+    if mine is not None and error is None:
         entry.update(peer=mine.peer, rounds=list(mine.rounds), peers=mine.peers)
         entry.update(threshold=mine.threshold)
     store.set(f"rank/{rank}", json.dumps(entry))

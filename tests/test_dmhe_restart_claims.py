@@ -95,6 +95,36 @@ def test_the_fourth_process_finds_no_identity_and_every_process_stops(tmp_path):
     assert "found no original peer to act for" in errors[0]
 
 
+def _claim_all(store, world: int, held) -> list:
+    """``claim_identity`` on ``world`` threads (launch ranks): each one's plan or ConfigError."""
+    out: list = [None] * world
+
+    def proc(rank: int) -> None:
+        try:
+            out[rank] = claim_identity(store, rank, world, held, bound=10.0)
+        except ConfigError as exc:
+            out[rank] = exc
+
+    threads = [threading.Thread(target=proc, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_damaged_checkpoint_is_reported_by_the_process_of_its_rank(tmp_path):
+    for p in range(3):
+        _save(tmp_path, p, 2)
+    path = tmp_path / "rank-1" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:-64])
+    held = held_identities(tmp_path)
+    assert held[1].error is not None and held[0].error is None
+    got = _claim_all(dist.HashStore(), 3, held)
+    assert all(isinstance(e, ConfigError) for e in got) and len({str(e) for e in got}) == 1
+    assert "rank 1: checkpoint" in str(got[0]) and "unreadable" in str(got[0])
+
+
 def _entry(peer, rounds, *, k=K, t=T, held=(0, 1, 3), wanted=None):
     return {"peer": peer, "rounds": rounds, "peers": k, "threshold": t, "held": list(held),
             "wanted": wanted}  # fmt: skip
