@@ -86,8 +86,10 @@ def agree_live_set(
     within the bound of S registered before d. Neither a timeout nor a report of a loss shortens
     the wait: a peer waiting on a silent one looks silent itself to whoever waits on it (a blame
     chain), so such evidence could name a live peer. (3) A dead peer is left out: it never
-    registers (one that registered and then died is caught by the next collective, a new
-    epoch). A live peer that registers after d finds itself outside the set and must stop.
+    registers (one that registered and then died makes the new group's creation fail within the
+    bound, and the run stops). A live peer that registers after d finds itself outside the set
+    and must stop. Not covered: a live peer whose connection closed anyway (a dead key) and that
+    registers after the others, or one later than the bound: it is left out, and stops.
     """
     store.set(f"{base}/{me}", "1")
     start, pause = clock(), 0.001
