@@ -9,7 +9,7 @@ import json
 import pytest
 
 import dmhe.transport  # noqa: F401 (dmhe.torch_transport is loaded through it)
-from dmhe.torch_transport import agree_live_set, is_disconnect
+from dmhe.torch_transport import TorchDistributedTransport, agree_live_set, is_disconnect
 
 BOUND = 1.5
 
@@ -36,6 +36,9 @@ class FakeStore:
 
     def check(self, keys: list[str]) -> bool:
         return all(k in self.data for k in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.data[key].encode()  # a real store would block on a missing key
 
     def compare_set(self, key: str, expected: str, desired: str) -> bytes:
         if key not in self.data and expected == "":
@@ -89,3 +92,12 @@ def test_a_peer_later_than_the_bound_is_left_out_and_sees_it():
 )
 def test_only_a_closed_connection_is_evidence(message, evidence):
     assert is_disconnect(RuntimeError(message)) is evidence
+
+
+def test_blame_follows_the_chain_and_stops_at_a_peer_that_no_longer_waits():
+    t = object.__new__(TorchDistributedTransport)  # only the store and the epoch are used
+    t._store, t.epoch, t.rank = FakeStore(), 0, 0
+    t._store.set("e0/waiting/2", "1")  # rank 2 waits on the silent rank 1
+    assert t._blame(2) == 1
+    t._store.set("e0/waiting/2", "-1")  # it stopped waiting: its mark is overwritten, not gone
+    assert t._blame(2) == 2
