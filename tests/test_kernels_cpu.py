@@ -348,6 +348,18 @@ def test_multiply_shift_carry_extremes():
     out = np.empty(8, dtype=np.int64)
     P._ternary_kernel(ones, out)
     assert out.tolist() == [1] * 8
+    # v just above a multiple of 2^128 / q: v * q mod 2^128 < q, right only if every low-order
+    # carry reaches the top word
+    for k, q in enumerate((3, 97, 2**31 + 11, 2**32 - 5, 2**32 + 1, 2**63 - 1), start=1):
+        v = -(-(k * 2**128) // q)
+        ks = np.array([(v >> (32 * j)) & 0xFFFFFFFF for j in range(4)], dtype=np.uint32)
+        out = np.empty(1, dtype=np.int64)
+        P._bounded_kernel(ks, np.uint64(q), np.int64(0), out)
+        assert int(out[0]) == (v * q) >> 128 == k
+        if q < 2**32:
+            o32 = np.empty(1, dtype=np.uint32)
+            P._uniform_mod_kernel(ks, np.array([q], dtype=np.uint64), 1, 1, o32)
+            assert int(o32[0]) == k
 
 
 def test_uniform_samplers_chi_square():
