@@ -48,7 +48,7 @@ if ! "$PY" -c "import cupy, numba_cuda" 2>/dev/null && compgen -G ".whl/*.whl" >
     .whl/*.whl >>"$RES" 2>&1 || status=1
   export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_site"
 fi
-"$PY" - >>"$RES" 2>&1 <<'PYEOF' || status=1
+run 60 "$PY" - >>"$RES" 2>&1 <<'PYEOF' || status=1
 import importlib, sys
 print("python", sys.version.split()[0])
 missing = []
