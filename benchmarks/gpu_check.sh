@@ -48,7 +48,8 @@ if ! "$PY" -c "import cupy, numba_cuda" 2>/dev/null && compgen -G ".whl/*.whl" >
     .whl/*.whl >>"$RES" 2>&1 || status=1
   export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_site"
 fi
-run 60 "$PY" - >>"$RES" 2>&1 <<'PYEOF' || status=1
+toolchain=0
+run 60 "$PY" - >>"$RES" 2>&1 <<'PYEOF' || toolchain=1
 import importlib, sys
 print("python", sys.version.split()[0])
 missing = []
@@ -68,6 +69,10 @@ if not {"numba_cuda", "cupy"} & set(missing):
 sys.exit(1 if {"numba_cuda", "cupy", "a CUDA device"} & set(missing) else 0)
 PYEOF
 endsec
+if [ "$toolchain" -ne 0 ]; then  # nothing below means anything without them: save the lease
+  echo "gpu_check: toolchain incomplete (see above), stopped after ${SECONDS}s" | tee -a "$RES"
+  exit 1
+fi
 
 # The suite is sized for 2 CPU cores in 10 minutes: spread over the machine's cores (xdist, one
 # file per worker, all on the one GPU) it fits its cap; no -x, so one failure shows them all.
