@@ -18,7 +18,8 @@ Aggregation only (no training), on the link profiles of ``dmhe.netmodel`` (datac
 
 The per-peer CPU table runs chosen peers alone on the messages they received
 (``dmhe.peercpu.peer_cpu``) beside their thread CPU in the K-thread simulation. ``--save`` and
-``--load`` let the plain and encrypted parts run as two processes and be merged.
+``--load`` let the plain and encrypted parts run as two processes and be merged; ``--bytes-only``
+prints the encrypted round's max and mean bytes sent per peer per topology (seconds).
 
 Writes a PNG of round time vs K next to this file (``--plot``).
 """
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_lines, markdown_table  # noqa: E402
+from scale_plot import make_plot  # noqa: E402
 
 from dmhe.collectives import all_reduce_array  # noqa: E402
 from dmhe.netmodel import PROFILES, replay, simulate  # noqa: E402
@@ -285,6 +287,45 @@ def layout(count: int, k: int, spread: bool) -> list[int]:
     return [(i + 1) * count // k - i * count // k for i in range(k)]
 
 
+def sent_per_peer(name: str, k: int, kinds_blocks) -> np.ndarray:
+    """Bytes each peer sends in the collectives ``kinds_blocks`` (the ring in closed form:
+    a reduce-scatter sends all chunks but the one kept, an all-gather all but the one received
+    last)."""
+    if name == "ring":
+        sent = np.zeros(k)
+        for kind, blocks in kinds_blocks:
+            arr = np.asarray(blocks, dtype=np.float64)
+            sent += arr.sum() - arr[(np.arange(k) + (1 if kind == "rs" else 2)) % k]
+        return sent
+    progs = _program(name.removesuffix("-batched"), kinds_blocks, k)
+    extra = (lambda op: 4 * (op[3] + 1)) if name.endswith("-batched") else (lambda op: 0)
+    return np.array([sum(op[2] + extra(op) for op in p if op[0] == "send") for p in progs])
+
+
+def encrypted_bytes(ks) -> None:
+    """Max and mean bytes sent per peer of the encrypted round (spread layout), per topology,
+    against the ring's: the mean is the ring's, the max is what a peer's link must carry."""
+    print("\nEncrypted round, MiB sent per peer (max / mean over peers; ratio to the ring):")
+    for k in ks:
+        count, per_ct = encrypted_sizes(k)
+        units = layout(count, k, True)
+        kb = [
+            ("rs", _blocks(per_ct["ct"], units)),
+            ("ag", _blocks(per_ct["c1"], units)),
+            ("rs", _blocks(per_ct["share"], units)),
+            ("ag", _blocks(per_ct["plain"], units)),
+        ]
+        ring = sent_per_peer("ring", k, kb)
+        for name in TOPOS:
+            sent = ring if name == "ring" else sent_per_peer(name, k, kb)
+            print(
+                f"- K={k} ({count} ct) {name}: max {sent.max() / 2**20:.2f} "
+                f"({sent.max() / ring.max():.3f}x), mean {sent.mean() / 2**20:.3f} "
+                f"({sent.mean() / ring.mean():.4f}x)",
+                flush=True,
+            )
+
+
 def run_encrypted(ks, rows, plot):
     for k in ks:
         count, per_ct = encrypted_sizes(k)
@@ -315,78 +356,6 @@ def run_encrypted(ks, rows, plot):
                     )
                     plot.setdefault((f"encrypted-{lay}", name, link), []).append((k, model_t))
         print(f"encrypted K={k} done", flush=True)
-
-
-#: one colour per topology, one line style per link profile (the plot's two legends)
-COLORS = {
-    "ring": "tab:grey",
-    "halving": "tab:blue",
-    "halving-batched": "tab:cyan",
-    "bruck": "tab:red",
-    "bruck-batched": "tab:orange",
-}
-STYLES = {"datacenter": ":", "regional": "--", "internet": "-"}
-#: batched and unbatched variants share the network model, so their lines overlap: markers tell
-MARKERS = {"ring": "o", "halving": "s", "halving-batched": "D", "bruck": "^", "bruck-batched": "v"}
-
-
-def make_plot(plot, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    panels = ["plain", "encrypted-spread"]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
-    for ax, panel in zip(axes, panels):
-        for (wl, name, link), pts in sorted(plot.items()):
-            if wl != panel:
-                continue
-            ks, ts = zip(*pts)
-            ax.plot(
-                ks,
-                ts,
-                STYLES[link],
-                color=COLORS[name],
-                marker=MARKERS[name],
-                ms=4,
-                lw=1.3,
-                alpha=0.85,
-            )
-        ax.axhline(5.0, color="black", lw=0.8, alpha=0.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("peers K")
-        ax.set_title(f"{panel}: 2^20 16-bit values per peer", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("simulated round time (s)")
-    topo_h = [
-        Line2D([], [], color=c, lw=2.5, marker=MARKERS[n], label=n)
-        for n, c in COLORS.items()
-        if n in TOPOS
-    ]
-    link_h = [Line2D([], [], color="black", ls=ls, label=n) for n, ls in STYLES.items()]
-    fig.legend(
-        handles=topo_h,
-        title="topology (colour)",
-        loc="lower left",
-        ncol=len(topo_h),
-        bbox_to_anchor=(0.06, 0.0),
-        frameon=False,
-    )
-    fig.legend(
-        handles=link_h,
-        title="link (line style)",
-        loc="lower right",
-        ncol=3,
-        bbox_to_anchor=(0.98, 0.0),
-        frameon=False,
-    )
-    fig.suptitle("dmhe round time vs K (black line: 5 s)")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110)
-    print(f"plot: {path}")
 
 
 def check_targets(rows) -> None:
@@ -440,8 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         default=["halving-batched", "bruck-batched"],
         help="the topologies run as threads at --cpu-ks",
     )
+    ap.add_argument(
+        "--bytes-only", action="store_true", help="only the encrypted max/mean bytes per peer"
+    )
     args = ap.parse_args(argv)
     print("\n".join(machine_lines()))
+    if args.bytes_only:
+        encrypted_bytes(args.ks)
+        return 0
     for k in (4, 1000, 10_000):
         print(
             f"- steps per collective K={k}: "

@@ -14,32 +14,59 @@ with a codec that does no work: the collectives' own Python per round, crypto le
 the plan for K (``choose_parameters_for_updates``, statistical, 1000 rounds): process CPU, so
 backend threads count too.
 
+``encrypted``: ONE peer's full encrypted round (``EncryptedAggregator.allreduce_sum``, the
+``auto`` topology, the plan for K, 2^20 values), process CPU. Real, on that peer: the encode,
+encrypt, switch and c0 compression of its values; the decode, checks and homomorphic additions
+of every ciphertext chunk it receives and the encoding of every partial sum it sends; the c1
+all-gather (decode, re-encode); its smudged decryption share of every ciphertext (journal on
+disk, fresh per run); the decode, checks and sums of the shares it receives; the decryption
+of its own chunk (all K senders checked) and the plaintext all-gather. Replayed (built once,
+untimed): the other K-1 peers' messages, from one precomputed encryption (its chunk i is
+every partial sum of chunk i the peer receives) and one precomputed share per chunk, relabelled
+with the sender set that the schedule really delivers in that message (a symbolic run of all K
+peers' reduce-scatter on sets), so every digest and sender check passes as in a real round.
+The collective key is one party's key (set-up runs once per run, not per round); what is
+decrypted from replayed partial sums is not the sum (same CPU). Ranks: 0, the owner of the
+first non-empty chunk and the rank before it (on Bruck the heaviest sender).
+
 ``--profile`` prints the cProfile top 12 instead of the timings.
 
     PYTHONPATH=. python benchmarks/profile_peer_cpu.py plain --ks 4 64 1000 --reps 31
     PYTHONPATH=. python benchmarks/profile_peer_cpu.py empty --reps 7
     PYTHONPATH=. python benchmarks/profile_peer_cpu.py encrypt --ks 4 1000 --reps 3
+    PYTHONPATH=. python benchmarks/profile_peer_cpu.py encrypted --ks 4 64 1000 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import dataclasses
 import gc
 import pstats
 import statistics
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmhe.collectives import RING, ChunkBuffer, Codec, Scheduled, all_reduce_array  # noqa: E402
+from dmhe.collectives import (  # noqa: E402
+    RING,
+    ChunkBuffer,
+    Codec,
+    Scheduled,
+    _indices,
+    all_reduce_array,
+)
 from dmhe.framing import pack_blobs  # noqa: E402
-from dmhe.peercpu import _Replayed  # noqa: E402
+from dmhe.peercpu import _Replayed, reduce_scatter_senders  # noqa: E402
 from dmhe.topologies import BRUCK, BRUCK_BATCHED, HALVING_BATCHED  # noqa: E402
 
 TOPOS = {t.name: t for t in (RING, BRUCK, BRUCK_BATCHED, HALVING_BATCHED)}
@@ -138,14 +165,167 @@ def encrypt(k: int, reps: int) -> None:
     print(f"K={k:5d} N={plan.params.n} {rows} ciphertexts: encrypt CPU ms median {med:7.1f}")
 
 
+class EncryptedPeer:
+    """One peer of a K-peer encrypted round, alone, with the others' messages replayed (see
+    the module docstring): ``run()`` is one real ``allreduce_sum`` of this peer."""
+
+    def __init__(self, k: int, rank: int, topology: str = "auto") -> None:
+        import tempfile
+
+        from dmhe.aggregators.encrypted import EncryptedAggregator
+        from gpubfv import PRNG, KeyGenerator
+        from gpubfv.mhe import Party, ShareJournal
+
+        self.k, self.rank = k, rank
+        agg = EncryptedAggregator(
+            k, value_bits=16, values=2**20, rounds=1000, lam=40, topology=topology
+        )
+        agg.topology = agg.topology_for(k, int(agg.values * agg.bytes_per_value), passes=4)
+        topo = agg.topology
+        if not isinstance(topo, Scheduled):
+            raise TypeError(f"{topo!r} has no step lists")
+        self.agg, self.topo, self._PRNG = agg, topo, PRNG
+        self._Party, self._Journal = Party, ShareJournal
+        self._tmp = tempfile.TemporaryDirectory(prefix="peercpu-")
+        keys = KeyGenerator(agg.ctx, PRNG(b"k" * 32))
+        self.sk = keys.gen_secret_key()
+        agg._pk = keys.gen_public_key(self.sk)
+        rng = np.random.default_rng(rank)
+        off = agg.offset
+        self.values = rng.integers(-off, off + 1, size=2**20, dtype=np.int64)
+        self.sizes = sizes = agg._chunk_sizes(2**20)
+        self.nonempty = [i for i, n in enumerate(sizes) if n]
+        # the others' partial sums of chunk i: one precomputed encryption, chunk by chunk
+        agg._prng = PRNG(b"o" * 32)
+        other = agg.encrypt(rng.integers(-off, off + 1, size=2**20, dtype=np.int64), sizes)
+        ct_c, c1_c = agg.ct_codec(sizes), agg.c1_codec(sizes)
+        ct_blobs = [ct_c.encode(c) for c in other]
+        c1_blobs = [c1_c.encode(c) for c in other]
+        width = agg.encoder.slots
+        sums_c = agg.sums_codec(sizes)
+        plain_blobs = [
+            sums_c.encode(rng.integers(0, 2**agg.width, (1, n * width)).astype(np.uint64))
+            for n in sizes
+        ]
+        rs, own = topo.reduce_scatter_steps(k, rank)
+        ag = topo.all_gather_steps(k, rank, own)
+        log: dict[int, deque[bytes]] = defaultdict(deque)
+        self._add(log, rs, ct_blobs.__getitem__)
+        # this peer's own aggregated chunk (deterministic encryption): the digest of its c1
+        agg._prng = PRNG(b"p" * 32)
+        t = _Replayed(rank, k, log)
+        _, own_ct = agg.reduce_scatter_ciphertexts(t, agg.encrypt(self.values, sizes), sizes)
+        log = defaultdict(deque)
+        self._add(log, rs, ct_blobs.__getitem__)
+        self._add(log, ag, c1_blobs.__getitem__)
+        # one share per chunk, for the c1 this peer holds, by a throwaway party
+        helper = Party(
+            agg.ctx,
+            KeyGenerator(agg.ctx, PRNG(b"h" * 32)).gen_secret_key(),
+            peer_id=rank,
+            journal=ShareJournal.in_memory(unsafe_not_persistent=True),
+        )
+        held = [c1_c.decode(b, i) for i, b in enumerate(c1_blobs)]
+        held[own] = own_ct.c1_ciphertext()
+        template = {i: agg.decryption_shares([held[i]], helper)[0] for i in self.nonempty}
+        sh_c = agg.share_codec()
+        msgs = iter(reduce_scatter_senders(topo, k, self.nonempty, rank))
+        for what, peer, runs in rs:
+            if what == "send":
+                continue
+            sets = next(msgs)
+            blobs = []
+            for i in _indices(k, runs):
+                if i not in sets:
+                    blobs.append(b"")
+                    continue
+                ids = frozenset(j for j in range(k) if sets[i] >> j & 1)
+                blobs.append(sh_c.encode(dataclasses.replace(template[i], senders=ids)))
+            log[peer].extend([pack_blobs(blobs)] if topo.batch else blobs)
+        self._add(log, ag, plain_blobs.__getitem__)
+        self.log = log
+        self.runs = 0
+
+    def _add(self, log: dict[int, deque[bytes]], steps: list, blob: Any) -> None:
+        for what, peer, runs in steps:
+            if what != "send":
+                blobs = [blob(i) for i in _indices(self.k, runs)]
+                log[peer].extend([pack_blobs(blobs)] if self.topo.batch else blobs)
+
+    @contextlib.contextmanager
+    def _cpu_phase(self, name: str) -> Iterator[None]:
+        """The aggregator's phase timer, in process CPU instead of wall time."""
+        t0 = time.process_time()
+        try:
+            yield
+        finally:
+            timings = self.agg.timings
+            timings[name] = timings.get(name, 0.0) + time.process_time() - t0
+
+    def run(self) -> _Replayed:
+        """One round of this peer, on a fresh journal (a real one, on disk)."""
+        agg = self.agg
+        self.runs += 1
+        journal = self._Journal.open(Path(self._tmp.name) / f"journal-{self.runs}")
+        agg._journal = journal
+        agg._prng = self._PRNG(b"p" * 32)
+        agg._party = self._Party(agg.ctx, self.sk, peer_id=self.rank, journal=journal)
+        t = _Replayed(self.rank, self.k, self.log)
+        agg._phase = self._cpu_phase  # type: ignore[method-assign]
+        agg.allreduce_sum(t, self.values)
+        if any(t._log.values()):
+            raise RuntimeError(f"peer {self.rank}: the round received less than replayed")
+        return t
+
+
+def encrypted(k: int, reps: int, profile: bool, ranks: list[int] | None = None) -> None:
+    """One peer's full encrypted round at K, alone (see the module docstring)."""
+    if ranks is None:
+        from dmhe.aggregators.encrypted import EncryptedAggregator
+
+        agg = EncryptedAggregator(k, value_bits=16, values=2**20, rounds=1000, lam=40)
+        first = next(i for i, n in enumerate(agg._chunk_sizes(2**20)) if n)
+        ranks = sorted({0, (first - 1) % k, (first - 2) % k})
+    for rank in ranks:
+        peer = EncryptedPeer(k, rank)
+        peer.run()  # warm-up: numba, tables, caches
+        times, phases = [], defaultdict(list)
+        prof = cProfile.Profile() if profile else None
+        for _ in range(reps):
+            gc.collect()
+            if prof:
+                prof.enable()
+            t0 = time.process_time()
+            t = peer.run()
+            times.append(time.process_time() - t0)
+            if prof:
+                prof.disable()
+            for name, sec in peer.agg.timings.items():
+                phases[name].append(sec)
+        own = (rank + 1) % k
+        if prof:
+            print(f"=== {peer.topo.name} K={k} rank {rank}")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+            continue
+        wall = ", ".join(f"{n} {statistics.median(v) * 1e3:.0f}" for n, v in phases.items())
+        print(
+            f"K={k:5d} {peer.topo.name:14s} rank {rank:4d} (owns {peer.sizes[own]} of "
+            f"{sum(peer.sizes)} ct) CPU ms median {statistics.median(times) * 1e3:7.1f} min "
+            f"{min(times) * 1e3:7.1f}  MiB sent {sum(t.bytes_sent.values()) / 2**20:6.2f} recv "
+            f"{sum(t.bytes_received.values()) / 2**20:6.2f}  CPU ms: {wall}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print peer 0's CPU per round for each topology and K."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["plain", "empty", "encrypt"])
+    ap.add_argument("what", choices=["plain", "empty", "encrypt", "encrypted"])
     ap.add_argument("--ks", type=int, nargs="*", default=[4, 64, 1000])
     ap.add_argument("--topologies", nargs="*", default=list(TOPOS), choices=list(TOPOS))
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--ranks", type=int, nargs="*", help="encrypted: the ranks (default: see doc)")
     args = ap.parse_args(argv)
     if args.reps < 1 or any(k < 1 for k in args.ks):
         ap.error("need --reps >= 1 and K >= 1")
@@ -154,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "encrypt":
         for k in args.ks:
             encrypt(k, args.reps)
+        return 0
+    if args.what == "encrypted":
+        if args.ranks and any(not 0 <= r < k for r in args.ranks for k in args.ks):
+            ap.error(f"--ranks must lie in [0, K) for every K of {args.ks}")
+        for k in args.ks:
+            encrypted(k, args.reps, args.profile, args.ranks)
         return 0
     for name in args.topologies:
         for k in args.ks:

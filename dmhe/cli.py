@@ -242,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name", choices=["paper"], help="which experiment")
     x.add_argument("--data-dir", default=None, help="torchvision MNIST/CIFAR-10 folder")
     x.add_argument("--quick", action="store_true", help="small CI settings (under 2 minutes)")
-    x.add_argument("--out", default="runs/paper", help="output folder (default: runs/paper)")
+    x.add_argument("--out", "-o", default="runs/paper", help="output folder (default: runs/paper)")
 
     r = sub.add_parser("report", help="tables and plots from run folders", formatter_class=_Help)
     _common(r)
     r.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl and run.json)")
-    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--out", "-o", required=True, help="output folder")
     return p
 
 
@@ -293,7 +293,7 @@ def _train(args: argparse.Namespace) -> int:
     from dmhe.transport import PeerDropped
 
     log = get_logger()
-    transport = None
+    transport = restart = None
     round_log = None
     try:
         env = launch.torchrun_env()
@@ -310,8 +310,11 @@ def _train(args: argparse.Namespace) -> int:
             )
         try:
             kind = launch.choose_transport(args.transport, env, argv=args.argv, peers=args.peers)
-            if env is not None:
-                args.peers = launch.peers_under_torchrun(env, _explicit_peers(args.argv))
+            if env is not None:  # a resume first takes over an original peer (dmhe.restart)
+                out = args.out_dir if args.resume else None
+                restart = launch.restart_identity(transport, out, bound=args.setup_timeout)
+                explicit = _explicit_peers(args.argv)
+                args.peers = launch.peers_under_torchrun(env, explicit, restart)
             cfg = config_from_args(args)
             if args.resume and not cfg.out_dir:
                 raise ConfigError("--resume needs --out-dir")
@@ -320,7 +323,7 @@ def _train(args: argparse.Namespace) -> int:
                 raise
             # before the trainer's own handshake, which reports its later refusals itself
             raise launch.refuse(transport, exc) from None
-        with launch.rank_output(cfg.out_dir, env) as rank_log:
+        with launch.rank_output(cfg.out_dir, env, restart) as rank_log:
             try:
                 tb = Path(cfg.out_dir) / "tensorboard" if args.tensorboard else None
                 round_log = MetricsLog(tensorboard=tb, quiet=not args.no_progress)
@@ -343,6 +346,7 @@ def _train(args: argparse.Namespace) -> int:
             if rank_log is not None:
                 trainer.log = rank_log
             progress = not args.no_progress and trainer.is_writer
+            trainer.resume_round = None if restart is None else restart.round
             metrics = trainer.train(resume=args.resume, progress=progress)
         if transport is not None:
             launch.close_torch_transport(transport, clean=True)

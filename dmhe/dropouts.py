@@ -29,6 +29,7 @@ __all__ = [
     "after_loss",
     "agree_digest",
     "check_survivors",
+    "live_ring",
     "live_round",
     "lost_in_attempt",
     "merge_results",
@@ -131,6 +132,12 @@ def _losing(fn: Callable[[Transport], Any], gone: frozenset[int]) -> Callable[[T
         return fn(t)
 
     return body
+
+
+def live_ring(t: Transport) -> Transport:
+    """``t``, or a sub-ring over its live peers (a restart with fewer peers than the run's)."""
+    live = t.reachable_peers()
+    return t if len(live) == t.world_size else SubRing(t, live)
 
 
 def live_round(

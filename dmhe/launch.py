@@ -47,6 +47,7 @@ __all__ = [
     "rank_output",
     "refuse",
     "refuse_bad_flags",
+    "restart_identity",
     "torchrun_command",
     "torchrun_env",
 ]
@@ -113,9 +114,17 @@ def choose_transport(
     return requested
 
 
-def peers_under_torchrun(env: TorchrunEnv, explicit: int | None) -> int:
-    """The number of peers under torchrun: ``WORLD_SIZE``; ``explicit`` (``--peers`` when the
-    user gave it) must agree."""
+def peers_under_torchrun(env: TorchrunEnv, explicit: int | None, restart: Any = None) -> int:
+    """The number of peers under torchrun: ``WORLD_SIZE``, or after a ``restart``
+    (:class:`dmhe.restart.Restart`) the run's K; ``explicit`` (``--peers`` when the user gave
+    it) must agree."""
+    if restart is not None:
+        if explicit is not None and explicit != restart.peers:
+            raise ConfigError(
+                f"--peers {explicit} but the run being resumed has {restart.peers} peers "
+                f"({len(restart.members)} restarted): drop --peers or match it"
+            )
+        return int(restart.peers)
     if explicit is not None and explicit != env.world_size:
         raise ConfigError(
             f"--peers {explicit} but torchrun started WORLD_SIZE={env.world_size} processes "
@@ -147,6 +156,36 @@ def init_torch_transport(
     return TorchDistributedTransport(policy=policy)
 
 
+def restart_identity(transport: Any, out_dir: str | None, *, bound: float) -> Any:
+    """For ``--resume`` into ``out_dir`` under torchrun: take over one original peer's identity
+    (:mod:`dmhe.restart`; ``DMHE_PEER_ID`` names it) and make ``transport`` act as it; returns
+    the :class:`~dmhe.restart.Restart`, or None (no ``out_dir``, nothing to resume)."""
+    if out_dir is None:
+        return None
+    from torch.distributed import PrefixStore
+    from torch.distributed import distributed_c10d as c10d
+
+    from dmhe.restart import PEER_ID_VAR, claim_identity, held_identities
+
+    held, error, wanted = {}, None, None
+    try:
+        raw = os.environ.get(PEER_ID_VAR)
+        if raw is not None and not raw.strip().isdigit():
+            raise ConfigError(f"{PEER_ID_VAR}={raw!r} is not a peer number")
+        wanted = None if raw is None else int(raw)
+        held = held_identities(out_dir)
+    except ConfigError as exc:
+        error = str(exc)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun keeps its store
+    store = PrefixStore(f"dmhe-restart/{attempt}", c10d._get_default_store())
+    plan = claim_identity(
+        store, transport.rank, transport.world_size, held, wanted=wanted, error=error, bound=bound
+    )
+    if plan is not None:
+        transport.adopt_identities(plan.peer, plan.peers, plan.launch_ranks)
+    return plan
+
+
 def close_torch_transport(transport: Any, *, clean: bool) -> None:
     """Leave the process group; ``clean``: complete pending sends and meet every live peer
     first (after a successful run) instead of leaving at once (after an error). After a
@@ -163,10 +202,11 @@ def close_torch_transport(transport: Any, *, clean: bool) -> None:
 def refuse(transport: Any, exc: Exception) -> Exception:
     """A process that cannot start (``exc``) tells its peers through the handshake, so that every
     peer stops with the reason; returns the handshake's error (naming this rank) to raise."""
+    from dmhe.dropouts import live_ring
     from dmhe.handshake import HandshakeError, agree
 
-    try:
-        agree(transport, {}, error=str(exc))
+    try:  # over the live peers only, after a restart with fewer (dmhe.restart)
+        agree(live_ring(transport), {}, error=str(exc))
     except HandshakeError as err:
         return err
     return exc  # unreachable: a reported error always fails the handshake
@@ -201,15 +241,20 @@ def refuse_bad_flags(argv: Sequence[str], environ: Mapping[str, str] | None = No
 
 @contextlib.contextmanager
 def rank_output(
-    out_dir: str | None, env: TorchrunEnv | None
+    out_dir: str | None, env: TorchrunEnv | None, restart: Any = None
 ) -> Iterator[Callable[[dict[str, Any]], None] | None]:
     """For torchrun ranks > 0 with a run directory: stdout and warnings go to
     ``out_dir/rank-N.log`` while the block runs, and the yielded callable logs one line per
-    round there. Elsewhere it changes nothing and yields None."""
-    if env is None or env.rank == 0 or not out_dir:
+    round there. Elsewhere it changes nothing and yields None. After a ``restart``
+    (:class:`dmhe.restart.Restart`) N is the original peer taken over, and the first of those
+    (the writer) keeps stdout."""
+    rank, first = (env.rank, 0) if env is not None else (0, 0)
+    if restart is not None:
+        rank, first = restart.peer, min(restart.members)
+    if env is None or rank == first or not out_dir:
         yield None
         return
-    path = Path(out_dir) / f"rank-{env.rank}.log"
+    path = Path(out_dir) / f"rank-{rank}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as log_file:
 
@@ -231,7 +276,9 @@ def rank_output(
         warnings.showwarning = show
         sys.stdout = log_file
         try:
-            log_file.write(f"dmhe rank {env.rank} of {env.world_size} (pid {os.getpid()})\n")
+            of = env.world_size if restart is None else restart.peers
+            pid = os.getpid()
+            log_file.write(f"dmhe rank {rank} of {of} (launch rank {env.rank}, pid {pid})\n")
             yield log_round
         finally:
             warnings.showwarning, sys.stdout = old_show, old_stdout

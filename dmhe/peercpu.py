@@ -10,6 +10,10 @@ leave those out:
 * :func:`peer_cpu`: records what chosen peers receive in one K-peer run, then runs each of
   them alone against a transport that replays those messages (sends are dropped), and reports
   its thread CPU time: the work one peer does per round, as on its own machine.
+
+Where a K-peer run is too costly (an encrypted round at K = 1000), the messages are built
+instead (``benchmarks/profile_peer_cpu.py encrypted``); :func:`reduce_scatter_senders` gives
+whose contributions each of them must hold.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ import statistics
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dmhe.transport import InProcessNetwork, Transport
 
-__all__ = ["WaitsUncounted", "peer_cpu"]
+if TYPE_CHECKING:
+    from dmhe.collectives import Scheduled
+
+__all__ = ["WaitsUncounted", "peer_cpu", "reduce_scatter_senders"]
 
 
 class _Clock:
@@ -143,3 +150,46 @@ def peer_cpu(
                 raise RuntimeError(f"peer {r}: the replayed run received less than recorded")
         out[r] = statistics.median(times)
     return out
+
+
+def _in_runs(c: int, runs: tuple[tuple[int, int], ...], k: int) -> bool:
+    return any((c - s) % k < n for s, n in runs)
+
+
+def reduce_scatter_senders(
+    topo: Scheduled, k: int, indices: Sequence[int], rank: int
+) -> list[dict[int, int]]:
+    """Whose contributions each message ``rank`` receives in ``topo``'s reduce-scatter holds:
+    per received step, ``{chunk index: bitset of peers}`` for the chunks of ``indices`` in it
+    (e.g. the non-empty chunks of an encrypted round, whose decryption-share frames carry their
+    sender sets). All K peers run their steps on sets instead of data, in rounds, until every
+    step is done (a deadlocked schedule raises)."""
+    steps = [topo.reduce_scatter_steps(k, p)[0] for p in range(k)]
+    held = [dict.fromkeys(indices, 1 << p) for p in range(k)]
+    queues: dict[tuple[int, int], deque[dict[int, int]]] = defaultdict(deque)
+    pos, left = [0] * k, sum(1 for s in steps if s)
+    got: list[dict[int, int]] = []
+    while left:
+        moved = False
+        for p in range(k):
+            while pos[p] < len(steps[p]):
+                what, peer, runs = steps[p][pos[p]]
+                idx = [c for c in indices if _in_runs(c, runs, k)]
+                if what == "send":
+                    queues[(p, peer)].append({c: held[p][c] for c in idx})
+                else:
+                    q = queues[(peer, p)]
+                    if not q:
+                        break
+                    msg = q.popleft()
+                    if p == rank:
+                        got.append(msg)
+                    for c, senders in msg.items():
+                        held[p][c] = held[p][c] | senders if what == "fold" else senders
+                pos[p] += 1
+                moved = True
+                if pos[p] == len(steps[p]):
+                    left -= 1
+        if not moved:
+            raise RuntimeError(f"{topo.name}: the schedule deadlocks at K={k}")
+    return got

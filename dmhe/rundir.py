@@ -7,8 +7,10 @@ Layout (``rank`` is the process's peer under ``torchrun``; an in-process run has
     run.lock          flock'd for the whole run; holds the pid of the run that holds it
     checkpoint.pt     in-process runs: the one model of all K simulated peers
     rank-N.log        routine output of process peer N > 0 (see dmhe.launch)
-    rank-N/           process peer N's own material, owner-only (0700): its checkpoint.pt, its
-                      run.lock, and whatever key material the aggregator persists there
+    rank-N/           process peer N's own material, owner-only (0700): its checkpoint.pt and
+                      the one before (checkpoint.prev.pt: a restart resumes from the newest round
+                      every peer holds, see dmhe.restart), its run.lock, and whatever key
+                      material the aggregator persists there
 
 Every write is atomic (temporary file, fsync, rename) or an fsync'd append, so a run killed at
 any point leaves a consistent directory to resume from. A checkpoint carries a BLAKE2b digest of
@@ -35,9 +37,20 @@ from torch import nn
 from dmhe.config import ConfigError, TrainConfig
 from dmhe.state import payload_digest
 
-__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RUN_INFO", "RunDir", "atomic_write_bytes"]
+__all__ = [
+    "CHECKPOINT",
+    "LOCK",
+    "METRICS",
+    "PREVIOUS",
+    "RUN_INFO",
+    "RunDir",
+    "atomic_write_bytes",
+    "checkpoint_payload",
+    "run_info",
+]
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
 METRICS = "metrics.jsonl"
 RUN_INFO = "run.json"
 LOCK = "run.lock"
@@ -57,15 +70,18 @@ class RunDir:
     """One run's folder, seen from one process.
 
     ``rank``: None for an in-process run (checkpoint at the top); the peer's rank when each peer
-    is a process, whose checkpoint then lives in :meth:`rank_dir`. Only the writer (rank 0, or
-    the in-process run) writes ``run.json`` and ``metrics.jsonl``.
+    is a process, whose checkpoint then lives in :meth:`rank_dir`. Only the writer (``writer``;
+    default: rank 0, or the in-process run) writes ``run.json`` and ``metrics.jsonl``.
     """
 
-    def __init__(self, path: str | Path, *, rank: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, rank: int | None = None, writer: bool | None = None
+    ) -> None:
         if rank is not None and (not isinstance(rank, int) or rank < 0):
             raise ValueError(f"rank must be a non-negative int or None, got {rank!r}")
         self.path = Path(path)
         self.rank = rank
+        self.writer = rank in (None, 0) if writer is None else writer
         self._locks: list[IO[str]] = []
 
     # ------------------------------------------------------------------ folders and the lock
@@ -92,12 +108,12 @@ class RunDir:
         that already holds a checkpoint or metrics. Raises :class:`ConfigError` (nothing
         written) when another live run holds a lock, naming its pid."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if self.rank in (None, 0):
+        if self.writer:
             self._lock(self.path / LOCK)
         if self.rank is not None:
             self._lock(self.rank_dir(self.rank) / LOCK)
         metrics = self.path / METRICS
-        logged = self.rank in (None, 0) and metrics.exists() and metrics.stat().st_size > 0
+        logged = self.writer and metrics.exists() and metrics.stat().st_size > 0
         if not resume and (self.has_checkpoint() or logged):
             self.close()
             raise ConfigError(
@@ -181,23 +197,44 @@ class RunDir:
 
     def save_checkpoint(self, payload: dict[str, Any]) -> None:
         """Atomically replace this process's checkpoint by ``payload`` (``torch.save``-able:
-        ``round``, ``config`` and tensors) and its digest."""
+        ``round``, ``config`` and tensors) and its digest; a process peer keeps the one it
+        replaces as ``checkpoint.prev.pt``."""
         if "digest" in payload:
             raise ValueError("payload key 'digest' is reserved")
         buf = io.BytesIO()
         torch.save({**payload, "digest": payload_digest(payload)}, buf)
+        if self.rank is not None and self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.checkpoint_dir / PREVIOUS)
         atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
+    def checkpoints(self, map_location: Any) -> list[dict[str, Any]]:
+        """Every verified checkpoint this process holds, newest first (the newest and, for a
+        process peer, the previous one); :class:`ConfigError` if one is damaged."""
+        found = [self._load(self.checkpoint_dir / n, map_location) for n in (CHECKPOINT, PREVIOUS)]
+        return sorted((c for c in found if c is not None), key=lambda c: -int(c["round"]))
+
     def load_checkpoint(
-        self, map_location: Any, *, max_round: int | None = None
+        self, map_location: Any, *, max_round: int | None = None, round: int | None = None
     ) -> dict[str, Any] | None:
-        """The verified checkpoint (tensors only: ``weights_only``), or None when there is none.
+        """The verified checkpoint (tensors only: ``weights_only``), or None when there is none;
+        ``round``: the one of that round (the newest or the previous; :class:`ConfigError`
+        when neither).
 
         Raises :class:`ConfigError` when it cannot be read (truncated, corrupt), when its digest
         is missing or does not match (a flipped byte, an edit), or when its ``round`` is not an
         int in ``[0, rounds]`` (its own config's rounds, and ``max_round`` if given).
         """
-        path = self.checkpoint_path
+        if round is None:
+            return self._load(self.checkpoint_path, map_location, max_round)
+        for name in (CHECKPOINT, PREVIOUS):
+            ckpt = self._load(self.checkpoint_dir / name, map_location, max_round)
+            if ckpt is not None and ckpt["round"] == round:
+                return ckpt
+        raise ConfigError(f"{self.checkpoint_dir} holds no checkpoint of round {round}")
+
+    def _load(
+        self, path: Path, map_location: Any, max_round: int | None = None
+    ) -> dict[str, Any] | None:
         if not path.exists():
             return None
         try:
@@ -222,12 +259,14 @@ class RunDir:
             )
         return ckpt
 
-    def resume_into(self, model: nn.Module, config: TrainConfig, map_location: Any) -> int | None:
-        """Load the verified checkpoint's model into ``model``; returns its round, None when
-        there is no checkpoint. :class:`ConfigError` when ``config`` may not resume it (see
-        :meth:`TrainConfig.resume_conflicts`) or its model does not fit; ``model`` is left as
-        it was then."""
-        ckpt = self.load_checkpoint(map_location, max_round=config.rounds)
+    def resume_into(
+        self, model: nn.Module, config: TrainConfig, map_location: Any, round: int | None = None
+    ) -> int | None:
+        """Load the verified checkpoint's model (of ``round`` if given) into ``model``; returns
+        its round, None when there is no checkpoint. :class:`ConfigError` when ``config`` may
+        not resume it (see :meth:`TrainConfig.resume_conflicts`) or its model does not fit;
+        ``model`` is left as it was then."""
+        ckpt = self.load_checkpoint(map_location, max_round=config.rounds, round=round)
         if ckpt is None:
             return None
         changed = config.resume_conflicts(ckpt["config"])
@@ -238,3 +277,31 @@ class RunDir:
         except (RuntimeError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot resume: the checkpoint's model does not fit: {exc}") from exc
         return int(ckpt["round"])
+
+
+def run_info(trainer: Any) -> dict[str, Any]:
+    """``run.json`` of a :class:`~dmhe.trainer.Trainer`: its settings and set-up facts."""
+    agg0 = trainer.aggregators[trainer.local_peers[0]]
+    cfg = trainer.config
+    return {
+        "config": cfg.to_dict(),
+        "num_values": trainer.num_values,
+        "aggregator": trainer.agg_name,
+        "modulus": str(agg0.modulus),
+        "sum_bound": trainer.sum_bound,
+        "dp_sigma": trainer.sigma,
+        "security": agg0.security(),
+        "privacy": trainer.pipeline.privacy_report(cfg.dp_delta, cfg.rounds, cfg.threshold),
+        "torch": torch.__version__,
+        **trainer.setup_info,
+    }
+
+
+def checkpoint_payload(trainer: Any) -> dict[str, Any]:
+    """A :class:`~dmhe.trainer.Trainer`'s checkpoint: the round, the config, the model and,
+    across processes, the original peers live now (a restart takes over only those)."""
+    payload = {"round": trainer.round, "config": trainer.config.to_dict()}
+    payload["model"] = trainer.model.state_dict()
+    if trainer.network is None:
+        payload["members"] = list(trainer.transports[0].reachable_peers())
+    return payload

@@ -8,13 +8,17 @@ that merely stops answering is named when the bound expires. Either way
 :class:`~dmhe.transport.PeerDropped` names it by rank, and the detector posts the loss on the
 rendezvous store, so that every other peer stops waiting too and raises the same error.
 
-Survivors then agree on the live set (:meth:`TorchDistributedTransport.recover`): each survivor
-registers on the store under the failed epoch; the first survivor that sees every member either
-registered or reported lost (or whose bound expires) proposes the registered set with an atomic
-compare-and-set, and every survivor adopts the value that won, so all hold the same set. They
-form a fresh gloo group over it (on its own store prefix, so nothing pending in the old group can
-be mistaken for new traffic) and the lost rank is never contacted again: ranks keep their
-original numbers (``world_size`` stays K) and sending to a lost rank raises ``PeerDropped``.
+Survivors then agree on the live set (:func:`agree_live_set`, run by
+:meth:`TorchDistributedTransport.recover`): each survivor registers on the store under the failed
+epoch and waits until every member is registered or *known dead*, or its bound expires; then it
+proposes the registered set with an atomic compare-and-set, and every survivor adopts the value
+that won, so all hold the same set. A timeout is no evidence of death (with blame chains the peers
+downstream of a silent one time out too), nor is another peer's report; the only evidence is a
+connection closed or reset by that peer (gloo wakes the operations pending on it), which the
+peer that saw it posts on the store before it reports the loss. They form a fresh gloo group over
+the agreed set (on its own store prefix, so nothing pending in the old group can be mistaken for
+new traffic) and the lost rank is never contacted again: ranks keep their original numbers
+(``world_size`` stays K) and sending to a lost rank raises ``PeerDropped``.
 
 A round's result is kept only if every member holds it (:meth:`commit`): each member marks the
 step done, and the outcome ("commit" or "abort") is decided once, by compare-and-set, so a loss
@@ -30,54 +34,16 @@ import datetime
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from dmhe.liveness import _POLL_MAX, WaitPolicy, _short, agree_live_set, is_disconnect
 from dmhe.transport import PeerDropped, Transport
 
-__all__ = ["TorchDistributedTransport", "WaitPolicy"]
+__all__ = ["TorchDistributedTransport", "WaitPolicy", "agree_live_set", "is_disconnect"]
 
-_POLL_MAX = 0.02  # seconds between checks of a pending operation (it starts at 0.2 ms)
 _MARK_AFTER = 0.5  # seconds of waiting after which a peer posts whom it waits for
 _STORE_EVERY = 0.05  # seconds between looks at the store for a loss reported by another peer
-
-
-@dataclass(frozen=True)
-class WaitPolicy:
-    """How long a peer waits for another before naming it lost.
-
-    ``fixed``: the round bound in seconds (``--peer-timeout``); None derives it as
-    ``max(floor, factor x slowest round)``. ``setup``: the bound of the set-up and of the first
-    round (key generation and first-call compilation are not measured yet).
-    """
-
-    fixed: float | None = None
-    floor: float = 60.0
-    factor: float = 4.0
-    setup: float = 300.0
-
-    def __post_init__(self) -> None:
-        for name in ("floor", "factor", "setup"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"WaitPolicy.{name} must be positive")
-        if self.fixed is not None and not self.fixed > 0:
-            raise ValueError(f"peer timeout must be positive, got {self.fixed}")
-
-    def bound(self, slowest_round: float | None) -> float:
-        """Seconds to wait, given the slowest round so far (None: none finished yet)."""
-        if slowest_round is None:
-            return self.setup
-        if self.fixed is not None:
-            return self.fixed
-        return max(self.floor, self.factor * slowest_round)
-
-
-def _short(exc: BaseException) -> str:
-    """gloo's message without its source path (``[/.../pair.cc:561] Connection closed``)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if text.startswith("[") and "]" in text:
-        text = text.split("]", 1)[1].strip()
-    return text[:120]
+_NOT_WAITING = "-1"  # a waiting mark is overwritten with this, never deleted (see _blame)
 
 
 class TorchDistributedTransport(Transport):
@@ -117,12 +83,15 @@ class TorchDistributedTransport(Transport):
             self.device = torch.device(torch.cuda.current_device() if on_gpu else "cpu")
         else:
             self.device = torch.device(device)
+        self._world = self.world_size  # processes in the launch
         self._base_store = store if store is not None else c10d._get_default_store()
         self._store = dist.PrefixStore("dmhe", self._base_store)
         self.policy = policy or WaitPolicy()
         self.slowest_round: float | None = None
         self.epoch = 0
         self._members = list(range(self.world_size))
+        self._index = {m: m for m in self._members}  # a member's rank in the current group
+        self._launch_rank = self.rank  # this process's rank in the launch (store host: 0)
         self._pending: list[tuple[Any, Any, int]] = []
         self._barriers = 0
         self._next_store_look = 0.0
@@ -149,16 +118,32 @@ class TorchDistributedTransport(Transport):
     def _group_rank(self, peer: int) -> int:
         self._check_peer(peer)
         try:
-            return self._members.index(peer)
-        except ValueError:
+            return self._index[peer]
+        except KeyError:
             raise PeerDropped(peer, f"peer {peer} was lost earlier in this run") from None
+
+    def adopt_identities(self, peer: int, peers: int, launch_ranks: dict[int, int]) -> None:
+        """Act as original peer ``peer`` of a run of ``peers`` (a restart with fewer processes,
+        :mod:`dmhe.restart`): ``launch_ranks`` maps each original peer taken over to the launch
+        rank of its process; the originals not in it are lost (as after :meth:`recover`)."""
+        if launch_ranks.get(peer) != self._launch_rank or len(launch_ranks) != self._world:
+            raise ValueError(f"identities {launch_ranks} do not match launch rank {self.rank}")
+        if not all(0 <= p < peers for p in launch_ranks) or self.epoch or self._barriers:
+            raise ValueError("identities are adopted once, before any message, within 0..K-1")
+        self.rank, self.world_size = peer, peers
+        self._members = sorted(launch_ranks)
+        self._index = dict(launch_ranks)
 
     # -- loss reports on the store ----------------------------------------------------------------
     def _key(self, *parts: object) -> str:
         return "/".join([f"e{self.epoch}", *map(str, parts)])
 
-    def _report(self, peer: int, why: str) -> PeerDropped:
-        """Post the loss (first report wins) and return the error every peer will raise."""
+    def _report(self, peer: int, why: str, exc: BaseException | None = None) -> PeerDropped:
+        """Post the loss (first report wins) and return the error every peer will raise.
+        ``exc``: the transport error behind it; a closed connection is posted first as direct
+        evidence that ``peer`` is gone (see :func:`agree_live_set`)."""
+        if exc is not None and is_disconnect(exc):
+            self._store.set(self._key("dead", peer), json.dumps({"by": self.rank, "why": why}))
         value = json.dumps({"rank": peer, "by": self.rank, "why": why})
         won = self._store.compare_set(self._key("lost"), "", value)
         return self._reported(won)
@@ -212,10 +197,10 @@ class TorchDistributedTransport(Transport):
                     raise self._report(silent, f"no answer within {bound:.1f} s{via}")
                 pause = min(2 * pause, _POLL_MAX)
         finally:
-            if marked:
-                self._store.delete_key(self._key("waiting", self.rank))
+            if marked:  # overwritten, not deleted: a peer's check-then-get must not block
+                self._store.set(self._key("waiting", self.rank), _NOT_WAITING)
         if failed:
-            raise self._report(peer, f"{what} failed ({_short(failed[0])})") from None
+            raise self._report(peer, f"{what} failed ({_short(failed[0])})", failed[0]) from None
 
     def _blame(self, peer: int) -> int:
         """The peer at the end of the chain of waits starting at ``peer``: a peer that waits
@@ -228,6 +213,8 @@ class TorchDistributedTransport(Transport):
                 return peer
             seen.add(peer)
             nxt = int(self._store.get(key))
+            if nxt < 0:  # it waited, and no longer does
+                return peer
             if nxt in seen:  # a cycle of waits: no silent end, name the one awaited
                 return peer
             peer = nxt
@@ -247,7 +234,7 @@ class TorchDistributedTransport(Transport):
             try:
                 self._pending.append((self._pg.send([t], g, 0), t, dst))
             except RuntimeError as exc:
-                raise self._report(dst, f"send failed ({_short(exc)})") from None
+                raise self._report(dst, f"send failed ({_short(exc)})", exc) from None
         self.bytes_sent[dst] += self.HEADER_BYTES + len(data)
         self._pending = [p for p in self._pending if not p[0].is_completed()]
 
@@ -259,7 +246,7 @@ class TorchDistributedTransport(Transport):
         try:
             work = self._pg.recv([header], g, 0)
         except RuntimeError as exc:
-            raise self._report(src, f"receive failed ({_short(exc)})") from None
+            raise self._report(src, f"receive failed ({_short(exc)})", exc) from None
         self._wait(work, src, "receive")
         n = int(header.item())
         self.bytes_received[src] += self.HEADER_BYTES + n
@@ -269,7 +256,7 @@ class TorchDistributedTransport(Transport):
         try:
             work = self._pg.recv([body], g, 0)
         except RuntimeError as exc:
-            raise self._report(src, f"receive failed ({_short(exc)})") from None
+            raise self._report(src, f"receive failed ({_short(exc)})", exc) from None
         self._wait(work, src, "receive")
         return body.cpu().numpy().tobytes()
 
@@ -322,11 +309,11 @@ class TorchDistributedTransport(Transport):
 
     def close(self) -> None:
         """Complete the pending sends, meet the other members at a last barrier, and let
-        rank 0 (which hosts the store in a plain ``env://`` launch) leave last: a store that
+        launch rank 0 (which hosts the store in a plain ``env://`` launch) leave last: a store that
         vanished under a peer still polling it would fail that peer's exit."""
         self.barrier()
         self._store.set(self._key("left", self.rank), "1")
-        if self.rank != 0:
+        if self._launch_rank != 0:
             return
         keys = [self._key("left", m) for m in self._members]
         deadline = time.monotonic() + self.wait_bound()
@@ -343,33 +330,29 @@ class TorchDistributedTransport(Transport):
         """Agree with the other survivors on the live set and continue over it; returns it.
 
         Raises ``PeerDropped`` about this peer if the others decided without it (it was too
-        slow to register), so that it stops instead of talking to a group it is not in.
+        slow to register), so that it stops instead of talking to a group it is not in. The
+        agreement and why it is right: :func:`agree_live_set`.
         """
         torch, dist = self._torch, self._dist
         try:
             self._report(failure.rank, str(failure))
         except PeerDropped:
             pass
-        store, base = self._store, self._key("recover")
-        store.set(f"{base}/{self.rank}", "1")
-        lost_key = self._key("lost")
-        suspects = {failure.rank}
-        if store.check([lost_key]):
-            suspects.add(self._reported(store.get(lost_key)).rank)
         bound = self.wait_bound()
-        start = time.monotonic()
-        while True:
-            here = [m for m in self._members if store.check([f"{base}/{m}"])]
-            if set(here) | suspects >= set(self._members) or time.monotonic() - start > bound:
-                break
-            time.sleep(0.01)
-        won = store.compare_set(f"{base}/live", "", json.dumps(here))
-        live = json.loads(won.decode() if isinstance(won, bytes) else won)
+        live = agree_live_set(
+            self._store,
+            self._key("recover"),
+            self._members,
+            self.rank,
+            bound,
+            dead=self._key("dead"),
+        )
         if self.rank not in live:
             raise PeerDropped(self.rank, f"peer {self.rank}: the survivors went on without it")
         self._pending = []
         self.epoch += 1
         self._members = [int(m) for m in live]
+        self._index = {m: i for i, m in enumerate(self._members)}
         group_store = dist.PrefixStore(f"dmhe-group/e{self.epoch}", self._base_store)
         timeout = datetime.timedelta(seconds=bound)
         self._pg = dist.ProcessGroupGloo(

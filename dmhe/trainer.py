@@ -36,6 +36,7 @@ from dmhe.data import DatasetBundle, DatasetError, load_dataset, split_indices
 from dmhe.dropouts import (
     after_loss,
     agree_digest,
+    live_ring,
     live_round,
     lost_in_attempt,
     merge_results,
@@ -47,7 +48,7 @@ from dmhe.launch import RoundProgress
 from dmhe.log import get_logger, run_estimate
 from dmhe.models import ModelError, build_model, evaluate_model
 from dmhe.pipeline import UpdatePipeline
-from dmhe.rundir import CHECKPOINT, METRICS, RUN_INFO, RunDir
+from dmhe.rundir import CHECKPOINT, METRICS, RUN_INFO, RunDir, checkpoint_payload, run_info
 from dmhe.state import flatten_state, float_keys, load_flat_state, state_digest
 from dmhe.transport import InProcessNetwork, Transport
 
@@ -94,9 +95,11 @@ class Trainer:
         self.agg_name, self.quantized, self.dp = MODES[cfg.mode]
         self.device = torch.device(cfg.device)
         self._build_peers(transport)
-        self.is_writer = 0 in self.local_peers
+        # the first live peer writes run.json and metrics (a restart may have lost peer 0)
+        self.is_writer = writer = min(self.transports[0].reachable_peers()) in self.local_peers
         rank = None if transport is None else transport.rank
-        self.run_dir = RunDir(cfg.out_dir, rank=rank) if cfg.out_dir else None
+        self.run_dir = RunDir(cfg.out_dir, rank=rank, writer=writer) if cfg.out_dir else None
+        self.resume_round: int | None = None  # the round to resume (agreed by dmhe.restart)
         self.out_dir = self.run_dir.path if self.run_dir else None
         self._build_data_and_model()
 
@@ -203,7 +206,7 @@ class Trainer:
         message, then keys (every peer must finish them; a dropout restarts them)."""
         agg = self.aggregators[self.local_peers[0]]  # every peer agrees before anything else
         settings = run_settings(self.config, agg, self.round, state_digest(self.model))
-        self._collective(lambda t: agree(t, settings, error=self._start_error))
+        self._collective(lambda t: agree(live_ring(t), settings, error=self._start_error))
         before = self._bytes_sent()
         t0 = time.perf_counter()
         cfg = self.config
@@ -384,39 +387,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ runs, checkpoints
 
-    def _write_run_info(self) -> None:
-        assert self.run_dir is not None
-        agg0 = self.aggregators[self.local_peers[0]]
-        self.run_dir.write_info(
-            {
-                "config": self.config.to_dict(),
-                "num_values": self.num_values,
-                "aggregator": self.agg_name,
-                "modulus": str(agg0.modulus),
-                "sum_bound": self.sum_bound,
-                "dp_sigma": self.sigma,
-                "security": agg0.security(),
-                "privacy": self.pipeline.privacy_report(
-                    self.config.dp_delta, self.config.rounds, self.config.threshold
-                ),
-                "torch": torch.__version__,
-                **self.setup_info,
-            }
-        )
-
     def save_checkpoint(self) -> None:
-        """Atomically store the round, the config and the model (with their digest)."""
+        """Atomically store the round, the config, the model and the live peers (digested)."""
         assert self.run_dir is not None
-        self.run_dir.save_checkpoint(
-            {"round": self.round, "config": self.config.to_dict(), "model": self.model.state_dict()}
-        )
+        self.run_dir.save_checkpoint(checkpoint_payload(self))
 
     def load_checkpoint(self) -> bool:
         """Restore the model and round from ``out_dir`` after verifying the checkpoint's digest
         and round; False when there is none. Changes nothing on disk."""
         if self.run_dir is None:
             raise ConfigError("resume needs out_dir")
-        rnd = self.run_dir.resume_into(self.model, self.config, self.device)
+        rnd = self.run_dir.resume_into(self.model, self.config, self.device, self.resume_round)
         self.round = self.round if rnd is None else rnd
         return rnd is not None
 
@@ -446,7 +427,7 @@ class Trainer:
         if writer is not None:
             if resume:  # only now that every peer agreed: a refused resume changes nothing
                 writer.truncate_metrics(self.round)  # rounds logged after it (killed between)
-            self._write_run_info()
+            writer.write_info(run_info(self))
         last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
         bar = RoundProgress(cfg, self.round, enabled=progress and self.is_writer)  # rank 0's
         out = []

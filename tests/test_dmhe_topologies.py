@@ -8,7 +8,8 @@ ring and against numpy.
 - bytes: exactly the ring's per peer (halving: for K a power of two; Bruck: every K);
 - ciphertexts and decryption shares: the encrypted round's reduce-scatters give the ring's bits;
 - the flat path (one ChunkBuffer per peer, FlatArrays codecs) sends the per-chunk codec's bytes
-  and gives its results, and refuses a message that does not fit the chunks it must fill.
+  and gives its results, and refuses a message that does not fit the chunks it must fill;
+- the symbolic sender sets of ``dmhe.peercpu.reduce_scatter_senders`` are a real run's.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from dmhe.collectives import (
     all_reduce_array,
     array_codec,
     reduce_scatter,
+    run_steps,
     run_steps_flat,
     split_chunks,
 )
 from dmhe.netmodel import LinkProfile, simulate
+from dmhe.peercpu import reduce_scatter_senders
 from dmhe.topologies import (
     BRUCK,
     BRUCK_BATCHED,
@@ -391,3 +394,39 @@ def test_empty_ciphertext_chunks_travel_as_zero_bytes_and_are_checked():
     assert c1.encode(empty) == b"" and c1.decode(b"", 1).batch_shape == (0,)
     with pytest.raises(ValueError, match="empty frame"):
         ct.decode(b"", 0)  # chunk 0 holds one ciphertext: an empty frame is refused
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 8, 13], ids=_ids)
+@pytest.mark.parametrize("topo", [RING, *LOG], ids=lambda t: t.name)
+def test_reduce_scatter_senders_match_a_real_run(k, topo):
+    """``dmhe.peercpu.reduce_scatter_senders`` (the symbolic run the encrypted per-peer profile
+    builds its share messages from) equals what a real reduce-scatter delivers: a codec whose
+    chunks are sender bitsets records, on every peer, each message's sets in order."""
+    indices = sorted({0, k // 2, k - 1})
+    got: dict[int, list[dict[int, int]]] = {r: [] for r in range(k)}
+
+    def body(t: Transport) -> int:
+        msg: dict[int, int] = {}
+
+        def decode(b: bytes, i: int) -> int:
+            msg[i] = int.from_bytes(b, "little")
+            return msg[i]
+
+        def combine(a: int, b: int) -> int:
+            assert not a & b, "a peer counted twice"
+            return a | b
+
+        codec: Codec[int] = Codec(lambda s: s.to_bytes(2, "little"), decode, combine)
+        steps, own = topo.reduce_scatter_steps(k, t.rank)
+        held = [1 << t.rank] * k
+        for step in steps:  # one step at a time, to cut what arrives into messages
+            run_steps(t, [step], held, codec, topo.batch)
+            if step[0] != "send":
+                got[t.rank].append({i: msg[i] for i in indices if i in msg})
+                msg.clear()
+        return held[own]
+
+    owned = run_peers(k, body)
+    assert owned == [(1 << k) - 1] * k
+    for r in range(k):
+        assert reduce_scatter_senders(topo, k, indices, r) == got[r]

@@ -67,13 +67,14 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
         " (was 59 per load, about 6 loads per limb)",
     ),
     "_scale_round_to_t": (
-        26,
+        23,
         0,
         7,
-        "shared limb tables (omega split once per block into 20|22|22-bit chunks), three exact"
-        " chunk sums by mad.wide and the float64 rounding sum per limb: 26 in the worst hot"
-        " loop, above target 24 (was 30 with four 16-bit chunks); the % t run once per output,"
-        " in no loop (was 87)",
+        "shared limb tables (omega split once per block into 20|22|22-bit chunks, one row of"
+        " four words per limb: an 8- and a 4-byte load from one pointer), three exact chunk"
+        " sums by mad.wide and the float64 rounding sum per limb (was 30 with four 16-bit"
+        " chunks, then 26 with one shared array per chunk); the % t run once per output, in no"
+        " loop (was 87)",
     ),
     "_add_scaled_plain": (
         19,
@@ -96,20 +97,29 @@ BUDGETS: dict[str, tuple[float, int, int, str]] = {
     ),
     "_chacha_kernel": (12.2, 0, 0, "whole kernel per output word (one block = 16 words)"),
     "_uniform_mod_kernel": (
-        150,
+        73.5,
         0,
         0,
-        _RNG + "; float64 Horner reductions of the 128-bit value, no div/rem (was 228, 172)",
+        _RNG + "; Lemire's multiply-shift floor(v q / 2^128) of the 128-bit value (one umulhi,"
+        " three mad.wide), the limb from two divisions by invariants (was 228, 172, then 150"
+        " with float64 Horner reductions)",
     ),
-    "_cbd_kernel": (64.5, 0, 0, _RNG + " (was 76)"),
-    "_ternary_kernel": (42.5, 0, 0, _RNG + "; the % 3 is a multiply-high (was 53)"),
+    "_cbd_kernel": (33, 0, 0, _RNG + "; one POPC per word (was 76, then 64.5 by bit tricks)"),
+    "_ternary_kernel": (
+        34,
+        0,
+        0,
+        _RNG + "; multiply-shift floor(3 v / 2^64): one umulhi, one mad.wide (was 53, then 42.5"
+        " with a 64-bit % 3)",
+    ),
     "_gauss_kernel": (248.5, 0, 0, _RNG + "; log, cos, sqrt of Box-Muller (was 271)"),
     "_bounded_kernel": (
-        520.5,
+        76.5,
         0,
         0,
-        _RNG + "; both paths counted: m < 2^32 by float64 Horner reductions, larger m by the"
-        " 128-step bit-serial reduction (was 798 with 12 div/rem, then 528)",
+        _RNG + "; multiply-shift floor(v m / 2^128) for any m < 2^63: eight mad.wide, no"
+        " division (was 798 with 12 div/rem, 528, then 520 with float64 Horner and 128-step"
+        " bit-serial reductions)",
     ),
 }
 

@@ -273,7 +273,9 @@ def test_uniform_mod_matches_python():
     flat = got.reshape(-1)
     for i in range(got.size):
         q = int(mods[(i // 16) % 3])
-        assert int(flat[i]) == _v128(ws, i) % q
+        # Lemire's multiply-shift on the 128-bit value (the CRP protocol since issue 11; it was
+        # v mod q: same statistical distance q / 2^128, no division on CPU or GPU)
+        assert int(flat[i]) == (_v128(ws, i) * q) >> 128
 
 
 def test_cbd_matches_python():
@@ -291,7 +293,8 @@ def test_ternary_matches_python():
     key, nonce = _kn(12)
     got = sample_ternary(key, nonce, 500)
     ws = _words(key, nonce, 1000)
-    want = [((ws[2 * i] + (ws[2 * i + 1] << 32)) % 3) - 1 for i in range(500)]
+    # multiply-shift floor(3 v / 2^64) (was v mod 3; same bias bound 3 / 2^64)
+    want = [((3 * (ws[2 * i] + (ws[2 * i + 1] << 32))) >> 64) - 1 for i in range(500)]
     assert got.dtype == np.int64 and got.tolist() == want
 
 
@@ -320,8 +323,58 @@ def test_uniform_bounded_matches_python(bound):
     got = sample_uniform_bounded(key, nonce, bound, 200)
     ws = _words(key, nonce, 800)
     m = 2 * bound + 1
-    want = [_v128(ws, i) % m - bound for i in range(200)]
+    want = [((_v128(ws, i) * m) >> 128) - bound for i in range(200)]  # multiply-shift (was % m)
     assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_multiply_shift_carry_extremes():
+    # the carry chains at their widest: all-ones keystream words (every partial sum reaches
+    # 2^64 - 1), the largest moduli, and zero words; against Python integers
+    from kernels.cpu import prng as P
+
+    v = 2**128 - 1
+    ones = np.full(16, 0xFFFFFFFF, dtype=np.uint32)
+    zeros = np.zeros(16, dtype=np.uint32)
+    for q in (2, 3, 2**31 + 11, 2**32 - 5, 2**32 - 1):
+        out = np.empty(4, dtype=np.uint32)
+        P._uniform_mod_kernel(ones, np.array([q], dtype=np.uint64), 1, 4, out)
+        assert out.tolist() == [(v * q) >> 128] * 4 == [q - 1] * 4
+        P._uniform_mod_kernel(zeros, np.array([q], dtype=np.uint64), 1, 4, out)
+        assert out.tolist() == [0] * 4
+    for m in (1, 3, 2**32 - 1, 2**32 + 1, 2**63 - 1):
+        out = np.empty(4, dtype=np.int64)
+        P._bounded_kernel(ones, np.uint64(m), np.int64(m // 2), out)
+        assert out.tolist() == [((v * m) >> 128) - m // 2] * 4 == [m // 2] * 4
+    out = np.empty(8, dtype=np.int64)
+    P._ternary_kernel(ones, out)
+    assert out.tolist() == [1] * 8
+    # v just above a multiple of 2^128 / q: v * q mod 2^128 < q, right only if every low-order
+    # carry reaches the top word
+    for k, q in enumerate((3, 97, 2**31 + 11, 2**32 - 5, 2**32 + 1, 2**63 - 1), start=1):
+        v = -(-(k * 2**128) // q)
+        ks = np.array([(v >> (32 * j)) & 0xFFFFFFFF for j in range(4)], dtype=np.uint32)
+        out = np.empty(1, dtype=np.int64)
+        P._bounded_kernel(ks, np.uint64(q), np.int64(0), out)
+        assert int(out[0]) == (v * q) >> 128 == k
+        if q < 2**32:
+            o32 = np.empty(1, dtype=np.uint32)
+            P._uniform_mod_kernel(ks, np.array([q], dtype=np.uint64), 1, 1, o32)
+            assert int(o32[0]) == k
+
+
+def test_uniform_samplers_chi_square():
+    # uniformity of the multiply-shift samplers on a small modulus / range (99.9% chi-square
+    # critical values, degrees of freedom 96 -> 141.6, 20 -> 43.8, 2 -> 13.8)
+    key, nonce = _kn(18)
+    r = sample_uniform_mod(key, nonce, np.array([97], dtype=np.uint32), (1, 97_000)).reshape(-1)
+    chi = ((np.bincount(r, minlength=97) - 1000.0) ** 2 / 1000.0).sum()
+    assert chi < 141.6, chi
+    u = sample_uniform_bounded(key, nonce, 10, 84_000) + 10
+    chi = ((np.bincount(u, minlength=21) - 4000.0) ** 2 / 4000.0).sum()
+    assert chi < 43.8, chi
+    t = sample_ternary(key, nonce, 90_000) + 1
+    chi = ((np.bincount(t, minlength=3) - 30_000.0) ** 2 / 30_000.0).sum()
+    assert chi < 13.8, chi  # 2 degrees of freedom
 
 
 def test_sampler_distributions():

@@ -310,16 +310,18 @@ def test_sample_is_w_times_gaussian_plus_exact_uniform_digits(sigma):
 
 
 @pytest.mark.parametrize("bits", [1, 7, 31])
-def test_power_of_two_digit_is_the_low_bits_of_a_keystream_word(bits):
-    # r = (w3 2^96 + w2 2^64 + w1 2^32 + w0) mod 2^bits = w0 mod 2^bits: exactly uniform if the
-    # keystream is, no modular bias (unlike v mod m for m not a power of two)
+def test_power_of_two_digit_is_the_top_bits_of_a_keystream_word(bits):
+    # r = floor(v 2^bits / 2^128) for v = w3 2^96 + w2 2^64 + w1 2^32 + w0 (the uniform
+    # sampler's multiply-shift since issue 11; it was v mod 2^bits = the low bits of w0) is the
+    # top `bits` bits of w3: exactly uniform if the keystream is, no bias (unlike m not a power
+    # of two)
     from kernels.cpu.prng import _keystream_words, sample_uniform_mod
 
     key = np.arange(8, dtype=np.uint32) * 0x9E3779B9
     nonce = np.array([5, 0, 7], dtype=np.uint32)
     out = sample_uniform_mod(key, nonce, np.array([1 << bits]), (1, 256))
     ks = _keystream_words(key, nonce, 4 * 256)
-    assert np.array_equal(out.ravel(), ks[0::4] & np.uint32((1 << bits) - 1))
+    assert np.array_equal(out.ravel(), ks[3::4] >> np.uint32(32 - bits))
 
 
 def test_cuda_sample_equals_cpu():

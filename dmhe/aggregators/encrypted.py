@@ -24,17 +24,14 @@ a common CRP seed from all peers' contributions, then the collective public key 
 with an all-reduce over coefficient chunks. With t < K
 Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
 
-This file and ``encrypted_{threshold,codecs,journals,keys,keystore}.py`` are the only places in
-dmhe that call gpubfv.
+This file and ``encrypted_{setup,threshold,codecs,journals,keys,keystore}.py`` are the only
+places in dmhe that call gpubfv.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,14 +42,13 @@ import numpy as np
 from dmhe.aggregators import encrypted_codecs
 from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
 from dmhe.aggregators.encrypted_journals import open_journal
-from dmhe.aggregators.encrypted_keys import persist_keys, restore_keys
+from dmhe.aggregators.encrypted_keys import restore_keys
+from dmhe.aggregators.encrypted_setup import collective_key_setup
 from dmhe.collectives import (
     RING,
     Codec,
     Topology,
     all_gather,
-    all_gather_bytes,
-    all_reduce,
     reduce_scatter,
 )
 from dmhe.transport import Transport
@@ -63,7 +59,6 @@ from gpubfv import (
     Context,
     Encryptor,
     Evaluator,
-    KeyGenerator,
     get_backend,
 )
 from gpubfv.mhe import (
@@ -72,7 +67,6 @@ from gpubfv.mhe import (
     CollectiveDecrypt,
     NoiseEstimate,
     Party,
-    PublicKeyGen,
     ShareJournal,
     choose_parameters_for_updates,
 )
@@ -231,26 +225,7 @@ class EncryptedAggregator(AggregatorBase):
         self.topology = self.topology_for(self.k, int(self.values * self.bytes_per_value), passes=4)
         if restore_keys(self, transport):  # a restarted peer: its persisted keys, no set-up
             return
-        sk = KeyGenerator(self.ctx, self._prng).gen_secret_key()
-        seed = self._common_seed(transport)
-        self.setup_id = hashlib.sha256(b"dmhe-setup-id" + seed).hexdigest()[:32]
-        self._journal = self.open_journal(transport.rank, "additive")
-        self._party = Party(
-            self.ctx, sk, peer_id=transport.rank, journal=self._journal, prng=self._prng
-        )
-        ckg = PublicKeyGen(self.ctx, peers=self.k)
-        crp = ckg.sample_crp(seed)
-        share = self._party.public_key_share(ckg, crp)
-        total = self._sum_residues(transport, self.backend.to_numpy(share.data))
-        agg = dataclasses.replace(
-            share, senders=frozenset(range(self.k)), data=self.backend.asarray(total)
-        )
-        self._pk = ckg.finalize(agg, crp)
-        if self.uses_threshold:
-            from dmhe.aggregators.encrypted_threshold import ThresholdDecryption
-
-            self._threshold = ThresholdDecryption(self, transport)
-        persist_keys(self, transport)
+        collective_key_setup(self, transport)
 
     def open_journal(self, rank: int, key: str) -> ShareJournal:
         """A fresh persistent share journal for one new key share of peer ``rank`` (see
@@ -258,25 +233,6 @@ class EncryptedAggregator(AggregatorBase):
         return open_journal(
             self.options["journal_dir"], rank, key, self.options["key_dir"], self.setup_id
         )
-
-    def _common_seed(self, transport: Transport) -> bytes:
-        """Hash of every peer's random contribution: no peer alone chooses the CRP."""
-        contributions = all_gather_bytes(transport, os.urandom(32), self.topology)
-        return hashlib.sha256(b"dmhe-crp" + b"".join(contributions)).digest()
-
-    def _sum_residues(self, transport: Transport, a: np.ndarray) -> np.ndarray:
-        """Sum an (L, N) residue array over all peers, mod each prime, by coefficient chunks."""
-        k, moduli = self.k, self.params.q
-        q = np.array(moduli, dtype=np.uint64)[:, None]
-        cols = np.array_split(np.arange(a.shape[-1]), k)
-        widths = [len(c) for c in cols]
-        codec: Codec[np.ndarray] = Codec(
-            encode=lambda x: np.ascontiguousarray(x).astype("<u4").tobytes(),
-            decode=lambda b, i: np.frombuffer(b, "<u4").reshape(len(moduli), widths[i]).copy(),
-            combine=lambda x, y: ((x.astype(np.uint64) + y) % q).astype(np.uint32),
-        )
-        chunks = [np.ascontiguousarray(a[:, c]) for c in cols]
-        return np.concatenate(all_reduce(transport, chunks, codec, self.topology), axis=-1)
 
     # -- codecs -----------------------------------------------------------------------------------
     def _chunk_sizes(self, n_values: int, k: int | None = None) -> list[int]:
@@ -426,8 +382,11 @@ class EncryptedAggregator(AggregatorBase):
         party's journal makes sure no c1 row ever gets a second share."""
         party = self._party if party is None else party
         assert party is not None
-        out = []
+        out, none = [], encrypted_codecs.empty_share(self)
         for c in aggs:
+            if c.batch_shape == (0,):  # an empty chunk (K > ciphertexts): no row to share
+                out.append(none)
+                continue
             ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
             share = party.decryption_share(self.decryptor, ct)
             out.append(CompressedDecryptionShare.compress(share, self.bits))

@@ -28,7 +28,7 @@ from gpubfv.serialization import (
 if TYPE_CHECKING:
     from dmhe.aggregators.encrypted import EncryptedAggregator
 
-__all__ = ["c1_codec", "ct_codec", "share_codec", "sums_codec"]
+__all__ = ["c1_codec", "ct_codec", "empty_share", "share_codec", "sums_codec"]
 
 
 def ct_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[CompressedCiphertext]:
@@ -100,12 +100,10 @@ def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
     (combining differs in shape).
     """
 
+    none = empty_share(agg)
+
     def empty() -> CompressedDecryptionShare:
-        data = np.zeros((0, word_count(agg.bits), agg.params.n), dtype=np.uint32)
-        return CompressedDecryptionShare(
-            params=agg.params, digest=batch_digest([], (0,)), senders=frozenset(),
-            level=agg.level, bits=agg.bits, data=agg.backend.asarray(data),
-        )  # fmt: skip
+        return none
 
     def encode(share: CompressedDecryptionShare) -> bytes:
         return b"" if share.data.size == 0 else to_bytes(share)
@@ -126,6 +124,17 @@ def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:
         return a.combine(b)
 
     return Codec(encode=encode, decode=decode, combine=combine)
+
+
+def empty_share(agg: EncryptedAggregator) -> CompressedDecryptionShare:
+    """The canonical share of an empty chunk (no rows, no senders): what the share codec
+    decodes zero bytes to and what empty shares combine to (built once per codec: at K = 1000
+    a peer meets about K of them per round)."""
+    data = np.zeros((0, word_count(agg.bits), agg.params.n), dtype=np.uint32)
+    return CompressedDecryptionShare(
+        params=agg.params, digest=batch_digest([], (0,)), senders=frozenset(),
+        level=agg.level, bits=agg.bits, data=agg.backend.asarray(data),
+    )  # fmt: skip
 
 
 def sums_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[np.ndarray]:

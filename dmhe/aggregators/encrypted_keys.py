@@ -8,7 +8,10 @@ share journals live beside it under names fixed by the set-up id. :func:`restore
 instead of a new set-up when that file exists: it loads the keys, reopens the SAME journals
 (every recorded row is refused, the decryption budget D keeps counting) and checks with every
 peer that all hold the same set-up id and collective-key fingerprint, else a
-:class:`~dmhe.config.ConfigError` (exit 2) naming the ranks that differ.
+:class:`~dmhe.config.ConfigError` (exit 2) naming the ranks that differ. After a restart with
+fewer processes than peers (:mod:`dmhe.restart`) only the live peers take part, and a missing
+key file is refused: a new set-up would need all K, and a persisted identity never gets a fresh
+key share.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dmhe.aggregators.encrypted_keystore import (
 )
 from dmhe.collectives import all_gather_bytes
 from dmhe.config import ConfigError
-from dmhe.transport import Transport
+from dmhe.transport import SubRing, Transport
 from gpubfv.mhe import Party, Thresholdizer
 
 if TYPE_CHECKING:
@@ -77,14 +80,24 @@ def restore_keys(agg: EncryptedAggregator, transport: Transport) -> bool:
         state = "other"
     except ConfigError as exc:
         state = "error " + str(exc)
-    everyone = [b.decode() for b in all_gather_bytes(transport, state.encode(), agg.topology)]
-    bad = [r for r, s in enumerate(everyone) if s.startswith("error ")]
+    # a restart with fewer processes than peers (dmhe.restart): only the live ones answer
+    live = transport.reachable_peers()
+    ring, topology = transport, agg.topology
+    if len(live) < transport.world_size:
+        ring, topology = SubRing(transport, live), agg.topology_for(len(live), 0)
+    everyone = [b.decode() for b in all_gather_bytes(ring, state.encode(), topology)]
+    bad = [live[r] for r, s in enumerate(everyone) if s.startswith("error ")]
     if bad:
-        raise ConfigError(f"rank {bad[0]}: {everyone[bad[0]][6:]}")
+        raise ConfigError(f"rank {bad[0]}: {everyone[live.index(bad[0])][6:]}")
     if all(s in ("none", "other") for s in everyone):
+        if ring is not transport:  # a new set-up needs every peer; a persisted key share stays
+            raise ConfigError(
+                f"{len(live)} of {agg.k} peers restarted without their persisted keys (none, or "
+                "made for another budget D: resume with the same rounds and max retries)"
+            )
         return False
     if len(set(everyone)) != 1 or keys is None:
-        odd = [r for r, s in enumerate(everyone) if s != everyone[0]]
+        odd = [live[r] for r, s in enumerate(everyone) if s != everyone[0]]
         raise ConfigError(
             f"persisted keys differ: ranks {odd} hold none, or another set-up id or collective "
             f"key than rank 0 (do not mix run directories)"

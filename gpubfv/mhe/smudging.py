@@ -22,9 +22,9 @@ Notion "statistical" (the default): the smudging lemma, made exact for the sampl
      and f(0) <= phi(0) / (1 - 2^-53). The output is G = rint(sigma_g z), whose pmf p_g is
      symmetric and non-increasing in |g| (as f is), with p_0 <= f(0) / sigma_g.
    - For sigma above 2^20 the sampler draws E = W*G + U, W = 2^k, U uniform on the W integers
-     [-W/2, W/2) (exactly: digits v mod 2^b, b <= 31, of 128-bit ChaCha20 values; 2^b divides
-     2^128, so no modular bias), independent of G. E has a piecewise constant pmf
-     h(y) = p_g / W on the cell [gW - W/2, gW + W/2) of g, so for an integer shift x
+     [-W/2, W/2) (exactly: digits floor(v 2^b / 2^128) = the top b bits, b <= 31, of 128-bit
+     ChaCha20 values; 2^b divides 2^128, so no bias), independent of G. E has a piecewise
+     constant pmf h(y) = p_g / W on the cell [gW - W/2, gW + W/2) of g, so for an integer shift x
      SD(E + x, E) <= |x| SD(E + 1, E) = |x|/2 sum_y |h(y) - h(y-1)| = |x|/(2W) sum_g |p_g - p_g-1|
      = |x| p_0 / W (unimodal p: the total variation is 2 p_0). With sigma := W sigma_g:
          SD(E + x, E) <= |x| / (sigma sqrt(2 pi) (1 - 2^-53)),
@@ -80,7 +80,7 @@ FAIL_BITS_RANGE = (1, 256)
 SAMPLER_EPS = 2.0**-53  # radial truncation mass of the Box-Muller sampler (u1 >= 2^-53)
 SAMPLER_T = math.sqrt(106.0 * math.log(2.0))  # |z| <= sqrt(-2 ln 2^-53)
 CELL_SIGMA = 2.0**20  # sigma_g of the Gaussian envelope; the width above it is exact uniform
-DIGIT_BITS = 31  # exact uniform digits of the fill: v mod 2^31 of a 128-bit ChaCha20 value
+DIGIT_BITS = 31  # exact uniform digits of the fill: the top 31 bits of a 128-bit ChaCha20 value
 RENYI_SIGMA_MAX = 2.0**48  # plain rounded Gaussian: sigma * T < 2^52, rint exact in float64
 
 
@@ -94,8 +94,8 @@ def _check_int(name: str, value: Any, lo: int, hi: float) -> int:
 
 @dataclass(frozen=True)
 class _PowerOfTwoModulus:
-    """A one-limb stand-in basis for `PRNG.uniform`: the sampler reduces a 128-bit ChaCha20
-    value mod 2^bits, and 2^bits divides 2^128, so the digit is exactly uniform (no bias)."""
+    """A one-limb stand-in basis for `PRNG.uniform`: the sampler maps a 128-bit ChaCha20 value
+    v to floor(v * 2^bits / 2^128), its top `bits` bits, so the digit is exactly uniform."""
 
     bits: int
     n: int

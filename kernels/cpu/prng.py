@@ -142,19 +142,34 @@ def _keystream_words(key, nonce, nwords: int) -> np.ndarray:
 # ---------------------------------------------------------------- samplers
 
 
+@njit(inline="always")
+def _mulshift128_32(w0, w1, w2, w3, q):
+    # floor(v * q / 2^128) for v = w0 + w1 2^32 + w2 2^64 + w3 2^96 and q < 2^32, exactly, by
+    # one carry chain of 32x32-bit products (each partial sum < 2^64: (2^32-1)^2 + 2^32 - 1)
+    c = (w0 * q) >> np.uint64(32)
+    c = (w1 * q + c) >> np.uint64(32)
+    c = (w2 * q + c) >> np.uint64(32)
+    return (w3 * q + c) >> np.uint64(32)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _uniform_mod_kernel(ks, moduli, L, N, out):
-    total = out.shape[0]
-    for i in prange(total):
-        q = np.uint64(moduli[(i // N) % L])
-        r = np.uint64(0)
-        for k in range(3, -1, -1):
-            r = ((r << np.uint64(32)) + np.uint64(ks[4 * i + k])) % q
-        out[i] = np.uint32(r)
+    for row in prange(out.shape[0] // N):  # one modulus per row, no division per output
+        q = np.uint64(moduli[row % L])
+        for i in range(row * N, (row + 1) * N):
+            out[i] = np.uint32(
+                _mulshift128_32(
+                    np.uint64(ks[4 * i]), np.uint64(ks[4 * i + 1]), np.uint64(ks[4 * i + 2]),
+                    np.uint64(ks[4 * i + 3]), q,
+                )
+            )  # fmt: skip
 
 
 def sample_uniform_mod(key, nonce, moduli: np.ndarray, shape: tuple) -> np.ndarray:
-    """Uniform residues: shape (..., L, N), uint32, limb l reduced mod moduli[l] (bias < 2^-98)."""
+    """Uniform residues: shape (..., L, N), uint32; limb l of output i is floor(v * q_l / 2^128)
+    for the 128-bit little-endian value v of its 4 keystream words (Lemire's multiply-shift on
+    the whole 128 bits: every residue has floor or ceil of 2^128 / q_l preimages, so the
+    statistical distance from uniform is < q_l / 2^128 < 2^-96, as for v mod q_l)."""
     mods = np.ascontiguousarray(np.asarray(moduli, dtype=np.uint64)).reshape(-1)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or shape[-2] != mods.shape[0]:
@@ -205,12 +220,14 @@ def sample_cbd(key, nonce, count: int) -> np.ndarray:
 @njit(cache=True, nogil=True, parallel=True)
 def _ternary_kernel(ks, out):
     for i in prange(out.shape[0]):
-        v = np.uint64(ks[2 * i]) + (np.uint64(ks[2 * i + 1]) << np.uint64(32))
-        out[i] = np.int64(v % np.uint64(3)) - 1
+        # floor(3 v / 2^64) for v = w0 + w1 2^32 (multiply-shift; bias < 3 / 2^64)
+        c = (np.uint64(ks[2 * i]) * np.uint64(3)) >> np.uint64(32)
+        r = (np.uint64(ks[2 * i + 1]) * np.uint64(3) + c) >> np.uint64(32)
+        out[i] = np.int64(r) - 1
 
 
 def sample_ternary(key, nonce, count: int) -> np.ndarray:
-    """((w0 + w1*2^32) mod 3) - 1 in {-1, 0, 1}; int64."""
+    """floor(3 (w0 + w1*2^32) / 2^64) - 1 in {-1, 0, 1}; int64."""
     count = _check_count(count)
     out = np.empty(count, dtype=np.int64)
     if count:
@@ -247,28 +264,42 @@ def sample_gaussian(key, nonce, count: int, sigma: float) -> np.ndarray:
     return out
 
 
+@njit(inline="always")
+def _mulshift128_64(w0, w1, w2, w3, m0, m1):
+    # floor(v * m / 2^128) for the 128-bit v = w0 + w1 2^32 + w2 2^64 + w3 2^96 and
+    # m = m0 + m1 2^32 < 2^64, exactly: the row v * m0 (words a1..a4, a0 only carries), then the
+    # row v * m1 added one word up with its carries; every partial sum is < 2^64
+    # ((2^32-1)^2 + 2 (2^32-1) = 2^64 - 1), and the last one is the result (< m)
+    s32 = np.uint64(32)
+    t = w0 * m0
+    t = w1 * m0 + (t >> s32)
+    a1 = t & _M32
+    t = w2 * m0 + (t >> s32)
+    a2 = t & _M32
+    t = w3 * m0 + (t >> s32)
+    a3 = t & _M32
+    a4 = t >> s32
+    t = w0 * m1 + a1
+    t = w1 * m1 + a2 + (t >> s32)
+    t = w2 * m1 + a3 + (t >> s32)
+    return w3 * m1 + a4 + (t >> s32)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _bounded_kernel(ks, m, bound, out):
-    small = m < np.uint64(1) << np.uint64(32)
-    one = np.uint64(1)
+    m0 = m & _M32
+    m1 = m >> np.uint64(32)
     for i in prange(out.shape[0]):
-        r = np.uint64(0)
-        if small:
-            for k in range(3, -1, -1):
-                r = ((r << np.uint64(32)) + np.uint64(ks[4 * i + k])) % m
-        else:
-            # exact double-and-add over the 128 bits (r < m < 2^63 so 2r + 1 < 2^64)
-            for k in range(3, -1, -1):
-                wd = np.uint64(ks[4 * i + k])
-                for bit in range(31, -1, -1):
-                    r = (r << one) | ((wd >> np.uint64(bit)) & one)
-                    if r >= m:
-                        r -= m
+        r = _mulshift128_64(
+            np.uint64(ks[4 * i]), np.uint64(ks[4 * i + 1]), np.uint64(ks[4 * i + 2]),
+            np.uint64(ks[4 * i + 3]), m0, m1,
+        )  # fmt: skip
         out[i] = np.int64(r) - bound
 
 
 def sample_uniform_bounded(key, nonce, bound: int, count: int) -> np.ndarray:
-    """Uniform integers in [-bound, bound]: (128-bit v mod (2*bound+1)) - bound; int64."""
+    """Uniform integers in [-bound, bound]: floor(v * (2*bound+1) / 2^128) - bound for the
+    128-bit value v of 4 keystream words (multiply-shift; bias < (2*bound+1) / 2^128); int64."""
     count = _check_count(count)
     bound = int(bound)
     if not 0 <= bound < 2**62:

@@ -225,6 +225,10 @@ if SIM:
     def madwide(a, b, c):
         return uint64((int(a) * int(b) + int(c)) & 0xFFFFFFFFFFFFFFFF)
 
+    @cuda.jit(device=True)
+    def popc(x):
+        return int32(bin(int(x)).count("1"))
+
 else:  # pragma: no cover - needs a GPU
     from numba.cuda import libdevice
 
@@ -245,6 +249,11 @@ else:  # pragma: no cover - needs a GPU
     @cuda.jit(device=True, inline=True)
     def mulhi64(a, b):
         return uint64(libdevice.umul64hi(a, b))
+
+    # Set bits of a 32-bit word, one POPC instruction.
+    @cuda.jit(device=True, inline=True)
+    def popc(x):
+        return int32(libdevice.popc(uint32(x)))
 
     from llvmlite import ir
     from numba import types as _nbt

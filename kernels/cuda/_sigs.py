@@ -239,7 +239,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("prng", "_bounded_kernel"): (
         "array(uint32, 1d, C)",
         "uint64",
-        "float64",
         "int64",
         "array(int64, 1d, C)",
         "int64",
@@ -268,10 +267,11 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("prng", "_uniform_mod_kernel"): (
         "array(uint32, 1d, C)",
-        "array(uint64, 1d, C)",
-        "array(float64, 1d, C)",
+        "array(uint32, 1d, C)",
         "int64",
         "int64",
+        "uint32",
+        "uint32",
         "array(uint32, 1d, C)",
         "int64",
     ),

@@ -27,6 +27,7 @@ import numpy as np
 from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cuda import _common as C
+from kernels.cuda._common import madwide, mulhi32, popc
 
 __all__ = [
     "chacha20_blocks",
@@ -121,12 +122,34 @@ def _chacha_kernel(kn, counter0, out, nblocks):
         out[b, k] = ks[k]
 
 
+@cuda.jit(device=True, inline=True)
+def _mulshift128_32(w0, w1, w2, w3, q):
+    # floor(v * q / 2^128), v = w0 + w1 2^32 + w2 2^64 + w3 2^96, q < 2^32 (as the CPU): one
+    # high-half multiply and three mad.wide.u32 whose high words carry (each sum < 2^64)
+    c = mulhi32(w0, q)
+    c = uint32(madwide(w1, q, c) >> uint64(32))
+    c = uint32(madwide(w2, q, c) >> uint64(32))
+    return uint32(madwide(w3, q, c) >> uint64(32))
+
+
+@cuda.jit(device=True, inline=True)
+def _divmod32(x, d, m):
+    # (x // d, x % d) for 32-bit x and d >= 1, m = min(2^32 - 1, 2^32 // d) from the host: the
+    # estimate mulhi(x, m) > x/d - 1 is at most one below the quotient, so one correction
+    qt = mulhi32(x, m)
+    r = uint32(x - qt * d)
+    if r >= d:
+        qt = uint32(qt + 1)
+        r = uint32(r - d)
+    return qt, r
+
+
 @cuda.jit(cache=C.CACHE)
-def _uniform_mod_kernel(kn, moduli, qinv, L, N, out, count):
-    # Output i is the 128-bit little-endian value of its 4 key-stream words mod q_l (as the
-    # CPU), by Horner steps r = (r * 2^32 + w) mod q, each a division-free float64 reduction
-    # (qinv = 1/q from the host). The limb of the thread's first output comes from one 32-bit
-    # division per thread; the next ones step it (the launcher checks count < 2^32).
+def _uniform_mod_kernel(kn, moduli, L, N, mL, mN, out, count):
+    # Output i is floor(v * q_l / 2^128) for the 128-bit value v of its 4 key-stream words (as
+    # the CPU): 32-bit multiply-adds only. The limb of the thread's first output comes from two
+    # divisions by invariants (host multipliers mL, mN); the next ones step it (the launcher
+    # checks count < 2^32).
     b = cuda.grid(1)
     if 4 * b >= count:
         return
@@ -135,45 +158,19 @@ def _uniform_mod_kernel(kn, moduli, qinv, L, N, out, count):
     N32 = uint32(N)
     L32 = uint32(L)
     i0 = uint32(4 * b)
-    row = uint32(i0 // N32)
-    col = uint32(i0 - row * N32)
-    l = uint32(row % L32)
+    row, col = _divmod32(i0, N32, mN)
+    _, l = _divmod32(row, L32, mL)
     for e in range(4):
         i = i0 + uint32(e)
         if i < uint32(count):
-            q = uint64(moduli[l])
-            qi = qinv[l]
-            r = uint64(0)
-            for k in range(3, -1, -1):
-                r = _mod_wide((r << uint64(32)) | uint64(ks[4 * e + k]), q, qi)
-            out[i] = uint32(r)
+            out[i] = _mulshift128_32(ks[4 * e], ks[4 * e + 1], ks[4 * e + 2], ks[4 * e + 3],
+                                     moduli[l])  # fmt: skip
             col = uint32(col + 1)
             while col >= N32:
                 col = uint32(col - N32)
                 l = uint32(l + 1)
                 if l == L32:
                     l = uint32(0)
-
-
-@cuda.jit(device=True, inline=True)
-def _mod_wide(v, q, qinv):
-    # v mod q for any uint64 v and 2 <= q < 2^32 (qinv = 1/q): the float64 estimate leaves
-    # |v - e*q| < 2^14 + q < 2^33, the second one leaves [0, 2q); exact
-    e = uint64(float64(v) * qinv)
-    r1 = int64(v - e * q)  # wraps: exact as a signed 64-bit value
-    r = r1 - int64(math.floor(float64(r1) * qinv)) * int64(q)
-    if r >= int64(q):
-        r -= int64(q)
-    return uint64(r)
-
-
-@cuda.jit(device=True, inline=True)
-def _popcount21(x):
-    x = x & uint64(0x1FFFFF)
-    x = x - ((x >> uint64(1)) & uint64(0x55555555))
-    x = (x & uint64(0x33333333)) + ((x >> uint64(2)) & uint64(0x33333333))
-    x = (x + (x >> uint64(4))) & uint64(0x0F0F0F0F)
-    return int64(((x * uint64(0x01010101)) & _M32) >> uint64(24))
 
 
 @cuda.jit(cache=C.CACHE)
@@ -186,7 +183,9 @@ def _cbd_kernel(kn, out, count):
     for e in range(8):
         i = 8 * b + e
         if i < count:
-            out[i] = _popcount21(uint64(ks[2 * e])) - _popcount21(uint64(ks[2 * e + 1]))
+            # popcount(w0 & 0x1FFFFF) - popcount(w1 & 0x1FFFFF), one POPC per word
+            m21 = uint32(0x1FFFFF)
+            out[i] = int64(popc(uint32(ks[2 * e] & m21))) - int64(popc(uint32(ks[2 * e + 1] & m21)))
 
 
 @cuda.jit(cache=C.CACHE)
@@ -199,8 +198,9 @@ def _ternary_kernel(kn, out, count):
     for e in range(8):
         i = 8 * b + e
         if i < count:
-            v = uint64(ks[2 * e]) + (uint64(ks[2 * e + 1]) << uint64(32))
-            out[i] = int64(v % uint64(3)) - int64(1)
+            # floor(3 (w0 + w1 2^32) / 2^64) - 1, as the CPU: a high-half multiply, a mad.wide
+            c = mulhi32(ks[2 * e], uint32(3))
+            out[i] = int64(madwide(ks[2 * e + 1], uint32(3), c) >> uint64(32)) - int64(1)
 
 
 @cuda.jit(device=True, inline=True)
@@ -237,33 +237,38 @@ def _gauss_kernel(kn, sigma, out, count):
             out[i] = _rint(sigma * z)
 
 
+@cuda.jit(device=True, inline=True)
+def _mulshift128_64(w0, w1, w2, w3, m0, m1):
+    # floor(v * m / 2^128) for the 128-bit v and m = m0 + m1 2^32 < 2^64 (as the CPU): the row
+    # v * m0 by mad.wide with carries, then the row v * m1 one word up; each sum < 2^64
+    t = madwide(w0, m0, uint64(0))
+    t = madwide(w1, m0, t >> uint64(32))
+    a1 = uint32(t)
+    t = madwide(w2, m0, t >> uint64(32))
+    a2 = uint32(t)
+    t = madwide(w3, m0, t >> uint64(32))
+    a3 = uint32(t)
+    a4 = uint32(t >> uint64(32))
+    t = madwide(w0, m1, uint64(a1))
+    t = madwide(w1, m1, uint64(a2) + (t >> uint64(32)))
+    t = madwide(w2, m1, uint64(a3) + (t >> uint64(32)))
+    return madwide(w3, m1, uint64(a4) + (t >> uint64(32)))
+
+
 @cuda.jit(cache=C.CACHE)
-def _bounded_kernel(kn, m, minv, bound, out, count):
+def _bounded_kernel(kn, m, bound, out, count):
+    # output i: floor(v * m / 2^128) - bound, m = 2 bound + 1 < 2^63 (as the CPU); no division
     b = cuda.grid(1)
     if 4 * b >= count:
         return
     ks = cuda.local.array(16, dtype=uint32)
     _block(kn, uint64(b), ks)
-    one = uint64(1)
-    # m = 1 (bound 0) leaves r = 0; _mod_wide needs m >= 2. m >= 2^32 keeps the bit-serial
-    # reduction (no division, but 128 steps per output)
-    small = m < (one << uint64(32))
+    m0 = uint32(m & _M32)
+    m1 = uint32(m >> uint64(32))
     for e in range(4):
         i = 4 * b + e
         if i < count:
-            r = uint64(0)
-            if m == one:
-                r = uint64(0)
-            elif small:  # division-free Horner steps (minv = 1/m from the host)
-                for k in range(3, -1, -1):
-                    r = _mod_wide((r << uint64(32)) | uint64(ks[4 * e + k]), m, minv)
-            else:
-                for k in range(3, -1, -1):
-                    wd = uint64(ks[4 * e + k])
-                    for bit in range(31, -1, -1):
-                        r = (r << one) | ((wd >> uint64(bit)) & one)
-                        if r >= m:
-                            r -= m
+            r = _mulshift128_64(ks[4 * e], ks[4 * e + 1], ks[4 * e + 2], ks[4 * e + 3], m0, m1)
             out[i] = int64(r) - bound
 
 
@@ -286,6 +291,11 @@ def _key_nonce(key: Any, nonce: Any) -> Any:
 def _launch(kernel: Any, nblocks: int, *args: Any) -> None:
     grid, threads = C.grid_1d(nblocks)
     C.launch(kernel, grid, threads, *args)
+
+
+def _div_mult(d: int) -> np.uint32:
+    """The multiplier of `_divmod32` for the divisor d >= 1."""
+    return np.uint32(min(2**32 - 1, 2**32 // d))
 
 
 def _check_count(count: Any) -> int:
@@ -311,7 +321,8 @@ def chacha20_blocks(key: Any, nonce: Any, counter0: int, nblocks: int) -> Any:
 
 
 def sample_uniform_mod(key: Any, nonce: Any, moduli: Any, shape: tuple) -> Any:
-    """Uniform residues (..., L, N), uint32, limb l reduced mod moduli[l]; a device array."""
+    """Uniform residues (..., L, N), uint32: floor(v * moduli[l] / 2^128) for the 128-bit value
+    v of each output's 4 keystream words (multiply-shift, as the CPU); a device array."""
     mods = np.ascontiguousarray(np.asarray(C.to_host(moduli), dtype=np.uint64)).reshape(-1)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or shape[-2] != mods.shape[0]:
@@ -327,8 +338,8 @@ def sample_uniform_mod(key: Any, nonce: Any, moduli: Any, shape: tuple) -> Any:
     out = C.xp().empty(count, dtype=np.uint32)
     if count:
         _launch(
-            _uniform_mod_kernel, -(-count // 4), kn, C.arg(C.const_dev(mods)),
-            C.arg(C.const_dev(1.0 / mods.astype(np.float64))), mods.shape[0], shape[-1],
+            _uniform_mod_kernel, -(-count // 4), kn, C.arg(C.const_dev(mods.astype(np.uint32))),
+            mods.shape[0], shape[-1], _div_mult(mods.shape[0]), _div_mult(shape[-1]),
             C.arg(out), count,
         )  # fmt: skip
     return out.reshape(shape)
@@ -345,7 +356,7 @@ def sample_cbd(key: Any, nonce: Any, count: int) -> Any:
 
 
 def sample_ternary(key: Any, nonce: Any, count: int) -> Any:
-    """((w0 + w1*2^32) mod 3) - 1 in {-1, 0, 1}; int64 device array."""
+    """floor(3 (w0 + w1*2^32) / 2^64) - 1 in {-1, 0, 1}; int64 device array."""
     count = _check_count(count)
     kn = _key_nonce(key, nonce)
     out = C.xp().empty(count, dtype=np.int64)
@@ -369,7 +380,8 @@ def sample_gaussian(key: Any, nonce: Any, count: int, sigma: float) -> Any:
 
 
 def sample_uniform_bounded(key: Any, nonce: Any, bound: int, count: int) -> Any:
-    """Uniform integers in [-bound, bound]: (128-bit v mod (2*bound+1)) - bound; int64."""
+    """Uniform integers in [-bound, bound]: floor(v * (2*bound+1) / 2^128) - bound for the
+    128-bit value v of 4 keystream words (multiply-shift, as the CPU); int64 device array."""
     count = _check_count(count)
     bound = int(bound)
     if not 0 <= bound < 2**62:
@@ -378,7 +390,7 @@ def sample_uniform_bounded(key: Any, nonce: Any, bound: int, count: int) -> Any:
     out = C.xp().empty(count, dtype=np.int64)
     if count:
         _launch(
-            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1),
-            np.float64(1.0 / (2 * bound + 1)), np.int64(bound), C.arg(out), count,
+            _bounded_kernel, -(-count // 4), kn, np.uint64(2 * bound + 1), np.int64(bound),
+            C.arg(out), count,
         )  # fmt: skip
     return out

@@ -21,7 +21,11 @@ from kernels.cuda import _common as C
 __all__ = ["base_convert", "scale_round_to_t", "hps_scale_to_r", "add_scaled_plain"]
 
 MAX_OMEGA_CHUNKS = 4  # t < 2^64 -> at most 4 chunks of 16 bits
-_SRT_MAX_LIMBS = 256  # scale_round_to_t: 20 B per input limb in shared memory; sums < 2^62
+_SRT_MAX_LIMBS = 256  # scale_round_to_t: 24 B per input limb in shared memory; sums < 2^62
+# scale_round_to_t's chunk rows (4 words, 3 used) are read as one 8-byte and one 4-byte load
+# from one pointer: 16-byte alignment would load the pad word too (two more registers, 75%
+# occupancy instead of 100%)
+_SRT_ALIGN = None if C.SIM else 8
 _BC_MAX_LIMBS = 256  # base_convert keeps 24 bytes per input limb in shared memory
 _BC_TAB = 4 * _BC_MAX_LIMBS  # four uint32 table words per input limb
 _ALIGN = C.SHARED_ALIGN
@@ -128,18 +132,17 @@ def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     n = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     N32 = uint32(N)
     L32 = uint32(L)
-    # the per-limb constants in shared memory: a 32-bit shared address per limb in the loop
+    # the per-limb constants in shared memory: theta_i, and the three chunks as one row of
+    # four words (an 8-byte and a 4-byte load from one shared pointer per limb in the loop)
     th_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=float64)
-    c0_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
-    c1_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
-    c2_s = cuda.shared.array(_SRT_MAX_LIMBS, dtype=uint32)
+    ch_s = cuda.shared.array((_SRT_MAX_LIMBS, 4), dtype=uint32, alignment=_SRT_ALIGN)
     i = uint32(cuda.threadIdx.x)
     while i < L32:
         w = uint64(omega[i])
         th_s[i] = theta[i]
-        c0_s[i] = uint32(w >> uint64(44))
-        c1_s[i] = uint32((w >> uint64(22)) & uint64(0x3FFFFF))
-        c2_s[i] = uint32(w & uint64(0x3FFFFF))
+        ch_s[i, 0] = uint32(w >> uint64(44))
+        ch_s[i, 1] = uint32((w >> uint64(22)) & uint64(0x3FFFFF))
+        ch_s[i, 2] = uint32(w & uint64(0x3FFFFF))
         i = uint32(i + uint32(cuda.blockDim.x))
     cuda.syncthreads()
     if n >= N32:
@@ -154,9 +157,9 @@ def _scale_round_to_t(x, omega, theta, t, out, m0, L, N):
     while i < L32:
         xv = uint32(x[xo])
         frac = C.fadd(frac, C.fmul(float64(xv), th_s[i]))
-        s0 = C.madwide(xv, c0_s[i], s0)
-        s1 = C.madwide(xv, c1_s[i], s1)
-        s2 = C.madwide(xv, c2_s[i], s2)
+        s0 = C.madwide(xv, ch_s[i, 0], s0)
+        s1 = C.madwide(xv, ch_s[i, 1], s1)
+        s2 = C.madwide(xv, ch_s[i, 2], s2)
         xo = uint32(xo + N32)
         i = uint32(i + uint32(1))
     r = s0 % t
