@@ -4,6 +4,7 @@ the prediction against real runs that sleep by the same link model (threads, and
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 
@@ -208,16 +209,26 @@ def test_auto_picks_the_lowest_prediction():
 
 
 def test_delayed_transport_threads_match_the_prediction():
+    """Real threads over delayed links take the predicted network time, within 20%, plus at most
+    their own compute (the prediction is network only): the compute is measured on the same
+    threads over an instant link, so that a loaded machine does not fail the model."""
     link = LinkProfile("slow", 8e7, 0.02)  # 10 MB/s, 20 ms
+    instant = LinkProfile("instant", 1e15, 0.0)
     xs = np.arange(20_000, dtype=np.int64)  # 160 kB: 16 ms on the wire per full vector
+
+    def wall(topo, over: LinkProfile) -> float:
+        best = math.inf
+        for _ in range(2):  # best of two: a descheduled thread is not the link's time
+            net = InProcessNetwork(4)
+            t0 = time.monotonic()
+            net.run(lambda t: all_reduce_array(DelayedTransport(t, over), xs, topo))
+            best = min(best, time.monotonic() - t0)
+        return best
+
     for name, topo in TOPOS.items():
-        k = 4
-        pred = simulate(k, lambda t, topo=topo: all_reduce_array(t, xs, topo), link).round_time
-        net = InProcessNetwork(k)
-        t0 = time.monotonic()
-        net.run(lambda t, topo=topo: all_reduce_array(DelayedTransport(t, link), xs, topo))
-        measured = time.monotonic() - t0
-        assert measured == pytest.approx(pred, rel=0.2), name
+        pred = simulate(4, lambda t, topo=topo: all_reduce_array(t, xs, topo), link).round_time
+        measured, compute = wall(topo, link), wall(topo, instant)
+        assert 0.8 * pred <= measured <= 1.2 * pred + compute, (name, measured, pred, compute)
 
 
 # --------------------------------------------------------------------------- real gloo processes
