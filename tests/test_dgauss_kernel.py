@@ -122,11 +122,18 @@ def test_cpu_and_cuda_simulator_are_bit_identical():
     """The CUDA twin (numba's simulator here, a GPU under --backend cuda) draws the same bits."""
     from kernels.cuda import _common as C
     from kernels.cuda import dgauss as G
+    from kernels.cuda._sigs import SIGNATURES
 
-    for s, count, lanes in ((3, 24, 3), (10**6, 16, 2)):
-        want = D.sample_discrete_gaussian(KEY, _nonce(8), s, count, lanes=lanes)
-        got = C.to_host(G.sample_discrete_gaussian(KEY, _nonce(8), s, count, lanes=lanes))
-        assert np.array_equal(got, want), (s, got, want)
+    C.RECORDED = set()  # the launch signature must be the one compiled statically in CI
+    try:
+        for s, count, lanes in ((3, 24, 3), (10**6, 16, 2)):
+            want = D.sample_discrete_gaussian(KEY, _nonce(8), s, count, lanes=lanes)
+            got = C.to_host(G.sample_discrete_gaussian(KEY, _nonce(8), s, count, lanes=lanes))
+            assert np.array_equal(got, want), (s, got, want)
+        seen = C.RECORDED
+    finally:
+        C.RECORDED = None
+    assert seen == {("_dgauss_kernel", SIGNATURES[("dgauss", "_dgauss_kernel")])}
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":  # pragma: no cover - a real GPU
         want = D.sample_discrete_gaussian(KEY, _nonce(9), 10**6, 1 << 16)
         got = C.to_host(G.sample_discrete_gaussian(KEY, _nonce(9), 10**6, 1 << 16))

@@ -275,6 +275,22 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
         "array(uint32, 1d, C)",
         "int64",
     ),
+    # kernels.cuda.dgauss: exact discrete Gaussian, one thread per lane of the CPU layout
+    ("dgauss", "_dgauss_kernel"): (
+        "array(uint32, 1d, C)",
+        "array(uint64, 2d, C)",
+        "array(uint64, 2d, C)",
+        "array(uint64, 1d, C)",
+        "int64",
+        "int64",
+        "uint64",
+        "uint64",
+        "int64",
+        "int64",
+        "array(int64, 1d, C)",
+        "array(int64, 1d, C)",
+        "int64",
+    ),
 }
 
 # Threads per block at launch (the NTT's (M*L, N) launch uses min(512, tile/2)).

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import cuda, int64, uint32, uint64
+from numba import cuda, float64, int64, uint32, uint64
 
 from kernels.cpu.dgauss import _INV_E as _INV_E_TABLE
 from kernels.cpu.dgauss import (
@@ -74,9 +74,27 @@ def _bern(kn, ks, st, n, c, lim, wide):
             return x < cut
 
 
+@cuda.jit(device=True, inline=True)
+def _divmod_est(num, den):
+    # floor(num / den) and the remainder without the 64-bit division routine (once per
+    # candidate): a float64 estimate, then exact integer corrections. num < 2^62 and
+    # den <= 2^56 (the tables' bound), so q * den < 2^63 and the int64 remainder cannot wrap;
+    # quotients here are small (gamma = num / den, or 2^32 / k), so the estimate is off by at
+    # most one.
+    q = uint64(float64(num) / float64(den))
+    r = int64(num) - int64(q) * int64(den)
+    while r < int64(0):
+        q -= uint64(1)
+        r += int64(den)
+    while r >= int64(den):
+        q += uint64(1)
+        r -= int64(den)
+    return q, uint64(r)
+
+
 @cuda.jit(device=True)
 def _bern_inv_k(kn, ks, st, k):
-    c = (uint64(1) << uint64(32)) // k
+    c, _ = _divmod_est(uint64(1) << uint64(32), k)  # k >= 13: reached with probability < 1/12!
     return _bern(kn, ks, st, uint64(1), c, c * k, False)
 
 
@@ -149,8 +167,7 @@ def _gauss(kn, ks, st, s, t, thr, tab_t, tab_d, den, qlb, inv_e):
                 st[3] = uint64(1)
         else:
             num = uint64(a * a)
-            q = num // den
-            r = num - q * den
+            q, r = _divmod_est(num, den)
             i = uint64(0)
             while i < q and _bern_inv_e(kn, ks, st, inv_e):
                 i += uint64(1)
