@@ -132,7 +132,7 @@ def _has(data_dir: str | None, sub: str) -> bool:
 
 
 def _train(settings: PaperSettings, ds: dict[str, Any], mode: str, eps: float | None) -> dict:
-    from dmhe.config import TrainConfig
+    from dmhe.config import TrainConfig, UpdateRefused
     from dmhe.trainer import Trainer
 
     extra: dict[str, Any] = {
@@ -152,13 +152,22 @@ def _train(settings: PaperSettings, ds: dict[str, Any], mode: str, eps: float | 
     }
     cfg = TrainConfig(**{**base, **extra})  # a dataset's own peers/model override the defaults
     t0 = time.perf_counter()
-    tr = Trainer(cfg)
-    metrics = tr.train()
+    done: list[dict[str, Any]] = []
+    tr = Trainer(cfg, log=done.append)
+    diverged = None
+    try:
+        metrics = tr.train()
+    except (
+        UpdateRefused
+    ) as exc:  # e.g. local DP noise drove the model to NaN: a result, not a crash
+        metrics, diverged = done, str(exc)
+    accuracy = [m["accuracy"] for m in metrics]
     return {
         "mode": mode,
         "epsilon": eps,
         "peers": cfg.peers,
-        "accuracy": [m["accuracy"] for m in metrics],
+        "accuracy": accuracy + [math.nan] * (settings.rounds - len(accuracy)),
+        "diverged": diverged,
         "time": [m["time"] for m in metrics],
         "bytes_per_peer": [m["bytes_sent_per_peer"] for m in metrics],
         "num_values": tr.num_values,

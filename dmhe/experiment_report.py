@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,25 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
+def _acc(x: float) -> str:
+    return "diverged" if math.isnan(x) else f"{x:.4f}"
+
+
+def _pp(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:+.1f}"
+
+
 def _split(times: list[dict[str, float]], peers: int) -> dict[str, float]:
     """Mean seconds per stage over the rounds after the first (warm-up). In-process the K peers'
     training and DP encoding run one after another (the metrics give them per peer, so they are
     scaled by K here), their aggregations on parallel threads; 'other' is the rest, so that
     the stack adds up to the measured round."""
     steady = times[1:] or times
+    if not steady:  # a run refused in its first round (diverged): nothing measured
+        return dict.fromkeys(
+            ("train", "quantize", "encrypt", "decrypt", "communicate", "eval", "other", "round"),
+            0.0,
+        )
 
     def mean(key: str) -> float:
         return sum(t.get(key, 0.0) for t in steady) / len(steady)
@@ -177,10 +191,15 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
             ddp_run = _by_eps(runs, "encrypted-dp")[eps]
             ddp = ddp_run["accuracy"][-1]
             lines.append(
-                f"| {eps:g} | {loc:.4f} | {cen:.4f} | {ddp:.4f} | "
-                f"{100 * (ddp - cen):+.1f} | {100 * (loc - cen):+.1f} | "
-                f"{ddp_run['dp_epsilon']:.3f} |"
+                f"| {eps:g} | {_acc(loc)} | {_acc(cen)} | {_acc(ddp)} | "
+                f"{_pp(ddp - cen)} | {_pp(loc - cen)} | {ddp_run['dp_epsilon'] or math.nan:.3f} |"
             )
+        lines += [
+            f"- `{r['mode']}` eps {r['epsilon']}: diverged, {r['diverged']} (accuracy after "
+            "that round: nan)"
+            for r in runs
+            if r.get("diverged")
+        ] + ([""] if any(r.get("diverged") for r in runs) else [])
         withheld = _by_eps(runs, "encrypted-dp")[eps_list[-1]]["privacy"]["epsilon_if_withheld"]
         lines += [
             "",

@@ -47,3 +47,26 @@ def test_experiment_rejects_unknown_names():
         from dmhe.cli import build_parser
 
         build_parser().parse_args(["experiment", "nope"])
+
+
+def test_a_diverged_run_is_a_result_not_a_crash(monkeypatch, tmp_path):
+    """A run whose update turns NaN (local DP noise at small eps on a CNN did, in the full
+    settings) is kept with the rounds it finished, NaN after, and named in the report."""
+    import math
+
+    from dmhe import experiment
+    from dmhe.config import UpdateRefused
+    from dmhe.experiment_report import _acc, _pp, _split
+    from dmhe.trainer import Trainer
+
+    def fake_train(self, *a, **k):
+        self.log({"accuracy": 0.5, "time": {"round": 1.0}, "bytes_sent_per_peer": 8})
+        raise UpdateRefused("round 2, peer 0: update has 3 NaN/inf values")
+
+    monkeypatch.setattr(Trainer, "train", fake_train)
+    settings = PaperSettings.for_run(quick=True, data_dir=None)
+    run = experiment._train(settings, settings.datasets[0], "dp", 4.0)
+    assert run["accuracy"][0] == 0.5 and all(math.isnan(a) for a in run["accuracy"][1:])
+    assert len(run["accuracy"]) == settings.rounds and "round 2" in run["diverged"]
+    assert _acc(math.nan) == "diverged" and _pp(math.nan) == "-" and _acc(0.25) == "0.2500"
+    assert _split([], 3)["round"] == 0.0  # refused in round 1: nothing measured, no crash
