@@ -156,6 +156,12 @@ class Backend:
         kernel = importlib.import_module(self.k.__name__ + ".dgauss")
         return kernel.sample_discrete_gaussian(key, nonce, variance, count)
 
+    @staticmethod
+    def discrete_gaussian_max_variance() -> int:
+        """The largest variance :meth:`discrete_gaussian` accepts (the kernels' exact integer
+        range, the same on every device)."""
+        return int(importlib.import_module("kernels.cpu.dgauss").MAX_VARIANCE)
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op off the GPU); for timing."""
         if self.is_gpu:

@@ -16,31 +16,15 @@ reproducible on any machine and device.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from dmhe.privacy.random import RandomBits
+from gpubfv.backend import Backend
 
 __all__ = ["MAX_VARIANCE", "discrete_gaussian", "discrete_gaussian_pmf"]
 
-_DEN_LIMIT = 1 << 56
-
-
-def _max_variance() -> int:
-    """The largest integer s with 2 s (isqrt(s) + 1)^2 < 2^56 (the kernel's own bound)."""
-    lo, hi = 1, 1 << 30
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if 2 * mid * (math.isqrt(mid) + 1) ** 2 < _DEN_LIMIT:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 #: the largest integer variance the exact integer sampler accepts (about 2^27.5)
-MAX_VARIANCE = _max_variance()
+MAX_VARIANCE = Backend.discrete_gaussian_max_variance()
 
 
 def discrete_gaussian(bits: RandomBits, variance: int, count: int) -> torch.Tensor:
