@@ -116,8 +116,8 @@ class PaperSettings:
                 "synthetic_size": [2000, 500],
                 "model": "cifar_cnn",
                 # K = 16 and clip 0.1: the DP noise added to the weights per round (~ sigma c / K
-                # per value) stays ~0.016; at K = 4 and clip 1 (0.6) or 0.1 (0.06) every DP run
-                # diverged to NaN by round 2-4 (RESULTS.md)
+                # per value) stays ~0.016; at K = 4, clip 1 every DP run diverged to NaN, and
+                # central DP at eps 8 with clip 0.1 (0.06) still did by round 4 (RESULTS.md)
                 "peers": 16,
                 "clip": 0.1,
             },
