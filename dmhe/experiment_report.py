@@ -166,7 +166,11 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
         f"clip {s['clip']}, delta = {s['delta']} over the whole run. DP-local: every "
         "message private on its own; DP-central: the 1/K-share Gaussian, private only "
         "as a trusted sum; encrypted + distributed DP: the distributed discrete Gaussian "
-        "summed under encryption (no one sees a single update).",
+        "summed under encryption (no one sees a single update). Every DP noise here is "
+        "drawn from gpubfv's ChaCha20 CSPRNG (the Gaussians by Box-Muller in float64, the "
+        "discrete Gaussian by an exact integer sampler); record-level DP-SGD (`dmhe train "
+        "--mode dp-sgd`, Opacus) is not part of this comparison, and its Poisson batch "
+        "sampling uses torch's seeded generator.",
         "",
     ]
     for name, runs in results["runs"].items():

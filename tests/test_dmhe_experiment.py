@@ -39,7 +39,7 @@ def test_traffic_grows_with_k_for_pairwise_masking_only():
     full = PaperSettings.for_run(quick=False, data_dir=None)
     assert full.traffic_peers == (4, 16, 64)
     digits = full.datasets[0]
-    assert (digits["dataset"], digits["model"], digits["peers"]) == ("digits", "logreg", 16)
+    assert (digits["dataset"], digits["model"], digits["peers"]) == ("digits", "logreg", 64)
 
 
 def test_experiment_rejects_unknown_names():
