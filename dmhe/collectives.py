@@ -25,6 +25,7 @@ import numpy as np
 
 from dmhe.chunkbuffer import ChunkBuffer, Step, run_steps_flat
 from dmhe.framing import pack_blobs, unpack_blobs
+from dmhe.recordbuffer import Fold, RecordBuffer, run_record_steps
 from dmhe.transport import Transport
 
 __all__ = [
@@ -41,8 +42,10 @@ __all__ = [
     "all_gather_bytes",
     "all_reduce",
     "all_reduce_array",
+    "all_gather_records",
     "array_codec",
     "reduce_scatter",
+    "reduce_scatter_records",
     "reduction_inputs",
     "run_steps",
     "run_steps_flat",
@@ -317,3 +320,32 @@ def all_reduce_array(
         return buf.data
     chunks = split_chunks(values.copy(), transport.world_size)
     return np.concatenate(all_reduce(transport, chunks, array_codec(values.dtype), topology))
+
+
+def _scheduled(topology: Topology) -> Scheduled:
+    if not isinstance(topology, Scheduled):
+        raise TypeError(f"record buffers need a Scheduled topology, not {type(topology).__name__}")
+    return topology
+
+
+def reduce_scatter_records(
+    transport: Transport, buf: RecordBuffer, fold: Fold, topology: Topology = RING
+) -> int:
+    """Reduce-scatter of ``buf``'s K chunks in place; returns the index of the chunk this
+    peer holds combined (``fold``) over all peers, the same index as :func:`reduce_scatter`."""
+    topo, k, r = _scheduled(topology), transport.world_size, transport.rank
+    if buf.k != k:
+        raise ValueError(f"need {k} chunks, got {buf.k}")
+    steps, own = _schedule(topo, "rs", k, r, 0)
+    run_record_steps(transport, steps, buf, fold, topo.batch)
+    return own
+
+
+def all_gather_records(
+    transport: Transport, buf: RecordBuffer, index: int, topology: Topology = RING
+) -> None:
+    """All-gather in place: this peer's chunk ``index`` of ``buf`` in, every chunk out."""
+    topo, k, r = _scheduled(topology), transport.world_size, transport.rank
+    if buf.k != k or not 0 <= index < k:
+        raise ValueError(f"chunk {index} of {buf.k} for {k} peers")
+    run_record_steps(transport, _schedule(topo, "ag", k, r, index)[0], buf, None, topo.batch)

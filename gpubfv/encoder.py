@@ -274,6 +274,28 @@ class CoefficientEncoder:
         parts = [(pt.data >> np.uint64(j * self.width)) & mask for j in range(self.pack)]
         return xp.concatenate(parts, axis=-1).astype(np.int64)
 
+    def unpack_positions(self, coeffs: Any) -> Any:
+        """Sub-values (pack, M) int64, unsigned, of M plaintext coefficients given without their
+        polynomial: uint64 (M,) for t < 2^61, words (W, M) for a wide t. Row j holds sub-slot j
+        (with pack = 1 the coefficient itself in [0, t); a wide t needs a `width` for it), so
+        for the N coefficients of one plaintext the rows joined are the packed `decode`."""
+        xp = self.backend.xp
+        if self.params.t_wide:
+            words = xp.ascontiguousarray(coeffs, dtype=np.uint32)
+            if words.ndim != 2 or words.shape[0] != self.params.t_words:
+                raise EncodingError(f"wide coefficients of shape {words.shape}")
+            if not self.width:
+                raise EncodingError("a wide t without a sub-value width does not fit int64")
+            return _wide_unpack(words, self.pack, self.width, self.backend).reshape(self.pack, -1)
+        c = xp.asarray(coeffs, dtype=np.uint64)
+        if c.ndim != 1:
+            raise EncodingError(f"coefficients of shape {c.shape}: need (M,)")
+        if self.pack == 1:
+            return c.reshape(1, -1).astype(np.int64)
+        mask = np.uint64((1 << self.width) - 1)
+        parts = [(c >> np.uint64(j * self.width)) & mask for j in range(self.pack)]
+        return xp.stack(parts).astype(np.int64)
+
 
 class FixedPointEncoder:
     """Reals <-> integers round(x * 2^f) over an integer encoder; |x| must not exceed `clip`.

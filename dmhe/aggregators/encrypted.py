@@ -44,6 +44,7 @@ from dmhe.aggregators.base import TOPOLOGY_OPTIONS, AggregatorBase, Option
 from dmhe.aggregators.encrypted_journals import open_journal
 from dmhe.aggregators.encrypted_keys import restore_keys
 from dmhe.aggregators.encrypted_setup import collective_key_setup
+from dmhe.aggregators.encrypted_slices import slice_round
 from dmhe.collectives import (
     RING,
     Codec,
@@ -321,7 +322,10 @@ class EncryptedAggregator(AggregatorBase):
         return total
 
     def _round(self, transport: Transport, values: Any, sizes: list[int]) -> np.ndarray:
-        """Steps 1-5 of the module docstring: the packed sum, offsets not yet removed."""
+        """Steps 1-5 of the module docstring: the packed sum, offsets not yet removed. Without
+        threshold keys the chunks are coefficient slices (:mod:`.encrypted_slices`)."""
+        if self._threshold is None:
+            return slice_round(self, transport, values)[: values.size]
         with self._phase("encrypt"):
             chunks = self.encrypt(values, sizes)
         with self._phase("communicate"):

@@ -206,6 +206,27 @@ class CompressedDecryptionShare:
         )
 
 
+def open_positions(ctx: Any, level: int, bits: int, c0: Any, shares: Any) -> Any:
+    """Decrypt coefficient positions of a compressed ciphertext batch: ``c0`` words (W, M) of
+    the summed compressed c0 and ``shares`` words (W, M) of the summed compressed decryption
+    shares at the same M positions (any M: a slice of the batch's coefficients, in any order).
+
+    Each is lifted back to residues mod Q' (`lift_words`), they are added, and the level's
+    `ScaleRoundToT` rounds t (c0 + sum h_i) / Q' coefficient by coefficient: the plaintext's
+    coefficients at those positions, uint64 (M,) or wide words (W_t, M). Every step is the
+    whole-ciphertext decryption's (`CollectiveDecrypt.decrypt` of `CompressedCiphertext.lift`
+    with the lifted share), restricted to the positions; the caller checks that the shares
+    belong to this c1 and that every expected peer's share is in the sum."""
+    moduli = _level_moduli(ctx.params, level)
+    w = word_count(bits)
+    if c0.ndim != 2 or c0.shape != shares.shape or c0.shape[0] != w:
+        raise ValueError(f"c0 {c0.shape} and shares {shares.shape}: need ({w}, M) words each")
+    xp = Backend.for_array(c0).xp
+    q = xp.asarray(np.array(moduli, dtype=np.uint64))[:, None]
+    phase = (lift_words(c0, moduli, bits).astype(xp.uint64) + lift_words(shares, moduli, bits)) % q
+    return ctx.decrypt_scaler(level)(phase.astype(xp.uint32))
+
+
 __all__ = [
     "MAX_COMPRESSED_BITS",
     "ROUND_SLACK",
@@ -214,6 +235,7 @@ __all__ = [
     "add_words",
     "compress_residues",
     "lift_words",
+    "open_positions",
     "word_count",
     "word_widths",
 ]

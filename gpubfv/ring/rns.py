@@ -130,16 +130,22 @@ class ScaleRoundToT:
         self.omega16 = xp.asarray(omega16)
 
     def __call__(self, x: Any) -> Any:
-        """x (..., L, N) over Q -> round(t*x/Q) mod t: uint64 (..., N), or wide (..., W, N)."""
+        """x (..., L, M) over Q -> round(t*x/Q) mod t: uint64 (..., M), or wide (..., W, M).
+
+        The map is coefficient-wise, so M is N for whole polynomials or any count of
+        coefficient positions (a slice of a batch: `gpubfv.mhe.compressed.open_positions`)."""
         be = self.basis.backend
-        flat = self.basis._flat(self.basis._c(x))
+        limbs, m = x.shape[-2:]
+        if limbs != len(self.basis.moduli):
+            raise ValueError(f"residues of shape {x.shape} for a basis of {len(self.basis)} limbs")
+        flat = self.basis._c(x).reshape(-1, limbs, m)
         if self.wide:
-            out = be.xp.empty((flat.shape[0], self.words, self.basis.n), dtype=np.uint32)
+            out = be.xp.empty((flat.shape[0], self.words, m), dtype=np.uint32)
             be.widet.wide_scale_round(flat, self, out)
-            return out.reshape(x.shape[:-2] + (self.words, self.basis.n))
-        out = be.xp.empty((flat.shape[0], self.basis.n), dtype=np.uint64)
+            return out.reshape(x.shape[:-2] + (self.words, m))
+        out = be.xp.empty((flat.shape[0], m), dtype=np.uint64)
         be.k.scale_round_to_t(flat, self, out)
-        return out.reshape(x.shape[:-2] + (self.basis.n,))
+        return out.reshape(x.shape[:-2] + (m,))
 
 
 def float_rounding_slack(levels: int) -> float:
