@@ -13,6 +13,7 @@ prints the paired difference (DDG - central) with its 95% Student-t interval fro
 
     python benchmarks/dp_seed_sweep.py --eps 2 --seeds 53-110 --record benchmarks/dp_sweep.jsonl
     python benchmarks/dp_seed_sweep.py --eps 2 --record benchmarks/dp_sweep.jsonl --report
+    python benchmarks/dp_seed_sweep.py --eps 2 --record R --report --pool 49,-0.17,3.54
 """
 
 from __future__ import annotations
@@ -116,11 +117,33 @@ def _recorded(path: Path, args: argparse.Namespace) -> list[dict]:
     return [r for r in rows if all(r[k] == getattr(args, k) for k in keys)]
 
 
-def report(rows: list[dict]) -> str:
-    """The paired DDG - central difference (percentage points) with its 95% t-interval."""
+def pooled(n1: int, m1: float, s1: float, d: list[float]) -> tuple[int, float, float, float]:
+    """(n, mean, sd, 95% half-width) of an earlier sample given by its summary (n1 paired
+    differences of mean m1 and sample std s1) pooled with the differences ``d``: the exact
+    combined mean and sample variance (within- plus between-sample sums of squares)."""
+    n2, m2 = len(d), statistics.fmean(d)
+    s2 = statistics.stdev(d)
+    n = n1 + n2
+    m = (n1 * m1 + n2 * m2) / n
+    ss = (n1 - 1) * s1**2 + (n2 - 1) * s2**2 + n1 * (m1 - m) ** 2 + n2 * (m2 - m) ** 2
+    sd = math.sqrt(ss / (n - 1))
+    return n, m, sd, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def report(rows: list[dict], prior: tuple[int, float, float] | None = None) -> str:
+    """The paired DDG - central difference (percentage points) with its 95% t-interval; with
+    ``prior`` (n, mean, sd of an earlier sample of the same setting, not recorded here) also
+    the two pooled, on the mean of the last rounds."""
     if len(rows) < 2:
         return f"{len(rows)} paired seeds recorded: too few for an interval"
     lines = []
+    if prior is not None:
+        d = [100 * (r["ddp-plaintext"] - r["dp-trusted-sum"]) for r in rows]
+        n, m, sd, half = pooled(*prior, d)
+        lines.append(
+            f"pooled with the earlier {prior[0]} seeds: DDG - central {m:+.2f} pp, 95% "
+            f"[{m - half:+.2f}, {m + half:+.2f}] (sd {sd:.2f}, {n - 1} df)"
+        )
     for suffix, what in (("", "mean of the last rounds"), ("@last", "final round")):
         d = [100 * (r["ddp-plaintext" + suffix] - r["dp-trusted-sum" + suffix]) for r in rows]
         n, mean, sd = len(d), statistics.fmean(d), statistics.stdev(d)
@@ -148,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--local-steps", type=int, default=5)
     p.add_argument("--last", type=int, default=3, help="rounds averaged at the end (default 3)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="pairs run at once (default 2)")
+    p.add_argument(
+        "--pool",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        help="N,MEAN,SD (pp) of an earlier sample of the same setting to pool with the record",
+    )
     args = p.parse_args(argv)
     if (
         not (math.isfinite(args.eps) and args.eps > 0)
@@ -168,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"DDG {row['ddp-plaintext']:.4f}",
                     flush=True,
                 )
-    print(report(_recorded(args.record, args)))
+    prior = None
+    if args.pool is not None:
+        if len(args.pool) != 3 or args.pool[0] < 2 or not all(map(math.isfinite, args.pool)):
+            p.error("--pool takes N,MEAN,SD with N >= 2")
+        prior = (int(args.pool[0]), args.pool[1], args.pool[2])
+    print(report(_recorded(args.record, args), prior))
     return 0
 
 
