@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_lines, markdown_table, write_section  # noqa: E402
 
 from dmhe.aggregators.encrypted import EncryptedAggregator  # noqa: E402
+from dmhe.aggregators.encrypted_slices import SliceRound  # noqa: E402
 from dmhe.aggregators.secagg import PairwiseMaskAggregator  # noqa: E402
 from dmhe.collectives import Codec, all_reduce, all_reduce_array, split_chunks  # noqa: E402
 from dmhe.transport import run_peers  # noqa: E402
@@ -67,22 +68,21 @@ def encrypted(k: int, n: int, notion: str) -> dict:
         t.barrier()
         values = _values(n, t.rank)
         marks = [t.total_bytes_sent]
-        sizes = agg._chunk_sizes(n)
+        r = SliceRound(agg, t, sum(agg._chunk_sizes(n)))
         with HEAVY:
-            chunks = agg.encrypt(agg._validated(values), sizes)
-        own_idx, own = agg.reduce_scatter_ciphertexts(t, chunks, sizes)
-        del chunks
+            buf = r.encrypt(agg._validated(values))
+        own = r.reduce_ciphertexts(buf)
+        mine = buf.chunk(own)
         marks.append(t.total_bytes_sent)
-        aggs_ = agg.gather_c1(t, own_idx, own, sizes)
+        c1 = r.gather_c1(mine, own)
         marks.append(t.total_bytes_sent)
         with HEAVY:
-            shares = agg.decryption_shares(aggs_)
-        del aggs_
-        share = agg.reduce_scatter_shares(t, shares, own_idx)
+            words, digest = r.share(c1)
+        del c1
+        summed = r.reduce_shares(words, digest, own)
         marks.append(t.total_bytes_sent)
-        sums = agg.gather_plaintext(t, own_idx, agg.open_chunk(own, share), sizes)
+        total = r.gather_plain(r.open(mine, summed), own)[:n]
         marks.append(t.total_bytes_sent)
-        total = np.concatenate(sums, axis=-1).reshape(-1)[:n].astype(np.int64)
         total -= np.int64(k * agg.offset)
         assert agg._journal is not None
         agg._journal.release()

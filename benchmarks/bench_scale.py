@@ -12,9 +12,10 @@ Aggregation only (no training), on the link profiles of ``dmhe.netmodel`` (datac
 * ``encrypted``: the encrypted round's four collectives (ciphertext reduce-scatter, c1
   all-gather, decryption-share reduce-scatter, plaintext all-gather) with the wire sizes of
   the real parameter plan for K (``choose_parameters_for_updates(K, 16, values_per_round=2^20,
-  rounds=1000)``, statistical smudging, lambda = 40; full c0 and shares, no compression), network
-  time only, always modeled, with the ciphertexts spread evenly over the K chunk indices (the
-  aggregator's ``_chunk_sizes``).
+  rounds=1000)``, statistical smudging, lambda = 40; c0 and shares at the compressed width, as
+  on the wire), network time only, always modeled, for two chunk layouts: ``slices`` (the
+  aggregator's: the batch's coefficient positions cut evenly into K chunks) and ``whole``
+  (whole ciphertexts spread over the K chunk indices: the threshold round's).
 
 The per-peer CPU table runs chosen peers alone on the messages they received
 (``dmhe.peercpu.peer_cpu``) beside their thread CPU in the K-thread simulation. ``--save`` and
@@ -259,8 +260,10 @@ def cpu_table(sims, alone) -> list[list[str]]:
     return out
 
 
-def encrypted_sizes(k: int) -> tuple[int, dict[str, float]]:
-    """Ciphertexts per round and wire bytes per ciphertext of each collective, from the plan."""
+def encrypted_sizes(k: int) -> tuple[int, int, dict[str, float]]:
+    """(ciphertexts per round, N, wire bytes per coefficient position of each collective),
+    from the plan: c0 and shares at the plan's compressed width, c1 residues bit-packed at
+    the moduli's widths, the opened sums at the sub-slot width (the real round's wire)."""
     from gpubfv import Parameters
     from gpubfv.mhe import choose_parameters_for_updates
 
@@ -268,16 +271,37 @@ def encrypted_sizes(k: int) -> tuple[int, dict[str, float]]:
         k, 16, values_per_round=N_VALUES, rounds=1000, notion="statistical", lam=40
     )
     params = Parameters(plan.literal)
-    n = params.n
     q_bits = sum(q.bit_length() for q in params.q[: plan.level])
-    slots = n * plan.pack
-    per_ct = {
-        "ct": 2 * q_bits * n / 8,  # c0 and c1, bit-packed residues
-        "c1": q_bits * n / 8,
-        "share": q_bits * n / 8,  # one ring element at the wire level (header not counted)
-        "plain": slots * plan.width / 8,
+    bits = plan.compressed_bits
+    per_position = {
+        "ct": (bits + q_bits) / 8,
+        "c1": q_bits / 8,
+        "share": bits / 8,
+        "plain": plan.pack * plan.width / 8,
     }
-    return math.ceil(N_VALUES / slots), per_ct
+    return math.ceil(N_VALUES / (params.n * plan.pack)), params.n, per_position
+
+
+def encrypted_blocks(k: int, lay: str) -> tuple[int, list[tuple[str, list[int]]]]:
+    """(ciphertexts, the four collectives' K chunk sizes in bytes) for a chunk layout:
+    ``slices`` (the aggregator's: P = ciphertexts x N positions cut evenly, a share chunk with
+    one header position on top) or ``whole`` (whole ciphertexts spread over the K indices,
+    the threshold round's ``_chunk_sizes``)."""
+    from dmhe.recordbuffer import even_offsets
+
+    count, n, per = encrypted_sizes(k)
+    if lay == "slices":
+        units = [int(u) for u in np.diff(even_offsets(count * n, k))]
+        heads = [u + 1 for u in units]
+    else:
+        units = [c * n for c in layout(count, k, True)]
+        heads = units
+    return count, [
+        ("rs", _blocks(per["ct"], units)),
+        ("ag", _blocks(per["c1"], units)),
+        ("rs", _blocks(per["share"], heads)),
+        ("ag", _blocks(per["plain"], units)),
+    ]
 
 
 def layout(count: int, k: int, spread: bool) -> list[int]:
@@ -303,40 +327,27 @@ def sent_per_peer(name: str, k: int, kinds_blocks) -> np.ndarray:
 
 
 def encrypted_bytes(ks) -> None:
-    """Max and mean bytes sent per peer of the encrypted round (spread layout), per topology,
+    """Max and mean bytes sent per peer of the encrypted round, per layout and topology,
     against the ring's: the mean is the ring's, the max is what a peer's link must carry."""
     print("\nEncrypted round, MiB sent per peer (max / mean over peers; ratio to the ring):")
     for k in ks:
-        count, per_ct = encrypted_sizes(k)
-        units = layout(count, k, True)
-        kb = [
-            ("rs", _blocks(per_ct["ct"], units)),
-            ("ag", _blocks(per_ct["c1"], units)),
-            ("rs", _blocks(per_ct["share"], units)),
-            ("ag", _blocks(per_ct["plain"], units)),
-        ]
-        ring = sent_per_peer("ring", k, kb)
-        for name in TOPOS:
-            sent = ring if name == "ring" else sent_per_peer(name, k, kb)
-            print(
-                f"- K={k} ({count} ct) {name}: max {sent.max() / 2**20:.2f} "
-                f"({sent.max() / ring.max():.3f}x), mean {sent.mean() / 2**20:.3f} "
-                f"({sent.mean() / ring.mean():.4f}x)",
-                flush=True,
-            )
+        for lay in ("slices", "whole"):
+            count, kb = encrypted_blocks(k, lay)
+            ring = sent_per_peer("ring", k, kb)
+            for name in TOPOS:
+                sent = ring if name == "ring" else sent_per_peer(name, k, kb)
+                print(
+                    f"- K={k} ({count} ct, {lay}) {name}: max {sent.max() / 2**20:.2f} "
+                    f"({sent.max() / ring.max():.3f}x), mean {sent.mean() / 2**20:.3f} "
+                    f"({sent.mean() / ring.mean():.4f}x)",
+                    flush=True,
+                )
 
 
 def run_encrypted(ks, rows, plot):
     for k in ks:
-        count, per_ct = encrypted_sizes(k)
-        for lay in ("spread",):  # the aggregator's _chunk_sizes layout
-            units = layout(count, k, lay == "spread")
-            kb = [
-                ("rs", _blocks(per_ct["ct"], units)),
-                ("ag", _blocks(per_ct["c1"], units)),
-                ("rs", _blocks(per_ct["share"], units)),
-                ("ag", _blocks(per_ct["plain"], units)),
-            ]
+        for lay in ("slices", "whole"):
+            count, kb = encrypted_blocks(k, lay)
             for name in TOPOS:
                 for link in PROFILES:
                     model_t, steps, sent = modeled(name, k, kb, link)
@@ -361,7 +372,8 @@ def run_encrypted(ks, rows, plot):
 def check_targets(rows) -> None:
     """The issue's targets that the table decides: steps, the K = 1,000 internet round, bytes."""
     print("\nTargets:")
-    by = {(r[0].split(" ")[0], r[2], r[3], r[4]): r for r in rows}
+    # the encrypted targets are the aggregator's layout (slices); "whole" is for comparison
+    by = {(r[0].split(" ")[0], r[2], r[3], r[4]): r for r in rows if r[1] in ("-", "slices")}
     for wl, passes in (("encrypted", 4), ("plain", 2)):
         for k in ("1000", "10000"):
             bound = passes * math.ceil(math.log2(int(k))) + passes

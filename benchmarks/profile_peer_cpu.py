@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import dataclasses
 import gc
 import pstats
 import statistics
@@ -51,12 +50,12 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dmhe.aggregators.encrypted_slices import SliceLayout, SliceRound  # noqa: E402
 from dmhe.collectives import (  # noqa: E402
     RING,
     ChunkBuffer,
@@ -67,6 +66,7 @@ from dmhe.collectives import (  # noqa: E402
 )
 from dmhe.framing import pack_blobs  # noqa: E402
 from dmhe.peercpu import _Replayed, reduce_scatter_senders  # noqa: E402
+from dmhe.recordbuffer import RecordBuffer  # noqa: E402
 from dmhe.topologies import BRUCK, BRUCK_BATCHED, HALVING_BATCHED  # noqa: E402
 
 TOPOS = {t.name: t for t in (RING, BRUCK, BRUCK_BATCHED, HALVING_BATCHED)}
@@ -193,64 +193,64 @@ class EncryptedPeer:
         rng = np.random.default_rng(rank)
         off = agg.offset
         self.values = rng.integers(-off, off + 1, size=2**20, dtype=np.int64)
-        self.sizes = sizes = agg._chunk_sizes(2**20)
-        self.nonempty = [i for i, n in enumerate(sizes) if n]
-        # the others' partial sums of chunk i: one precomputed encryption, chunk by chunk
+        self.n_ct = n_ct = sum(agg._chunk_sizes(2**20))
+        lay = SliceLayout(agg, n_ct, k)
+        # the others' partial sums: one precomputed encryption (its chunk i stands for every
+        # partial sum of chunk i), its c1 rows, and random sub-values for the plaintext
         agg._prng = PRNG(b"o" * 32)
-        other = agg.encrypt(rng.integers(-off, off + 1, size=2**20, dtype=np.int64), sizes)
-        ct_c, c1_c = agg.ct_codec(sizes), agg.c1_codec(sizes)
-        ct_blobs = [ct_c.encode(c) for c in other]
-        c1_blobs = [c1_c.encode(c) for c in other]
-        width = agg.encoder.slots
-        sums_c = agg.sums_codec(sizes)
-        plain_blobs = [
-            sums_c.encode(rng.integers(0, 2**agg.width, (1, n * width)).astype(np.uint64))
-            for n in sizes
-        ]
+        nobody = _Replayed(rank, k, defaultdict(deque))
+        other_values = rng.integers(-off, off + 1, size=2**20, dtype=np.int64)
+        other = SliceRound(agg, nobody, n_ct).encrypt(other_values)
+        c1_other = RecordBuffer(np.ascontiguousarray(other.data[lay.w :]), lay.offsets, lay.c1_rows)
+        widths = np.array(lay.plain_widths, dtype=np.uint64)[:, None]
+        plain = rng.integers(0, 2**63, (len(widths), lay.positions), dtype=np.uint64)
+        plain_other = RecordBuffer(
+            (plain % (np.uint64(1) << widths)).astype(np.uint32), lay.offsets, lay.plain_rows
+        )
         rs, own = topo.reduce_scatter_steps(k, rank)
         ag = topo.all_gather_steps(k, rank, own)
         log: dict[int, deque[bytes]] = defaultdict(deque)
-        self._add(log, rs, ct_blobs.__getitem__)
-        # this peer's own aggregated chunk (deterministic encryption): the digest of its c1
+        self._add(log, rs, other)
+        self._add(log, ag, c1_other)
+        # a dry run of this peer's first two passes (deterministic encryption): its c1 digest
         agg._prng = PRNG(b"p" * 32)
-        t = _Replayed(rank, k, log)
-        _, own_ct = agg.reduce_scatter_ciphertexts(t, agg.encrypt(self.values, sizes), sizes)
-        log = defaultdict(deque)
-        self._add(log, rs, ct_blobs.__getitem__)
-        self._add(log, ag, c1_blobs.__getitem__)
-        # one share per chunk, for the c1 this peer holds, by a throwaway party
-        helper = Party(
+        dry = SliceRound(agg, _Replayed(rank, k, log), n_ct)
+        buf = dry.encrypt(self.values)
+        mine = buf.chunk(dry.reduce_ciphertexts(buf))
+        c1 = dry.gather_c1(mine, own)
+        agg._party = Party(
             agg.ctx,
             KeyGenerator(agg.ctx, PRNG(b"h" * 32)).gen_secret_key(),
             peer_id=rank,
             journal=ShareJournal.in_memory(unsafe_not_persistent=True),
         )
-        held = [c1_c.decode(b, i) for i, b in enumerate(c1_blobs)]
-        held[own] = own_ct.c1_ciphertext()
-        template = {i: agg.decryption_shares([held[i]], helper)[0] for i in self.nonempty}
-        sh_c = agg.share_codec()
-        msgs = iter(reduce_scatter_senders(topo, k, self.nonempty, rank))
+        words, digest = dry.share(c1)  # a throwaway party's share: the others' shares' bytes
+        log = defaultdict(deque)
+        self._add(log, rs, other)
+        self._add(log, ag, c1_other)
+        # each received share message: every chunk's header is (senders in it) x the digest
+        msgs = iter(reduce_scatter_senders(topo, k, list(range(k)), rank))
         for what, peer, runs in rs:
             if what == "send":
                 continue
             sets = next(msgs)
-            blobs = []
-            for i in _indices(k, runs):
-                if i not in sets:
-                    blobs.append(b"")
-                    continue
-                ids = frozenset(j for j in range(k) if sets[i] >> j & 1)
-                blobs.append(sh_c.encode(dataclasses.replace(template[i], senders=ids)))
-            log[peer].extend([pack_blobs(blobs)] if topo.batch else blobs)
-        self._add(log, ag, plain_blobs.__getitem__)
+            held = RecordBuffer(words.copy(), lay.share_offsets, lay.word_rows)
+            for i, bits in sets.items():
+                held.chunk(i)[:, :1] = lay.header(digest, bin(bits).count("1"))
+            self._add(log, [(what, peer, runs)], held)
+        self._add(log, ag, plain_other)
         self.log = log
         self.runs = 0
 
-    def _add(self, log: dict[int, deque[bytes]], steps: list, blob: Any) -> None:
+    def _add(self, log: dict[int, deque[bytes]], steps: list, buf: RecordBuffer) -> None:
+        """What ``steps`` receive, from ``buf``: one message per step, or per chunk."""
         for what, peer, runs in steps:
-            if what != "send":
-                blobs = [blob(i) for i in _indices(self.k, runs)]
-                log[peer].extend([pack_blobs(blobs)] if self.topo.batch else blobs)
+            if what == "send":
+                continue
+            if self.topo.batch:
+                log[peer].append(buf.message(runs))
+            else:
+                log[peer].extend(buf.message(((i, 1),)) for i in _indices(self.k, runs))
 
     @contextlib.contextmanager
     def _cpu_phase(self, name: str) -> Iterator[None]:
@@ -280,12 +280,8 @@ class EncryptedPeer:
 
 def encrypted(k: int, reps: int, profile: bool, ranks: list[int] | None = None) -> None:
     """One peer's full encrypted round at K, alone (see the module docstring)."""
-    if ranks is None:
-        from dmhe.aggregators.encrypted import EncryptedAggregator
-
-        agg = EncryptedAggregator(k, value_bits=16, values=2**20, rounds=1000, lam=40)
-        first = next(i for i, n in enumerate(agg._chunk_sizes(2**20)) if n)
-        ranks = sorted({0, (first - 1) % k, (first - 2) % k})
+    if ranks is None:  # chunks are even: any ranks; 0, the middle and the last
+        ranks = sorted({0, k // 2, k - 1})
     for rank in ranks:
         peer = EncryptedPeer(k, rank)
         peer.run()  # warm-up: numba, tables, caches
@@ -302,15 +298,14 @@ def encrypted(k: int, reps: int, profile: bool, ranks: list[int] | None = None) 
                 prof.disable()
             for name, sec in peer.agg.timings.items():
                 phases[name].append(sec)
-        own = (rank + 1) % k
         if prof:
             print(f"=== {peer.topo.name} K={k} rank {rank}")
             pstats.Stats(prof).sort_stats("tottime").print_stats(12)
             continue
         wall = ", ".join(f"{n} {statistics.median(v) * 1e3:.0f}" for n, v in phases.items())
         print(
-            f"K={k:5d} {peer.topo.name:14s} rank {rank:4d} (owns {peer.sizes[own]} of "
-            f"{sum(peer.sizes)} ct) CPU ms median {statistics.median(times) * 1e3:7.1f} min "
+            f"K={k:5d} {peer.topo.name:14s} rank {rank:4d} ({peer.n_ct} ct) CPU ms median "
+            f"{statistics.median(times) * 1e3:7.1f} min "
             f"{min(times) * 1e3:7.1f}  MiB sent {sum(t.bytes_sent.values()) / 2**20:6.2f} recv "
             f"{sum(t.bytes_received.values()) / 2**20:6.2f}  CPU ms: {wall}",
             flush=True,

@@ -26,10 +26,10 @@ def make_plot(plot, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    panels = ["plain", "encrypted-spread"]
+    panels = ["plain", "encrypted-slices"]
     titles = {
         "plain": "plain uint32 sums: simulated (K <= 256, K = 1000 batched), modeled above",
-        "encrypted-spread": "encrypted round, network time only (modeled); batched = unbatched",
+        "encrypted-slices": "encrypted round (coefficient slices), network time only (modeled)",
     }
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
     for ax, panel in zip(axes, panels):

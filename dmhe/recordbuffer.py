@@ -5,8 +5,9 @@ A :class:`RecordBuffer` holds R rows of P positions (uint32, shape (R, P)); chun
 columns ``offsets[i]:offsets[i+1]``. A span of positions travels as its :class:`RowCodec`
 packs it (the encrypted round's: every row bit-packed at its width, so a chunk of ciphertext
 coefficients costs what its bit-packed frame costs), and a step's message is the packed spans
-of its runs back to back, with no header: both ends know the runs, so the length is checked
-exactly, and the codec checks every value on arrival.
+of its runs back to back with an 8-byte BLAKE2b check value (:data:`SEAL_BYTES`; a checksum
+against corruption, not a MAC) and no header: both ends know the runs, so the length is
+checked exactly, then the check value, then every value by the codec.
 
 ``fold(held, arrived)`` combines two (R, M) blocks of the same positions into ``held`` (the
 reductions' combine: modular addition of residues, addition of compressed words); it also
@@ -18,6 +19,7 @@ whatever the number of ciphertexts, so every topology moves the ring's bytes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +28,14 @@ import numpy as np
 from dmhe.chunkbuffer import Step
 from dmhe.transport import Transport
 
-__all__ = ["Fold", "RecordBuffer", "RowCodec", "even_offsets", "run_record_steps"]
+__all__ = ["SEAL_BYTES", "Fold", "RecordBuffer", "RowCodec", "even_offsets", "run_record_steps"]
+
+#: bytes of the check value closing every message
+SEAL_BYTES = 8
+
+
+def _seal(body: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(body, digest_size=SEAL_BYTES, person=b"dmhe-records-v1").digest()
 
 #: combine an arrived (R, M) block into the held one, in place
 Fold = Callable[[np.ndarray, np.ndarray], None]
@@ -85,20 +94,27 @@ class RecordBuffer:
         return [(a, b) for a, b in out if b > a]
 
     def message(self, runs: tuple[tuple[int, int], ...]) -> bytes:
-        """The positions of ``runs``, each span packed by the codec, back to back."""
-        return b"".join(self.codec.pack(self.data[:, a:b]) for a, b in self._spans(runs))
+        """The positions of ``runs``, each span packed by the codec, back to back, sealed."""
+        body = b"".join(self.codec.pack(self.data[:, a:b]) for a, b in self._spans(runs))
+        return body + _seal(body)
 
     def take(self, runs: tuple[tuple[int, int], ...], message: bytes, fold: Fold | None) -> None:
         """Fold (or with None store) a message of ``runs`` into their positions; the length
-        must be exactly theirs and every value pass the codec's checks."""
+        must be exactly theirs, its check value right and every value pass the codec's checks,
+        else ValueError (before anything is stored; a fold may still refuse a later span's
+        values after folding an earlier one: the round is then lost either way)."""
         spans = self._spans(runs)
         sizes = [self.codec.size(b - a) for a, b in spans]
-        if len(message) != sum(sizes):
-            raise ValueError(f"message of {len(message)} bytes for {sum(sizes)} expected")
+        if len(message) != sum(sizes) + SEAL_BYTES:
+            raise ValueError(f"message of {len(message)} bytes for {sum(sizes) + SEAL_BYTES}")
         view, pos = memoryview(message), 0
+        if _seal(view[:-SEAL_BYTES]) != message[-SEAL_BYTES:]:
+            raise ValueError("message check value does not match: corrupted in transit")
+        blocks = []
         for (a, b), size in zip(spans, sizes, strict=True):
-            block = self.codec.unpack(view[pos : pos + size], b - a)
+            blocks.append(self.codec.unpack(view[pos : pos + size], b - a))
             pos += size
+        for (a, b), block in zip(spans, blocks, strict=True):
             if fold is None:
                 self.data[:, a:b] = block
             else:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gpubfv import PRNG, Encryptor, Evaluator, KeyGenerator
 from gpubfv.ciphertext import Plaintext
 from gpubfv.context import Context
-from gpubfv.encoder import CoefficientEncoder
+from gpubfv.encoder import CoefficientEncoder, EncodingError
 from gpubfv.keys import SecretKey
 from gpubfv.mhe import DecryptionShare, c1_digest
 from gpubfv.mhe.compressed import (
@@ -23,6 +23,7 @@ from gpubfv.mhe.compressed import (
     add_words,
     compress_residues,
     lift_words,
+    open_positions,
     word_count,
 )
 from gpubfv.mhe.noise import (
@@ -177,16 +178,40 @@ def _compressed_round(plan, bits: int) -> tuple[list[int], list[int]]:
     lifted = agg.lift()
     phase = qb.add(wire.lift().data[0], lifted.data)
     out = enc.decode(Plaintext(p, ctx.decrypt_scaler(plan.level)(phase)))
+    # the same decryption on coefficient positions, in a shuffled order and in two slices
+    perm = np.random.default_rng(3).permutation(p.n)
+    sub = np.empty((enc.pack, p.n), dtype=np.int64)
+    for part in np.array_split(perm, [p.n // 3]):
+        coeffs = open_positions(ctx, plan.level, bits, wire.c0[:, part], agg.data[:, part])
+        sub[:, part] = enc.unpack_positions(coeffs)
+    sliced = [int(v) for v in sub.reshape(-1)]
+    assert sliced == [int(v) for v in out]
     return [int(v) for v in out], [int(v) for v in values.sum(axis=0)]
 
 
 def test_compressed_round_decrypts_exactly_and_too_few_bits_do_not():
+    """...and a decryption of coefficient positions (open_positions) gives the same bits as
+    the whole ciphertext's, in both cases."""
     plan = _plan()
     got, want = _compressed_round(plan, plan.compressed_bits)
     assert got == want
     # not vacuous: 6 bits fewer than the derived width breaks the sum
     got, want = _compressed_round(plan, plan.compressed_bits - 6)
     assert got != want
+
+
+def test_open_positions_and_unpack_positions_refuse_bad_shapes():
+    plan = _plan()
+    ctx = Context(plan.params, "cpu")
+    bits, w = plan.compressed_bits, word_count(plan.compressed_bits)
+    words = np.zeros((w, 5), dtype=np.uint32)
+    with pytest.raises(ValueError, match="words"):
+        open_positions(ctx, plan.level, bits, words, words[:, :4])
+    with pytest.raises(ValueError, match="words"):
+        open_positions(ctx, plan.level, bits, words[:1], words[:1])
+    enc = CoefficientEncoder(ctx, pack=plan.pack, width=plan.width)
+    with pytest.raises(EncodingError):
+        enc.unpack_positions(np.zeros((2, 3), dtype=np.uint64))
 
 
 @pytest.mark.parametrize("bits", [13, 32, 59, 67, 130])

@@ -228,6 +228,8 @@ def test_batched_messages_round_trip_and_refuse_garbage():
 
 @pytest.mark.parametrize("k", [3, 4, 5, 8, 13], ids=_ids)
 def test_encrypted_reduce_scatters_give_the_rings_bits(k):
+    """Whole-ciphertext chunks (the threshold round's; the others run on coefficient slices,
+    tests/test_dmhe_slices.py): every topology gives the ring's bits."""
     from dmhe.encrypted import EncryptedAggregator
     from gpubfv.serialization import to_bytes
 
@@ -244,9 +246,9 @@ def test_encrypted_reduce_scatters_give_the_rings_bits(k):
         values = np.arange(n, dtype=np.int64) % 100 - 50 + t.rank
         chunks = agg.encrypt(agg._validated(values), sizes)
         both = (RING, *LOG)
-        ct_codec, c1_codec = agg.ct_codec(sizes, False), agg.ct_codec(sizes, True)
+        ct_codec = agg.ct_codec(sizes)  # whole ciphertexts: the threshold round's chunks
         rs = [reduce_scatter(t, chunks, ct_codec, topo) for topo in both]
-        c1s = [all_gather(t, i, c, c1_codec, topo) for (i, c), topo in zip(rs, both)]
+        c1s = [all_gather(t, i, c, ct_codec, topo) for (i, c), topo in zip(rs, both)]
         shares = agg.decryption_shares(c1s[0])  # smudged once: reused by all
         srs = [reduce_scatter(t, shares, agg.share_codec(), topo) for topo in both]
         sums = [
@@ -387,11 +389,10 @@ def test_empty_ciphertext_chunks_travel_as_zero_bytes_and_are_checked():
 
     agg = EncryptedAggregator(5, value_bits=8)
     sizes = [1, 0]
-    ct, c1 = agg.ct_codec(sizes, False), agg.ct_codec(sizes, True)
+    ct = agg.ct_codec(sizes)
     empty = ct.decode(b"", 1)
     assert empty.batch_shape == (0,) and (empty.level, empty.bits) == (agg.level, agg.bits)
     assert ct.encode(empty) == b"" and ct.combine(empty, empty).batch_shape == (0,)
-    assert c1.encode(empty) == b"" and c1.decode(b"", 1).batch_shape == (0,)
     with pytest.raises(ValueError, match="empty frame"):
         ct.decode(b"", 0)  # chunk 0 holds one ciphertext: an empty frame is refused
 

@@ -508,6 +508,12 @@ def test_coefficient_packing_sums_large_t():
         ce.encode(np.zeros(3 * k.n + 1, dtype=np.int64))
     with pytest.raises(EncodingError):
         CoefficientEncoder(k.ctx, pack=4, width=15)  # 60 bits >= 58-bit t
+    # any coefficient positions unpack to the decode's sub-values (pack 3 and pack 1)
+    perm = rng.permutation(k.n)
+    eq(ce.unpack_positions(pts.data[0][perm]), ce.decode(pts)[0].reshape(3, k.n)[:, perm])
+    one = CoefficientEncoder(k.ctx, pack=1, width=18)
+    pt1 = one.encode(x[0, : k.n])
+    eq(one.unpack_positions(pt1.data[perm]), x[0, : k.n][perm].reshape(1, -1))
 
 
 def test_coefficient_encoder_large_t_mul_plain_is_negacyclic():

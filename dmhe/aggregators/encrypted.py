@@ -1,30 +1,34 @@
 """Encrypted aggregation: multiparty BFV under a collective key, summed with the collectives.
 
-One round, per peer (DESIGN §5), as the named steps of :meth:`EncryptedAggregator.allreduce_sum`:
+One round, per peer (DESIGN §5), in K chunks of the batch's coefficient positions (every chunk
+P/K of the P = ciphertexts x N positions, whatever the number of ciphertexts:
+:mod:`dmhe.aggregators.encrypted_slices`, which runs the steps below on bit-packed rows):
 
-1. ``encrypt``: offset the quantized update to non-negative sub-values, pack ``pack`` of them
+1. encrypt: offset the quantized update to non-negative sub-values, pack ``pack`` of them
    per coefficient (each with room for the K-fold sum), batch-encrypt under the collective
    public key, modulus-switch to the wire level Q' derived from the noise bound and round c0 to
    the plan's ``compressed_bits`` (gpubfv.mhe.compressed: a public function of the ciphertext);
-2. ``reduce_scatter_ciphertexts``: homomorphic addition along the topology (compressed c0 sums
-   in Z_2^k, so each peer's c0 is rounded once whatever the topology; c1 full);
-3. ``gather_c1``: all-gather of the aggregated c1 parts (a decryption share depends on c1 only;
-   a threshold round sends the compressed c0 too, so that any surviving peer can finish any
-   chunk);
-4. ``decryption_shares`` + ``reduce_scatter_shares``: every peer's smudged share of every
-   chunk, rounded to ``compressed_bits`` and summed so that each chunk's owner holds the sum of
-   all K shares;
-5. ``open_chunk`` + ``gather_plaintext``: the owner lifts c0 and the share sum back to Q',
-   decrypts its chunk, the plaintext chunks are all-gathered at the sub-slot width, and the
-   offset is removed.
+2. reduce-scatter of the ciphertext positions by homomorphic addition along the topology
+   (compressed c0 sums in Z_2^k, so each peer's c0 is rounded once whatever the topology; c1
+   full);
+3. all-gather of the aggregated c1 positions (a decryption share depends on c1 only);
+4. every peer's smudged share of the whole batch, rounded to ``compressed_bits``, and its
+   reduce-scatter, so that each chunk's owner holds the sum of all K shares of its positions;
+5. the owner lifts c0 and the share sum back to Q', decrypts its positions
+   (``open_positions``), the sub-values are all-gathered at the sub-slot width, and the offset
+   is removed.
+
+With t < K Shamir-shared keys (:mod:`dmhe.aggregators.encrypted_threshold`) the chunks are
+whole ciphertexts instead (``_chunk_sizes``; the methods ``encrypt`` ...
+``open_chunk`` below): the c1 all-gather carries c0 too, so that any surviving peer can
+finish any chunk.
 
 Per-peer traffic is about (K-1)/K * (|ct| + |c1| + |share| + |plain|) (the planner's
 ``round_split``, which it minimises): linear in the model size and flat in K. Set-up (once):
 a common CRP seed from all peers' contributions, then the collective public key (CKG) summed
-with an all-reduce over coefficient chunks. With t < K
-Shamir-shared keys, steps 4-5 are :mod:`dmhe.aggregators.encrypted_threshold`.
+with an all-reduce over coefficient chunks.
 
-This file and ``encrypted_{setup,threshold,codecs,journals,keys,keystore}.py`` are the only
+This file and ``encrypted_{setup,slices,threshold,codecs,journals,keys,keystore}.py`` are the only
 places in dmhe that call gpubfv.
 """
 
@@ -243,16 +247,9 @@ class EncryptedAggregator(AggregatorBase):
         count, k = max(1, math.ceil(n_values / self.encoder.slots)), k or self.k
         return [(i + 1) * count // k - i * count // k for i in range(k)]
 
-    def ct_codec(self, sizes: list[int], c1_only: bool = False) -> Codec[Any]:
-        """Compressed ciphertext chunks, or with ``c1_only`` the c1 codec (see
-        :mod:`dmhe.aggregators.encrypted_codecs`)."""
-        if c1_only:
-            return encrypted_codecs.c1_codec(self, sizes)
+    def ct_codec(self, sizes: list[int]) -> Codec[Any]:
+        """Compressed whole-ciphertext chunks (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
         return encrypted_codecs.ct_codec(self, sizes)
-
-    def c1_codec(self, sizes: list[int]) -> Codec[Any]:
-        """Aggregated c1 only, headerless (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
-        return encrypted_codecs.c1_codec(self, sizes)
 
     def share_codec(self) -> Codec[CompressedDecryptionShare]:
         """Compressed decryption shares (see :mod:`dmhe.aggregators.encrypted_codecs`)."""
@@ -330,18 +327,8 @@ class EncryptedAggregator(AggregatorBase):
             chunks = self.encrypt(values, sizes)
         with self._phase("communicate"):
             own_idx, own_ct = self.reduce_scatter_ciphertexts(transport, chunks, sizes)
-            aggs = self.gather_c1(transport, own_idx, own_ct, sizes)
-        if self._threshold is not None:
-            sums = self._threshold.decrypt(transport, aggs, sizes)
-        else:
-            with self._phase("decrypt"):
-                shares = self.decryption_shares(aggs)
-            with self._phase("communicate"):
-                agg = self.reduce_scatter_shares(transport, shares, own_idx)
-            with self._phase("decrypt"):
-                mine = self.open_chunk(own_ct, agg)
-            with self._phase("communicate"):
-                sums = self.gather_plaintext(transport, own_idx, mine, sizes)
+            aggs = self.gather_chunks(transport, own_idx, own_ct, sizes)
+        sums = self._threshold.decrypt(transport, aggs, sizes)
         return np.concatenate(sums, axis=-1).reshape(-1)[: values.size].astype(np.int64)
 
     def encrypt(self, values: Any, sizes: list[int]) -> list[CompressedCiphertext]:
@@ -368,15 +355,12 @@ class EncryptedAggregator(AggregatorBase):
         """``(index, chunk summed over all peers)``: every peer's update is in the sum."""
         return reduce_scatter(transport, chunks, self.ct_codec(sizes), self.topology)
 
-    def gather_c1(
+    def gather_chunks(
         self, transport: Transport, index: int, chunk: CompressedCiphertext, sizes: list[int]
-    ) -> list[Any]:
-        """Every aggregated chunk: c1 only (``Ciphertext`` with c0 = 0), or the compressed
-        chunk with c0 when a threshold round needs it."""
-        if self.uses_threshold:
-            return all_gather(transport, index, chunk, self.ct_codec(sizes), self.topology)
-        own = chunk.c1_ciphertext()
-        return all_gather(transport, index, own, self.c1_codec(sizes), self.topology)
+    ) -> list[CompressedCiphertext]:
+        """Every aggregated whole-ciphertext chunk, c0 included (a threshold round's decryptors
+        may have to finish any chunk)."""
+        return all_gather(transport, index, chunk, self.ct_codec(sizes), self.topology)
 
     def decryption_shares(
         self, aggs: list[Any], party: Party | None = None
@@ -396,15 +380,6 @@ class EncryptedAggregator(AggregatorBase):
             out.append(CompressedDecryptionShare.compress(share, self.bits))
         return out
 
-    def reduce_scatter_shares(
-        self, transport: Transport, shares: list[CompressedDecryptionShare], own_idx: int
-    ) -> CompressedDecryptionShare:
-        """The sum of every peer's share of this peer's own chunk."""
-        idx, agg = reduce_scatter(transport, shares, self.share_codec(), self.topology)
-        if idx != own_idx:
-            raise RuntimeError("ownership of shares and ciphertexts differs")
-        return agg
-
     def open_chunk(self, ct: CompressedCiphertext, agg: CompressedDecryptionShare) -> np.ndarray:
         """Decrypt one aggregated chunk with the sum of every expected peer's share (all K, or
         the active set carried by threshold shares), both lifted back to Q' (the rounding the
@@ -413,9 +388,3 @@ class EncryptedAggregator(AggregatorBase):
             return np.zeros((1, 0), dtype=np.uint64)
         pt = self.decryptor.decrypt(ct.lift(), agg.lift())
         return self.backend.to_numpy(self.encoder.decode(pt)).reshape(1, -1).astype(np.uint64)
-
-    def gather_plaintext(
-        self, transport: Transport, index: int, opened: np.ndarray, sizes: list[int]
-    ) -> list[np.ndarray]:
-        """Every opened chunk (packed sub-slots, at the sub-slot width on the wire)."""
-        return all_gather(transport, index, opened, self.sums_codec(sizes), self.topology)

@@ -1,24 +1,22 @@
 """Wire codecs of :class:`~dmhe.aggregators.encrypted.EncryptedAggregator`'s round.
 
-Ciphertext chunks travel as gpubfv's CompressedCiphertext frames (c0 rounded to the plan's
-``compressed_bits``, c1 full), the all-gathered c1 in the headerless chunk form, decryption
+The whole-ciphertext chunks of a threshold round (the others run on coefficient slices,
+:mod:`dmhe.aggregators.encrypted_slices`). Ciphertext chunks travel as gpubfv's
+CompressedCiphertext frames (c0 rounded to the plan's ``compressed_bits``, c1 full), decryption
 shares as CompressedDecryptionShare frames, the opened sums bit-packed at the sub-slot width.
 Compressed parts combine by addition in Z_2^bits: no rounding is added on the way.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dmhe.collectives import Codec
-from gpubfv import Ciphertext
 from gpubfv.mhe.compressed import CompressedCiphertext, CompressedDecryptionShare, word_count
 from gpubfv.mhe.shares import batch_digest
 from gpubfv.serialization import (
-    ciphertext_body,
-    ciphertext_from_body,
     from_bytes,
     pack_bits,
     to_bytes,
@@ -28,7 +26,7 @@ from gpubfv.serialization import (
 if TYPE_CHECKING:
     from dmhe.aggregators.encrypted import EncryptedAggregator
 
-__all__ = ["c1_codec", "ct_codec", "empty_share", "share_codec", "sums_codec"]
+__all__ = ["ct_codec", "empty_share", "share_codec", "sums_codec"]
 
 
 def ct_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[CompressedCiphertext]:
@@ -68,26 +66,6 @@ def _empty_ct(agg: EncryptedAggregator) -> CompressedCiphertext:
     c0 = xp.zeros((0, word_count(agg.bits), agg.params.n), dtype=xp.uint32)
     c1 = xp.zeros((0, agg.level, agg.params.n), dtype=xp.uint32)
     return CompressedCiphertext(agg.params, agg.level, agg.bits, c0, c1)
-
-
-def c1_codec(agg: EncryptedAggregator, sizes: list[int]) -> Codec[Any]:
-    """Aggregated c1 only, in gpubfv's headerless chunk form (c0 comes back as zero); takes a
-    Ciphertext or a CompressedCiphertext. An empty chunk is zero bytes, decoded without work."""
-    xp = agg.backend.xp
-    empty = Ciphertext(agg.params, xp.zeros((0, 2, agg.level, agg.params.n), dtype=xp.uint32))
-
-    def encode(c: Any) -> bytes:
-        if c.batch_shape == (0,):
-            return b""
-        ct = c.c1_ciphertext() if isinstance(c, CompressedCiphertext) else c
-        return ciphertext_body(ct, c1_only=True)
-
-    def decode(b: bytes, i: int) -> Ciphertext:
-        if not b and not sizes[i]:
-            return empty
-        return ciphertext_from_body(agg.ctx, b, (sizes[i],), agg.level, c1_only=True)
-
-    return Codec(encode=encode, decode=decode)
 
 
 def share_codec(agg: EncryptedAggregator) -> Codec[CompressedDecryptionShare]:

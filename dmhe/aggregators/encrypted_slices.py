@@ -50,7 +50,7 @@ from gpubfv.serialization import SerializationError, bits_size, pack_bits, unpac
 if TYPE_CHECKING:
     from dmhe.aggregators.encrypted import EncryptedAggregator
 
-__all__ = ["SliceLayout", "bit_rows", "slice_round"]
+__all__ = ["SliceLayout", "SliceRound", "bit_rows", "slice_round"]
 
 
 def bit_rows(widths: tuple[int, ...]) -> RowCodec:
@@ -123,51 +123,96 @@ def _layout(agg: EncryptedAggregator, n_ct: int, k: int) -> SliceLayout:
 
 def slice_round(agg: EncryptedAggregator, transport: Transport, values: Any) -> np.ndarray:
     """The packed sub-values of the K-peer sum (offsets not removed), in encoder order."""
-    be, k = agg.backend, transport.world_size
-    n_ct = sum(agg._chunk_sizes(values.size, k))
-    lay = _layout(agg, n_ct, k)
+    r = SliceRound(agg, transport, sum(agg._chunk_sizes(values.size, transport.world_size)))
     with agg._phase("encrypt"):
-        (ct,) = agg.encrypt(values, [n_ct])
-        rows = np.concatenate([lay.to_positions(be.to_numpy(ct.c0)), lay.to_positions(
-            be.to_numpy(ct.c1))])  # fmt: skip
+        buf = r.encrypt(values)
     with agg._phase("communicate"):
-        buf = RecordBuffer(rows, lay.offsets, lay.ct_rows)
-        own = reduce_scatter_records(transport, buf, lay.fold_ct, agg.topology)
+        own = r.reduce_ciphertexts(buf)
         mine = buf.chunk(own)
-        c1 = RecordBuffer(np.zeros((len(lay.c1_widths), lay.positions), np.uint32), lay.offsets,
-                          lay.c1_rows)  # fmt: skip
+        c1 = r.gather_c1(mine, own)
+    with agg._phase("decrypt"):
+        words, digest = r.share(c1)
+    with agg._phase("communicate"):
+        summed = r.reduce_shares(words, digest, own)
+    with agg._phase("decrypt"):
+        sub = r.open(mine, summed)
+    with agg._phase("communicate"):
+        return r.gather_plain(sub, own)
+
+
+class SliceRound:
+    """The steps of one peer's round on slices (module docstring), on ``agg.topology``."""
+
+    def __init__(self, agg: EncryptedAggregator, transport: Transport, n_ct: int) -> None:
+        self.agg, self.transport = agg, transport
+        self.lay = _layout(agg, n_ct, transport.world_size)
+
+    def encrypt(self, values: Any) -> RecordBuffer:
+        """Step 1: the compressed batch of ``values`` as c0 and c1 rows x P positions."""
+        agg, lay = self.agg, self.lay
+        (ct,) = agg.encrypt(values, [lay.n_ct])
+        c0, c1 = agg.backend.to_numpy(ct.c0), agg.backend.to_numpy(ct.c1)
+        rows = np.concatenate([lay.to_positions(c0), lay.to_positions(c1)])
+        return RecordBuffer(rows, lay.offsets, lay.ct_rows)
+
+    def reduce_ciphertexts(self, buf: RecordBuffer) -> int:
+        """Step 1's reduce-scatter: the index of the chunk this peer holds summed."""
+        return reduce_scatter_records(self.transport, buf, self.lay.fold_ct, self.agg.topology)
+
+    def gather_c1(self, mine: np.ndarray, own: int) -> np.ndarray:
+        """Step 2: the aggregated c1 of the whole batch, (n_ct, level, N)."""
+        lay = self.lay
+        c1 = RecordBuffer(
+            np.zeros((len(lay.c1_widths), lay.positions), np.uint32), lay.offsets, lay.c1_rows
+        )
         c1.chunk(own)[:] = mine[lay.w :]
-        all_gather_records(transport, c1, own, agg.topology)
+        all_gather_records(self.transport, c1, own, self.agg.topology)
         if bool((c1.data >= lay.q).any()):
             raise ValueError("a gathered c1 residue is not below its modulus")
-    with agg._phase("decrypt"):
-        c1_rows = lay.from_positions(c1.data)
-        data = np.zeros((n_ct, 2) + c1_rows.shape[1:], dtype=np.uint32)
-        data[:, 1] = c1_rows
+        return lay.from_positions(c1.data)
+
+    def share(self, c1: np.ndarray) -> tuple[np.ndarray, bytes]:
+        """Step 3: this peer's compressed smudged share of the batch as words x (P + K), a
+        header column (the c1 digest) opening every chunk; and the digest."""
+        agg, lay = self.agg, self.lay
+        data = np.zeros((lay.n_ct, 2) + c1.shape[1:], dtype=np.uint32)
+        data[:, 1] = c1
         assert agg._party is not None
-        share = agg._party.decryption_share(agg.decryptor, Ciphertext(agg.params, be.asarray(data)))
-        words = lay.to_positions(
-            be.to_numpy(CompressedDecryptionShare.compress(share, agg.bits).data)
-        )
-        words = np.insert(words, lay.offsets[:-1], lay.header(share.digest), axis=1)
-    with agg._phase("communicate"):
-        sbuf = RecordBuffer(words, lay.share_offsets, lay.word_rows)
-        if reduce_scatter_records(transport, sbuf, lay.fold_words, agg.topology) != own:
+        ct = Ciphertext(agg.params, agg.backend.asarray(data))
+        share = agg._party.decryption_share(agg.decryptor, ct)
+        small = CompressedDecryptionShare.compress(share, agg.bits).data
+        words = lay.to_positions(agg.backend.to_numpy(small))
+        return np.insert(words, lay.offsets[:-1], lay.header(share.digest), axis=1), share.digest
+
+    def reduce_shares(self, words: np.ndarray, digest: bytes, own: int) -> np.ndarray:
+        """Step 3's reduce-scatter: the sum of every peer's share of the own positions, (W, M);
+        refused unless every peer's header was this peer's digest."""
+        lay = self.lay
+        buf = RecordBuffer(words, lay.share_offsets, lay.word_rows)
+        if reduce_scatter_records(self.transport, buf, lay.fold_words, self.agg.topology) != own:
             raise RuntimeError("ownership of shares and ciphertexts differs")
-        summed = sbuf.chunk(own)
-        if not np.array_equal(summed[:, :1], lay.header(share.digest, k)):
+        summed = buf.chunk(own)
+        if not np.array_equal(summed[:, :1], lay.header(digest, lay.k)):
             raise ShareMismatch("a peer's decryption share belongs to another c1")
-    with agg._phase("decrypt"):
-        coeffs = open_positions(agg.ctx, agg.level, agg.bits, be.asarray(mine[: lay.w]),
-                                be.asarray(np.ascontiguousarray(summed[:, 1:])))  # fmt: skip
-        sub = be.to_numpy(agg.encoder.unpack_positions(coeffs)).astype(np.uint64)
-    with agg._phase("communicate"):
-        plain = RecordBuffer(np.zeros((len(lay.plain_widths), lay.positions), np.uint32),
-                             lay.offsets, lay.plain_rows)  # fmt: skip
+        return np.ascontiguousarray(summed[:, 1:])
+
+    def open(self, mine: np.ndarray, summed: np.ndarray) -> np.ndarray:
+        """Step 4: the own positions decrypted, as packed sub-values (pack, M) uint64."""
+        agg, be = self.agg, self.agg.backend
+        c0 = be.asarray(np.ascontiguousarray(mine[: self.lay.w]))
+        coeffs = open_positions(agg.ctx, agg.level, agg.bits, c0, be.asarray(summed))
+        return be.to_numpy(agg.encoder.unpack_positions(coeffs)).astype(np.uint64)
+
+    def gather_plain(self, sub: np.ndarray, own: int) -> np.ndarray:
+        """Step 4's all-gather: every position's sub-values, int64 in encoder order."""
+        lay = self.lay
+        plain = RecordBuffer(
+            np.zeros((len(lay.plain_widths), lay.positions), np.uint32), lay.offsets, lay.plain_rows
+        )
         plain.chunk(own)[:] = _split(sub) if lay.split else sub.astype(np.uint32)
-        all_gather_records(transport, plain, own, agg.topology)
-    got = _join(plain.data) if lay.split else plain.data.astype(np.uint64)
-    return lay.from_positions(got).reshape(-1).astype(np.int64)
+        all_gather_records(self.transport, plain, own, self.agg.topology)
+        got = _join(plain.data) if lay.split else plain.data.astype(np.uint64)
+        return lay.from_positions(got).reshape(-1).astype(np.int64)
 
 
 def _split(sub: np.ndarray) -> np.ndarray:
