@@ -13,12 +13,24 @@ import numpy as np
 
 from dmhe.transport import Transport
 
-__all__ = ["ChunkBuffer", "Step", "run_steps_flat"]
+__all__ = ["ChunkBuffer", "Step", "run_spans", "run_steps_flat"]
 
 #: one step of a peer: ("send" | "fold" | "put", peer, runs); a run ``(start, count)`` is the
 #: chunk indices ``start, start + 1, ... (mod K)``; "fold" combines what arrives into the
 #: chunks held, "put" stores it
 Step = tuple[str, int, tuple[tuple[int, int], ...]]
+
+
+def run_spans(off: list[int], runs: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """The buffer slices ``(start, stop)`` of ``runs`` for chunk offsets ``off`` (K + 1 of
+    them): one per run, two where a run wraps past the last chunk."""
+    out, k = [], len(off) - 1
+    for s, c in runs:
+        if c and s + c <= k:
+            out.append((off[s], off[s + c]))
+        elif c:
+            out += [(off[s], off[k]), (0, off[s + c - k])]
+    return out
 
 
 class ChunkBuffer:
@@ -75,13 +87,7 @@ class ChunkBuffer:
         return np.split(self.data, self.offsets[1:-1])
 
     def _spans(self, runs: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
-        out, off, k = [], self._off, self.k
-        for s, c in runs:
-            if c and s + c <= k:
-                out.append((off[s], off[s + c]))
-            elif c:
-                out += [(off[s], off[k]), (0, off[s + c - k])]
-        return out
+        return run_spans(self._off, runs)
 
     def _header(self, runs: tuple[tuple[int, int], ...]) -> list[bytes]:
         lens, k, count = self._lengths, self.k, 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmhe.chunkbuffer import Step
+from dmhe.chunkbuffer import Step, run_spans
 from dmhe.transport import Transport
 
 __all__ = ["SEAL_BYTES", "Fold", "RecordBuffer", "RowCodec", "even_offsets", "run_record_steps"]
@@ -36,6 +36,7 @@ SEAL_BYTES = 8
 
 def _seal(body: bytes | memoryview) -> bytes:
     return hashlib.blake2b(body, digest_size=SEAL_BYTES, person=b"dmhe-records-v1").digest()
+
 
 #: combine an arrived (R, M) block into the held one, in place
 Fold = Callable[[np.ndarray, np.ndarray], None]
@@ -85,13 +86,7 @@ class RecordBuffer:
         return self.data[:, self._off[i] : self._off[i + 1]]
 
     def _spans(self, runs: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
-        out, off, k = [], self._off, self.k
-        for s, c in runs:
-            if c and s + c <= k:
-                out.append((off[s], off[s + c]))
-            elif c:
-                out += [(off[s], off[k]), (0, off[s + c - k])]
-        return [(a, b) for a, b in out if b > a]
+        return [(a, b) for a, b in run_spans(self._off, runs) if b > a]
 
     def message(self, runs: tuple[tuple[int, int], ...]) -> bytes:
         """The positions of ``runs``, each span packed by the codec, back to back, sealed."""

@@ -169,6 +169,7 @@ class EncryptedAggregator(AggregatorBase):
         self._threshold: Any = None  # ThresholdDecryption when t < K
         self.setup_id: str | None = None  # hex, the same on every peer of one set-up
         self.topology: Topology = RING
+        self.slice_layouts: dict[tuple[int, int], Any] = {}  # (ciphertexts, K) -> SliceLayout
 
     @property
     def uses_threshold(self) -> bool:

@@ -28,7 +28,6 @@ the senders are not carried. The threshold round keeps whole-ciphertext chunks
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -116,9 +115,12 @@ class SliceLayout:
         return np.ascontiguousarray(a.reshape(rows, self.n_ct, self.n).transpose(1, 0, 2))
 
 
-@functools.lru_cache(maxsize=16)
 def _layout(agg: EncryptedAggregator, n_ct: int, k: int) -> SliceLayout:
-    return SliceLayout(agg, n_ct, k)
+    """The aggregator's layout for ``n_ct`` ciphertexts and K peers, built once."""
+    lay = agg.slice_layouts.get((n_ct, k))
+    if lay is None:
+        lay = agg.slice_layouts[(n_ct, k)] = SliceLayout(agg, n_ct, k)
+    return lay
 
 
 def slice_round(agg: EncryptedAggregator, transport: Transport, values: Any) -> np.ndarray:
