@@ -125,7 +125,7 @@ def aggregate(name: str, k: int, n: int, seed: int = 0) -> dict:
     if name == "encrypted":
         plan = aggs[0].plan
         row["ct_bytes_per_value"] = plan.bytes_per_value
-        row["ciphertexts"] = math.ceil(n / aggs[0].encoder.slots)
+        row["ciphertexts"] = aggs[0].ciphertexts(n)
         row["plan"] = plan.describe()
     return row
 

@@ -54,15 +54,11 @@ class RowCodec:
     size: Callable[[int], int]
 
 
-def even_offsets(positions: int, k: int, unit: int = 1) -> np.ndarray:
-    """K+1 chunk offsets of ``positions`` in multiples of ``unit`` (the last chunk takes the
-    remainder), sizes differing by at most one unit."""
-    if positions < 0 or k < 1 or unit < 1:
-        raise ValueError(f"cannot split {positions} positions into {k} chunks of unit {unit}")
-    units = -(-positions // unit)
-    off = np.array([min(i * units // k * unit, positions) for i in range(k + 1)], dtype=np.int64)
-    off[-1] = positions
-    return off
+def even_offsets(positions: int, k: int) -> np.ndarray:
+    """K+1 offsets cutting ``positions`` into K chunks whose sizes differ by at most one."""
+    if positions < 0 or k < 1:
+        raise ValueError(f"cannot split {positions} positions into {k} chunks")
+    return np.array([i * positions // k for i in range(k + 1)], dtype=np.int64)
 
 
 class RecordBuffer:

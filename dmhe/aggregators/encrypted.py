@@ -241,11 +241,15 @@ class EncryptedAggregator(AggregatorBase):
         )
 
     # -- codecs -----------------------------------------------------------------------------------
+    def ciphertexts(self, n_values: int) -> int:
+        """Ciphertexts that carry ``n_values`` (at least one: an empty update still takes part)."""
+        return max(1, math.ceil(n_values / self.encoder.slots))
+
     def _chunk_sizes(self, n_values: int, k: int | None = None) -> list[int]:
         """Ciphertexts per chunk: as even as possible, and the non-empty chunks spread over the
         indices when K > count (log-depth schedules move chunks in blocks of neighbouring
         indices; front-loading them would put every ciphertext in one block)."""
-        count, k = max(1, math.ceil(n_values / self.encoder.slots)), k or self.k
+        count, k = self.ciphertexts(n_values), k or self.k
         return [(i + 1) * count // k - i * count // k for i in range(k)]
 
     def ct_codec(self, sizes: list[int]) -> Codec[Any]:

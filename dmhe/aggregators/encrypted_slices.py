@@ -125,7 +125,7 @@ def _layout(agg: EncryptedAggregator, n_ct: int, k: int) -> SliceLayout:
 
 def slice_round(agg: EncryptedAggregator, transport: Transport, values: Any) -> np.ndarray:
     """The packed sub-values of the K-peer sum (offsets not removed), in encoder order."""
-    r = SliceRound(agg, transport, sum(agg._chunk_sizes(values.size, transport.world_size)))
+    r = SliceRound(agg, transport, agg.ciphertexts(values.size))
     with agg._phase("encrypt"):
         buf = r.encrypt(values)
     with agg._phase("communicate"):
