@@ -15,19 +15,20 @@ the plan for K (``choose_parameters_for_updates``, statistical, 1000 rounds): pr
 backend threads count too.
 
 ``encrypted``: ONE peer's full encrypted round (``EncryptedAggregator.allreduce_sum``, the
-``auto`` topology, the plan for K, 2^20 values), process CPU. Real, on that peer: the encode,
-encrypt, switch and c0 compression of its values; the decode, checks and homomorphic additions
-of every ciphertext chunk it receives and the encoding of every partial sum it sends; the c1
-all-gather (decode, re-encode); its smudged decryption share of every ciphertext (journal on
-disk, fresh per run); the decode, checks and sums of the shares it receives; the decryption
-of its own chunk (all K senders checked) and the plaintext all-gather. Replayed (built once,
-untimed): the other K-1 peers' messages, from one precomputed encryption (its chunk i is
-every partial sum of chunk i the peer receives) and one precomputed share per chunk, relabelled
-with the sender set that the schedule really delivers in that message (a symbolic run of all K
-peers' reduce-scatter on sets), so every digest and sender check passes as in a real round.
-The collective key is one party's key (set-up runs once per run, not per round); what is
-decrypted from replayed partial sums is not the sum (same CPU). Ranks: 0, the owner of the
-first non-empty chunk and the rank before it (on Bruck the heaviest sender).
+``auto`` topology, the plan for K, 2^20 values), process CPU. The round runs on coefficient
+slices (``dmhe.aggregators.encrypted_slices``): every ciphertext's positions are cut into K
+chunks, so every peer moves the same bytes. Real, on that peer: the encode, encrypt, switch and
+c0 compression of its values; the decode, seal checks and additions of every slice it receives
+and the encoding of every partial sum it sends; the c1 all-gather; its smudged decryption share
+of every ciphertext (journal on disk, fresh per run); the decode, checks and sums of the shares
+it receives (each chunk's header column checked against K x its c1 digest); the opening of its
+own positions and the plaintext all-gather. Replayed (built once, untimed): the other K-1
+peers' messages, from one precomputed encryption (its slice i stands for every partial sum of
+slice i), its c1 and a throwaway party's share, with each share chunk's header set to the
+sender count the schedule really delivers in that message (a symbolic run of all K peers'
+reduce-scatter on sets), so every check passes as in a real round. The collective key is one
+party's key (set-up runs once per run, not per round); what is opened from replayed partial
+sums is not the sum (same CPU). Ranks: 0, K/2 and K-1 (the slices are even: no rank is heavier).
 
 ``--profile`` prints the cProfile top 12 instead of the timings.
 
@@ -193,7 +194,7 @@ class EncryptedPeer:
         rng = np.random.default_rng(rank)
         off = agg.offset
         self.values = rng.integers(-off, off + 1, size=2**20, dtype=np.int64)
-        self.n_ct = n_ct = sum(agg._chunk_sizes(2**20))
+        self.n_ct = n_ct = agg.ciphertexts(2**20)
         lay = SliceLayout(agg, n_ct, k)
         # the others' partial sums: one precomputed encryption (its chunk i stands for every
         # partial sum of chunk i), its c1 rows, and random sub-values for the plaintext
