@@ -26,6 +26,13 @@ def _pp(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:+.1f}"
 
 
+def _tail(accuracy: list[float], n: int = 3) -> float:
+    """Mean accuracy of the last ``n`` rounds (the seed sweep's metric: less round-to-round
+    noise than the last round alone); nan if any of them diverged."""
+    last = accuracy[-n:]
+    return math.nan if not last or any(math.isnan(a) for a in last) else sum(last) / len(last)
+
+
 def _split(times: list[dict[str, float]], peers: int) -> dict[str, float]:
     """Mean seconds per stage over the rounds after the first (warm-up). In-process the K peers'
     training and DP encoding run one after another (the metrics give them per peer, so they are
@@ -184,16 +191,23 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
             f"{base['encrypted']:.4f}.",
             "",
         ]
+        tail = min(3, s["rounds"])
         lines += [
+            f"Accuracy: mean of the last {tail} rounds, one seed ({s['seed']}). The DP noise "
+            "differs between any two runs, and at one seed the DDP - central difference "
+            "swings by several pp (its paired std over seeds was 1.6-4.2 pp on the digits at "
+            "K = 64): one row cannot judge a 1 pp gap. The judgement, 95% intervals over "
+            "24-172 paired seeds, is `benchmarks/dp_seed_sweep.py` (benchmarks/RESULTS.md).",
+            "",
             "| eps | DP local | DP central | encrypted + DDP | DDP - central (pp) | "
             "local - central (pp) | reported eps (DDP) |",
             "|---|---|---|---|---|---|---|",
         ]
         for eps in eps_list:
-            loc = _by_eps(runs, "dp")[eps]["accuracy"][-1]
-            cen = _by_eps(runs, "dp-trusted-sum")[eps]["accuracy"][-1]
+            loc = _tail(_by_eps(runs, "dp")[eps]["accuracy"], tail)
+            cen = _tail(_by_eps(runs, "dp-trusted-sum")[eps]["accuracy"], tail)
             ddp_run = _by_eps(runs, "encrypted-dp")[eps]
-            ddp = ddp_run["accuracy"][-1]
+            ddp = _tail(ddp_run["accuracy"], tail)
             lines.append(
                 f"| {eps:g} | {_acc(loc)} | {_acc(cen)} | {_acc(ddp)} | "
                 f"{_pp(ddp - cen)} | {_pp(loc - cen)} | {ddp_run['dp_epsilon'] or math.nan:.3f} |"
@@ -235,7 +249,10 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
         _time_plot(name, rows, out / f"time_{slug}.png")
         lines += [
             "",
-            "Computation per round (s, mean after the warm-up round 1; set-up apart):",
+            "Computation per round (s, mean after the warm-up round 1; set-up apart). The "
+            "K peers share this machine in one process: train and quantize are the K peers' "
+            "sum, encrypt, communicate and decrypt the wall time of their concurrent "
+            "aggregation (benchmarks/bench_round.py and profile_peer_cpu.py give one peer's):",
             "",
             "| run | " + " | ".join((*STAGES, "other", "round")) + " | set-up |",
             "|---|" + "---|" * (len(STAGES) + 3),

@@ -56,7 +56,7 @@ def test_a_diverged_run_is_a_result_not_a_crash(monkeypatch, tmp_path):
 
     from dmhe import experiment
     from dmhe.config import UpdateRefused
-    from dmhe.experiment_report import _acc, _pp, _split
+    from dmhe.experiment_report import _acc, _pp, _split, _tail
     from dmhe.trainer import Trainer
 
     def fake_train(self, *a, **k):
@@ -70,3 +70,5 @@ def test_a_diverged_run_is_a_result_not_a_crash(monkeypatch, tmp_path):
     assert len(run["accuracy"]) == settings.rounds and "round 2" in run["diverged"]
     assert _acc(math.nan) == "diverged" and _pp(math.nan) == "-" and _acc(0.25) == "0.2500"
     assert _split([], 3)["round"] == 0.0  # refused in round 1: nothing measured, no crash
+    assert _tail([0.1, 0.2, 0.3, 0.7]) == pytest.approx(0.4) and _tail([0.5], 3) == 0.5
+    assert math.isnan(_tail([0.1, math.nan, 0.3])) and math.isnan(_tail([]))
