@@ -28,7 +28,7 @@ def make_plot(plot, path: Path) -> None:
 
     panels = ["plain", "encrypted-slices"]
     titles = {
-        "plain": "plain uint32 sums: simulated (K <= 256, K = 1000 batched), modeled above",
+        "plain": "plain uint32 sums: simulated where K threads ran, else modeled",
         "encrypted-slices": "encrypted round (coefficient slices), network time only (modeled)",
     }
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
