@@ -195,6 +195,8 @@ def close_torch_transport(transport: Any, *, clean: bool) -> None:
 
     if clean:
         transport.close()
+    elif hasattr(transport, "depart"):
+        transport.depart()  # the store's host leaves after the others
     if dist.is_initialized() and not getattr(transport, "lost_any", False):
         dist.destroy_process_group()
 
@@ -347,6 +349,8 @@ def run_failed(exc: BaseException) -> int:
 def leave(transport: Any, code: int) -> int:
     """``code``, or, after a lost peer across processes, leave the process at once: gloo's
     teardown of a group with closed pairs aborts (terminate) instead of returning."""
+    if transport is not None and code and hasattr(transport, "depart"):
+        transport.depart()  # the store's host leaves after the others (after a failure)
     if transport is not None and (code or transport.lost_any):
         sys.stdout.flush()
         sys.stderr.flush()

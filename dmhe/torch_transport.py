@@ -95,6 +95,7 @@ class TorchDistributedTransport(Transport):
         self._pending: list[tuple[Any, Any, int]] = []
         self._barriers = 0
         self._next_store_look = 0.0
+        self._departed = False
 
     # -- membership and bounds --------------------------------------------------------------------
     def reachable_peers(self) -> list[int]:
@@ -319,6 +320,41 @@ class TorchDistributedTransport(Transport):
         deadline = time.monotonic() + self.wait_bound()
         while not self._store.check(keys) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def depart(self) -> None:
+        """Leave after a failure (a lost peer, a refused round): post this peer's departure,
+        and let launch rank 0, which hosts the store in a plain ``env://`` launch, wait within
+        the bound until every other member has departed too or is the one reported lost.
+        Without it the host's exit could reset the store under a survivor that had not yet
+        read the loss, which would then stop with "Connection reset by peer" instead of the
+        lost peer's name. A store already gone is not an error here: nothing is left to tell.
+        Once per process."""
+        if self._departed:
+            return
+        self._departed = True
+        try:
+            self._store.set(f"departed/{self.rank}", "1")
+            if self._launch_rank != 0:
+                return
+            deadline = time.monotonic() + self.wait_bound()
+            while time.monotonic() < deadline:
+                lost = self._lost_ranks()
+                keys = [f"departed/{m}" for m in self._members if m != self.rank and m not in lost]
+                if not keys or self._store.check(keys):
+                    return
+                time.sleep(0.01)
+        except RuntimeError:
+            return
+
+    def _lost_ranks(self) -> set[int]:
+        """The peers reported lost in any epoch of this run so far."""
+        lost = set()
+        for epoch in range(self.epoch + 1):
+            key = f"e{epoch}/lost"
+            if self._store.check([key]):
+                raw = self._store.get(key)
+                lost.add(int(json.loads(raw.decode() if isinstance(raw, bytes) else raw)["rank"]))
+        return lost
 
     @property
     def lost_any(self) -> bool:

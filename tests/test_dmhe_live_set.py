@@ -101,3 +101,38 @@ def test_blame_follows_the_chain_and_stops_at_a_peer_that_no_longer_waits():
     assert t._blame(2) == 1
     t._store.set("e0/waiting/2", "-1")  # it stopped waiting: its mark is overwritten, not gone
     assert t._blame(2) == 2
+
+
+def _departing(store: FakeStore, launch_rank: int, monkeypatch, members=(0, 1, 2, 3)):
+    import dmhe.torch_transport as tt
+
+    class FakeTime:  # depart's clock is the store's: sleeping fires the scheduled events
+        monotonic = staticmethod(store.clock)
+        sleep = staticmethod(store.sleep)
+
+    monkeypatch.setattr(tt, "time", FakeTime)
+    t = object.__new__(TorchDistributedTransport)  # only the store, epoch and members are used
+    t._store, t.epoch, t.rank, t._launch_rank = store, 0, launch_rank, launch_rank
+    t._members, t._departed = list(members), False
+    t.policy, t.slowest_round = tt.WaitPolicy(fixed=BOUND, setup=BOUND), None
+    return t
+
+
+def test_the_store_host_leaves_a_failed_run_after_the_survivors(monkeypatch):
+    # peer 2 was lost; peers 1 and 3 read the loss late (0.3 s, 0.6 s): the host (launch rank 0),
+    # whose exit takes the store with it, waits for both, not for the lost one
+    store = FakeStore([(0.3, "departed/1"), (0.6, "departed/3")])
+    store.set("e0/lost", json.dumps({"rank": 2, "by": 1, "why": "receive failed"}))
+    host = _departing(store, 0, monkeypatch)
+    host.depart()
+    assert 0.6 <= store.now < BOUND and store.check(["departed/0"])
+    host.depart()  # once per process
+    assert store.now < BOUND
+
+
+def test_a_departing_non_host_does_not_wait_and_a_silent_peer_costs_the_bound(monkeypatch):
+    store = FakeStore()
+    _departing(store, 1, monkeypatch).depart()
+    assert store.now == 0.0 and store.check(["departed/1"])
+    _departing(store, 0, monkeypatch).depart()  # peers 2 and 3 never leave, none reported lost
+    assert BOUND <= store.now < BOUND + 0.1
