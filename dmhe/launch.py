@@ -149,11 +149,39 @@ def init_torch_transport(
     if not dist.is_initialized():
         if on_gpu:
             torch.cuda.set_device(env.local_rank)  # one GPU per local process
+        timeout = datetime.timedelta(seconds=setup_timeout)
+        store = attempt_store(env, timeout)
+        joined = {} if store is None else {"store": store, "rank": env.rank}
         dist.init_process_group(
             backend="nccl" if on_gpu else "gloo",
-            timeout=datetime.timedelta(seconds=setup_timeout),
+            timeout=timeout,
+            world_size=-1 if store is None else env.world_size,
+            **joined,
         )
     return TorchDistributedTransport(policy=policy)
+
+
+def attempt_store(env: TorchrunEnv, timeout: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Under torchrun's agent (``TORCHELASTIC_USE_AGENT_STORE``), the agent's store seen under
+    a prefix of its own per restart attempt (``TORCHELASTIC_RESTART_COUNT``); None elsewhere
+    (a plain ``env://`` launch: torch's own rendezvous). The agent keeps one store across the
+    restarts of ``--max-restarts``, and with torch's default rendezvous the restarted workers
+    met the previous attempt's keys: gloo's full-mesh connect read the dead workers' addresses
+    and failed ("Connection refused"), so a torchrun restart could not run at all."""
+    env_vars = os.environ if environ is None else environ
+    if env_vars.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    attempt = env_vars.get("TORCHELASTIC_RESTART_COUNT", "0")
+    agent = dist.TCPStore(
+        env_vars["MASTER_ADDR"],
+        int(env_vars["MASTER_PORT"]),
+        env.world_size,
+        is_master=False,
+        timeout=timeout,
+    )
+    return dist.PrefixStore(f"dmhe-attempt/{attempt}", agent)
 
 
 def restart_identity(transport: Any, out_dir: str | None, *, bound: float) -> Any:
