@@ -7,14 +7,16 @@ on the same model, data, peers and rounds:
   system needs), ``dp-trusted-sum`` (each peer 1/K of the noise: central-DP accuracy, but it
   assumes that no one sees a single update) and ``encrypted-dp`` (the distributed discrete
   Gaussian summed under encryption: central-DP noise, and every update hidden), each at
-  eps in {1, 2, 4, 8} (delta 1e-5, over the whole run);
+  eps in {1, 2, 4, 8} (delta 1e-5, over the whole run); beside them ``dp-sgd``, record-level
+  DP-SGD at each peer (Opacus), the DP literature's baseline, whose eps protects one training
+  record of one peer (a weaker unit than the others' one peer's whole data);
 - time per round split into stages (the first round, with JIT warm-up, apart);
 - bytes per peer for one aggregation vs K for encrypted, pairwise-mask secure aggregation and
   plaintext (aggregation only, set-up apart).
 
 Datasets: MNIST and CIFAR-10 through torchvision when ``--data-dir`` holds them; offline, the
 shipped digits (real MNIST-style digits) and a synthetic CIFAR-shaped set. ``--quick`` (CI)
-uses small synthetic images, two rounds and eps in {2, 8}. Writes ``paper.md``, PNG plots
+uses small synthetic images, two rounds and eps 4. Writes ``paper.md``, PNG plots
 and ``results.json`` into the output folder.
 """
 
@@ -36,6 +38,7 @@ COLOURS = {
     "dp": "#d62728",
     "dp-trusted-sum": "#2ca02c",
     "encrypted-dp": "#9467bd",
+    "dp-sgd": "#8c564b",
     "secagg": "#ff7f0e",
 }
 LABELS = {
@@ -44,6 +47,7 @@ LABELS = {
     "dp": "DP, local (each message)",
     "dp-trusted-sum": "DP, central (trusted sum)",
     "encrypted-dp": "encrypted + distributed DP",
+    "dp-sgd": "DP-SGD per record (Opacus)",
     "secagg": "pairwise masking",
 }
 
@@ -130,7 +134,7 @@ class PaperSettings:
         """``(mode, epsilon)`` of every run per dataset."""
         out: list[tuple[str, float | None]] = [("plaintext", None), ("encrypted", None)]
         for eps in self.epsilons:
-            out += [("dp", eps), ("dp-trusted-sum", eps), ("encrypted-dp", eps)]
+            out += [("dp", eps), ("dp-trusted-sum", eps), ("encrypted-dp", eps), ("dp-sgd", eps)]
         return out
 
 

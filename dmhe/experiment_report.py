@@ -76,7 +76,8 @@ def _accuracy_plot(
     same = base["plaintext"]["accuracy"] == base["encrypted"]["accuracy"]
     for ax, eps in zip(axes, epsilons, strict=True):
         curves = [base["plaintext"], base["encrypted"]]
-        curves += [_by_eps(runs, m)[eps] for m in ("dp", "dp-trusted-sum", "encrypted-dp")]
+        modes = ("dp", "dp-trusted-sum", "encrypted-dp", "dp-sgd")
+        curves += [r for m in modes if (r := _by_eps(runs, m).get(eps)) is not None]
         for r in curves:
             acc = r["accuracy"]
             ax.plot(
@@ -175,9 +176,11 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
         "as a trusted sum; encrypted + distributed DP: the distributed discrete Gaussian "
         "summed under encryption (no one sees a single update). Every DP noise here is "
         "drawn from gpubfv's ChaCha20 CSPRNG (the Gaussians by Box-Muller in float64, the "
-        "discrete Gaussian by an exact integer sampler); record-level DP-SGD (`dmhe train "
-        "--mode dp-sgd`, Opacus) is not part of this comparison, and its Poisson batch "
-        "sampling uses torch's seeded generator.",
+        "discrete Gaussian by an exact integer sampler). DP-SGD: record-level DP-SGD at "
+        "each peer (`dmhe train --mode dp-sgd`, Opacus; its noise from the same CSPRNG, its "
+        "Poisson batch sampling from torch's seeded generator); its eps protects one training "
+        "record of one peer, a weaker unit than the other DP columns' (one peer's whole data), "
+        "and its updates are averaged in plaintext.",
         "",
     ]
     for name, runs in results["runs"].items():
@@ -200,17 +203,20 @@ def write_paper(results: dict[str, Any], out: Path) -> Path:
             "24-172 paired seeds, is `benchmarks/dp_seed_sweep.py` (benchmarks/RESULTS.md).",
             "",
             "| eps | DP local | DP central | encrypted + DDP | DDP - central (pp) | "
-            "local - central (pp) | reported eps (DDP) |",
-            "|---|---|---|---|---|---|---|",
+            "local - central (pp) | reported eps (DDP) | DP-SGD (record) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for eps in eps_list:
             loc = _tail(_by_eps(runs, "dp")[eps]["accuracy"], tail)
             cen = _tail(_by_eps(runs, "dp-trusted-sum")[eps]["accuracy"], tail)
             ddp_run = _by_eps(runs, "encrypted-dp")[eps]
             ddp = _tail(ddp_run["accuracy"], tail)
+            sgd_run = _by_eps(runs, "dp-sgd").get(eps)
+            sgd = "-" if sgd_run is None else _acc(_tail(sgd_run["accuracy"], tail))
             lines.append(
                 f"| {eps:g} | {_acc(loc)} | {_acc(cen)} | {_acc(ddp)} | "
-                f"{_pp(ddp - cen)} | {_pp(loc - cen)} | {ddp_run['dp_epsilon'] or math.nan:.3f} |"
+                f"{_pp(ddp - cen)} | {_pp(loc - cen)} | {ddp_run['dp_epsilon'] or math.nan:.3f} "
+                f"| {sgd} |"
             )
         lines += [
             f"- `{r['mode']}` eps {r['epsilon']}: diverged, {r['diverged']} (accuracy after "

@@ -15,6 +15,7 @@ def test_paper_quick_writes_the_report(tmp_path, capsys):
     assert main(["experiment", "paper", "--quick", "--out", str(out)]) == 0
     text = (out / "paper.md").read_text()
     assert "DDP - central (pp)" in text and "communication per peer" in text.lower()
+    assert "DP-SGD (record)" in text
     assert '"quick": true' in text  # the exact settings
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "traffic.png" in pngs and sum(p.startswith("accuracy_") for p in pngs) == 2
@@ -23,7 +24,8 @@ def test_paper_quick_writes_the_report(tmp_path, capsys):
     for runs in results["runs"].values():
         modes = {(r["mode"], r["epsilon"]) for r in runs}
         for eps in results["settings"]["epsilons"]:
-            assert {(m, eps) for m in ("dp", "dp-trusted-sum", "encrypted-dp")} <= modes
+            want = ("dp", "dp-trusted-sum", "encrypted-dp", "dp-sgd")
+            assert {(m, eps) for m in want} <= modes
         for r in runs:
             assert len(r["accuracy"]) == results["settings"]["rounds"]
             if r["epsilon"] is not None:
