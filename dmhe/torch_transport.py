@@ -136,8 +136,9 @@ class TorchDistributedTransport(Transport):
         self._index = dict(launch_ranks)
 
     # -- loss reports on the store ----------------------------------------------------------------
-    def _key(self, *parts: object) -> str:
-        return "/".join([f"e{self.epoch}", *map(str, parts)])
+    def _key(self, *parts: object, epoch: int | None = None) -> str:
+        """A store key of this epoch (or of ``epoch``)."""
+        return "/".join([f"e{self.epoch if epoch is None else epoch}", *map(str, parts)])
 
     def _report(self, peer: int, why: str, exc: BaseException | None = None) -> PeerDropped:
         """Post the loss (first report wins) and return the error every peer will raise.
@@ -149,8 +150,13 @@ class TorchDistributedTransport(Transport):
         won = self._store.compare_set(self._key("lost"), "", value)
         return self._reported(won)
 
+    @staticmethod
+    def _loss(raw: Any) -> dict[str, Any]:
+        """A posted loss report: ``rank`` (the lost peer), ``by``, ``why``."""
+        return dict(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+
     def _reported(self, raw: Any) -> PeerDropped:
-        info = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        info = self._loss(raw)
         by = "" if info["by"] == self.rank else f", reported by peer {info['by']}"
         return PeerDropped(int(info["rank"]), f"peer {info['rank']} lost: {info['why']}{by}")
 
@@ -348,13 +354,8 @@ class TorchDistributedTransport(Transport):
 
     def _lost_ranks(self) -> set[int]:
         """The peers reported lost in any epoch of this run so far."""
-        lost = set()
-        for epoch in range(self.epoch + 1):
-            key = f"e{epoch}/lost"
-            if self._store.check([key]):
-                raw = self._store.get(key)
-                lost.add(int(json.loads(raw.decode() if isinstance(raw, bytes) else raw)["rank"]))
-        return lost
+        keys = [self._key("lost", epoch=e) for e in range(self.epoch + 1)]
+        return {int(self._loss(self._store.get(k))["rank"]) for k in keys if self._store.check([k])}
 
     @property
     def lost_any(self) -> bool:
